@@ -1,3 +1,5 @@
+//go:build ignore
+
 // SPDX-License-Identifier: GPL-2.0
 //
 // ipng-stats sock_ops program: stamp every passively established (accepted)
@@ -11,6 +13,8 @@
 //   ipng_by_tuple   LRU hash keyed by (netns cookie, 4-tuple), left behind when
 //                   the socket closes so that consumers that learn of a
 //                   connection late (an access log line) still find it.
+// ipng_events is a ring buffer of open/close events, so that the agent can
+// count connections per interface for servers it knows nothing about.
 // ipng_counters is a per-CPU array of the program's own counters.
 //
 // No vmlinux.h: the two kernel structs read through BTF are declared below
@@ -54,6 +58,7 @@ enum ipng_counter {
 	IPNG_CNT_COOKIE_FAILED,      // update of ipng_by_cookie failed
 	IPNG_CNT_TUPLE_FAILED,       // update of ipng_by_tuple failed
 	IPNG_CNT_CLOSED,             // stamped sockets seen closing
+	IPNG_CNT_EVENT_LOST,         // ipng_events ring buffer full (no reader, or a slow one)
 	IPNG_CNT_MAX,
 };
 
@@ -74,6 +79,17 @@ struct ipng_stamp {
 	enum ipng_source source;
 	__u8 family;          // IP version of the connection: 4 or 6 (v4-mapped is 4)
 	__u8 _pad[7];
+};
+
+enum ipng_event_type {
+	IPNG_EVENT_OPEN = 1,
+	IPNG_EVENT_CLOSE = 2,
+};
+
+struct ipng_event {
+	struct ipng_stamp stamp;
+	enum ipng_event_type type;
+	__u32 _pad;
 };
 
 struct {
@@ -104,12 +120,39 @@ struct {
 	__type(value, __u64);
 } ipng_counters SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} ipng_events SEC(".maps");
+
 static __always_inline void count(enum ipng_counter idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&ipng_counters, &idx);
 
 	if (v)
 		*v += 1;
+}
+
+// A real (noinline) function, so that struct ipng_event and its enum are
+// described in the object's BTF for bpf2go -type.
+static __noinline void fill_event(struct ipng_event *ev, const struct ipng_stamp *st,
+				  enum ipng_event_type type)
+{
+	ev->stamp = *st;
+	ev->type = type;
+	ev->_pad = 0;
+}
+
+static __always_inline void emit(const struct ipng_stamp *st, enum ipng_event_type type)
+{
+	struct ipng_event *ev = bpf_ringbuf_reserve(&ipng_events, sizeof(*ev), 0);
+
+	if (!ev) {
+		count(IPNG_CNT_EVENT_LOST);
+		return;
+	}
+	fill_event(ev, st, type);
+	bpf_ringbuf_submit(ev, 0);
 }
 
 static __always_inline void put_v4mapped(__u8 dst[16], __u32 addr_be)
@@ -224,23 +267,31 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 					 BPF_SOCK_OPS_STATE_CB_FLAG);
 	count(IPNG_CNT_STAMPED);
+	emit(&st, IPNG_EVENT_OPEN);
+}
+
+static __always_inline void closed(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct ipng_stamp *st = bpf_map_lookup_elem(&ipng_by_cookie, &cookie);
+
+	if (!st)
+		return;
+	emit(st, IPNG_EVENT_CLOSE);
+	bpf_map_delete_elem(&ipng_by_cookie, &cookie);
+	count(IPNG_CNT_CLOSED);
 }
 
 SEC("sockops")
 int ipng_sockops(struct bpf_sock_ops *skops)
 {
-	__u64 cookie;
-
 	switch (skops->op) {
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		stamp(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] == BPF_TCP_CLOSE) {
-			cookie = bpf_get_socket_cookie(skops);
-			if (!bpf_map_delete_elem(&ipng_by_cookie, &cookie))
-				count(IPNG_CNT_CLOSED);
-		}
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			closed(skops);
 		break;
 	}
 	return 1;

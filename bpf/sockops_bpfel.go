@@ -23,7 +23,22 @@ const (
 	SockopsIpngCounterIPNG_CNT_COOKIE_FAILED  SockopsIpngCounter = 4
 	SockopsIpngCounterIPNG_CNT_TUPLE_FAILED   SockopsIpngCounter = 5
 	SockopsIpngCounterIPNG_CNT_CLOSED         SockopsIpngCounter = 6
-	SockopsIpngCounterIPNG_CNT_MAX            SockopsIpngCounter = 7
+	SockopsIpngCounterIPNG_CNT_EVENT_LOST     SockopsIpngCounter = 7
+	SockopsIpngCounterIPNG_CNT_MAX            SockopsIpngCounter = 8
+)
+
+type SockopsIpngEvent struct {
+	_     structs.HostLayout
+	Stamp SockopsIpngStamp
+	Type  SockopsIpngEventType
+	Pad   uint32
+}
+
+type SockopsIpngEventType uint32
+
+const (
+	SockopsIpngEventTypeIPNG_EVENT_OPEN  SockopsIpngEventType = 1
+	SockopsIpngEventTypeIPNG_EVENT_CLOSE SockopsIpngEventType = 2
 )
 
 type SockopsIpngSource uint32
@@ -61,6 +76,7 @@ const (
 	SockopsMapIpngByCookie = "ipng_by_cookie"
 	SockopsMapIpngByTuple  = "ipng_by_tuple"
 	SockopsMapIpngCounters = "ipng_counters"
+	SockopsMapIpngEvents   = "ipng_events"
 	SockopsMapIpngSk       = "ipng_sk"
 	SockopsProgIpngSockops = "ipng_sockops"
 )
@@ -117,6 +133,7 @@ type SockopsMapSpecs struct {
 	IpngByCookie *ebpf.MapSpec `ebpf:"ipng_by_cookie"`
 	IpngByTuple  *ebpf.MapSpec `ebpf:"ipng_by_tuple"`
 	IpngCounters *ebpf.MapSpec `ebpf:"ipng_counters"`
+	IpngEvents   *ebpf.MapSpec `ebpf:"ipng_events"`
 	IpngSk       *ebpf.MapSpec `ebpf:"ipng_sk"`
 }
 
@@ -149,6 +166,7 @@ type SockopsMaps struct {
 	IpngByCookie *ebpf.Map `ebpf:"ipng_by_cookie"`
 	IpngByTuple  *ebpf.Map `ebpf:"ipng_by_tuple"`
 	IpngCounters *ebpf.Map `ebpf:"ipng_counters"`
+	IpngEvents   *ebpf.Map `ebpf:"ipng_events"`
 	IpngSk       *ebpf.Map `ebpf:"ipng_sk"`
 }
 
@@ -157,6 +175,7 @@ func (m *SockopsMaps) Close() error {
 		m.IpngByCookie,
 		m.IpngByTuple,
 		m.IpngCounters,
+		m.IpngEvents,
 		m.IpngSk,
 	)
 }

@@ -1,0 +1,110 @@
+package loader
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Cgroup2Mount returns the mount point of the cgroup2 (unified) hierarchy,
+// read from /proc/self/mountinfo: /sys/fs/cgroup on most current systems,
+// /sys/fs/cgroup/unified on hybrid layouts.
+func Cgroup2Mount() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", fmt.Errorf("finding cgroup2 mount: %w", err)
+	}
+	defer f.Close()
+	return cgroup2MountFrom(f)
+}
+
+// cgroup2MountFrom parses mountinfo lines; the first cgroup2 mount wins.
+func cgroup2MountFrom(r io.Reader) (string, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw
+		left, right, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		fstype, _, _ := strings.Cut(right, " ")
+		fields := strings.Fields(left)
+		if fstype == "cgroup2" && len(fields) >= 5 {
+			return unescapeMountPath(fields[4]), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", fmt.Errorf("reading mountinfo: %w", err)
+	}
+	return "", errors.New("no cgroup2 filesystem is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup) or boot with systemd.unified_cgroup_hierarchy=1")
+}
+
+// unescapeMountPath undoes the octal escapes (\040 for space, ...) of mountinfo.
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, ok := octal(s[i+1 : i+4]); ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func octal(s string) (byte, bool) {
+	if len(s) != 3 {
+		return 0, false
+	}
+	var v int
+	for _, c := range s {
+		if c < '0' || c > '7' {
+			return 0, false
+		}
+		v = v*8 + int(c-'0')
+	}
+	return byte(v), v < 256
+}
+
+// ResolveCgroup turns the configured cgroup into an absolute directory of the
+// cgroup2 hierarchy: "" is the root (every socket on the host), a relative
+// path is taken below the cgroup2 mount, an absolute one is used as is.
+func ResolveCgroup(configured string) (string, error) {
+	path := configured
+	if path == "" || !filepath.IsAbs(path) {
+		mnt, err := Cgroup2Mount()
+		if err != nil {
+			return "", err
+		}
+		path = filepath.Join(mnt, configured)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return "", fmt.Errorf("cgroup %q: %w", path, err)
+	}
+	if st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return "", fmt.Errorf("cgroup %q is not on a cgroup2 filesystem (sock_ops attaches to cgroup v2 only)", path)
+	}
+	return path, nil
+}
+
+// cgroupID is the id the kernel reports for a cgroup2 directory: its inode.
+func cgroupID(path string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}

@@ -1,0 +1,139 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ipng/ipng-stats/bindings"
+	ipngbpf "github.com/ipng/ipng-stats/bpf"
+)
+
+// Maps are the program's maps, either owned by a loaded Program or opened
+// read-only from pins by OpenPinned.
+type Maps struct {
+	Sk       *ebpf.Map // SK_STORAGE: socket fd → stamp
+	ByCookie *ebpf.Map // socket cookie → stamp, live sockets
+	ByTuple  *ebpf.Map // (netns cookie, 4-tuple) → stamp, outlives the socket
+	Counters *ebpf.Map // per-CPU program counters
+	Events   *ebpf.Map // ring buffer of open/close events; nil when opened read-only
+	owned    bool
+}
+
+// OpenPinned opens the maps pinned in dir read-only. It needs no capability
+// once the pins are readable (the agent makes them 0644).
+func OpenPinned(dir string) (*Maps, error) {
+	m := &Maps{owned: true}
+	ro := &ebpf.LoadPinOptions{ReadOnly: true}
+	for _, t := range []struct {
+		name string
+		dst  **ebpf.Map
+	}{{PinSk, &m.Sk}, {PinByCookie, &m.ByCookie}, {PinByTuple, &m.ByTuple}, {PinCounters, &m.Counters}} {
+		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("opening pinned map %s: %w (is `ipng-stats agent` running with bpf.pin_dir %s?)", t.name, err, dir)
+		}
+		*t.dst = mp
+	}
+	return m, nil
+}
+
+// Close closes maps opened by OpenPinned; it does nothing for a Program's maps.
+func (m *Maps) Close() error {
+	if !m.owned {
+		return nil
+	}
+	var errs []error
+	for _, mp := range []*ebpf.Map{m.Sk, m.ByCookie, m.ByTuple, m.Counters, m.Events} {
+		if mp != nil {
+			errs = append(errs, mp.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stamp is what the program recorded about one accepted socket.
+type Stamp struct {
+	Cookie      uint64
+	NetnsCookie uint64
+	Local       netip.AddrPort // the VIP and port the client connected to
+	Remote      netip.AddrPort
+	Ifindex     uint32
+	Family      bindings.Family
+	Source      string        // "skb" or "rx_dst": where the ifindex was read
+	StampedAt   time.Duration // CLOCK_MONOTONIC at accept
+}
+
+// DecodeStamp converts the raw map value.
+func DecodeStamp(r *ipngbpf.SockopsIpngStamp) Stamp {
+	return Stamp{
+		Cookie:      r.Cookie,
+		NetnsCookie: r.Tuple.NetnsCookie,
+		Local:       netip.AddrPortFrom(unmap(r.Tuple.LocalAddr), r.Tuple.LocalPort),
+		Remote:      netip.AddrPortFrom(unmap(r.Tuple.RemoteAddr), r.Tuple.RemotePort),
+		Ifindex:     r.Ifindex,
+		Family:      bindings.Family(r.Family),
+		Source:      sourceName(r.Source),
+		StampedAt:   time.Duration(r.StampedNs),
+	}
+}
+
+func unmap(a [16]byte) netip.Addr { return netip.AddrFrom16(a).Unmap() }
+
+func sourceName(s ipngbpf.SockopsIpngSource) string {
+	switch s {
+	case ipngbpf.SockopsIpngSourceIPNG_SOURCE_SKB:
+		return "skb"
+	case ipngbpf.SockopsIpngSourceIPNG_SOURCE_RX_DST:
+		return "rx_dst"
+	}
+	return "unknown"
+}
+
+// TupleKey builds the ipng_by_tuple key; IPv4 addresses are stored v4-mapped,
+// so an IPv4 connection has the same key whether the listener was AF_INET or
+// a dual-stack AF_INET6 socket.
+func TupleKey(netnsCookie uint64, local, remote netip.AddrPort) ipngbpf.SockopsIpngTuple {
+	return ipngbpf.SockopsIpngTuple{
+		NetnsCookie: netnsCookie,
+		LocalAddr:   local.Addr().As16(),
+		RemoteAddr:  remote.Addr().As16(),
+		LocalPort:   local.Port(),
+		RemotePort:  remote.Port(),
+	}
+}
+
+// LookupTuple finds the stamp of a connection by its addresses.
+func (m *Maps) LookupTuple(netnsCookie uint64, local, remote netip.AddrPort) (Stamp, bool, error) {
+	key := TupleKey(netnsCookie, local, remote)
+	var raw ipngbpf.SockopsIpngStamp
+	if err := m.ByTuple.Lookup(&key, &raw); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Stamp{}, false, nil
+		}
+		return Stamp{}, false, fmt.Errorf("looking up 4-tuple: %w", err)
+	}
+	return DecodeStamp(&raw), true, nil
+}
+
+// LiveStamps lists the stamps of sockets that are still open.
+func (m *Maps) LiveStamps() ([]Stamp, error) {
+	var (
+		out    []Stamp
+		cookie uint64
+		raw    ipngbpf.SockopsIpngStamp
+	)
+	it := m.ByCookie.Iterate()
+	for it.Next(&cookie, &raw) {
+		out = append(out, DecodeStamp(&raw))
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("iterating %s: %w", PinByCookie, err)
+	}
+	return out, nil
+}
