@@ -1,0 +1,57 @@
+# ipng-stats — run `make help` for the targets.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
+PKGS      := ./...
+BENCHTIME ?= 1s
+
+# Packages Debian needs for building the BPF object, running every test and
+# packaging. `go build` alone needs none of them: the BPF object is committed.
+DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus wrk \
+        debhelper dpkg-dev ca-certificates git make gcc libc6-dev
+
+.PHONY: help build generate check-generated test test-unit test-e2e bench lint deps deb clean run
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build ./ipng-stats (no clang needed)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ipng-stats ./cmd/ipng-stats
+
+run: build ## run the agent on the embedded default configuration (root)
+	./ipng-stats agent
+
+generate: ## regenerate the bpf2go output from bpf/sockops.c (needs clang, libbpf-dev)
+	$(GO) generate ./bpf/
+
+check-generated: generate ## fail when the committed bpf2go output is stale
+	@git diff --exit-code -- bpf/ || { echo "generated BPF files are not up to date: run 'make generate' and commit"; exit 1; }
+
+test: ## every test with -race; as root with IPNG_STATS_E2E=1 a skipped privileged test fails
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-unit: ## unit tests only (no root needed)
+	$(GO) test -race -count=1 -short $(PKGS)
+
+test-e2e: ## the network-namespace end-to-end tests (root)
+	IPNG_STATS_E2E=1 $(GO) test -race -count=1 -timeout 20m -v ./tests/...
+
+bench: ## benchmarks (see docs/benchmarks.md)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+deps: ## install the Debian packages for generate, tests and packaging (root)
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEPS)
+
+deb: ## build the Debian package into ../
+	dpkg-buildpackage -us -uc -b
+
+clean: ## remove build output
+	rm -f ipng-stats
+	rm -rf build debian/ipng-stats debian/.debhelper debian/files debian/*.substvars debian/debhelper-build-stamp
