@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -187,12 +188,24 @@ func (a *Attributor) Resolve(fd int, fam bindings.Family) (uint32, Method) {
 	return 0, MethodNone
 }
 
+// lookupBuf holds a map key and value. Handing cilium/ebpf unsafe.Pointers
+// avoids its marshalling, but a pointer passed as `any` escapes, so the
+// buffers are pooled to keep the lookup free of allocations.
+type lookupBuf struct {
+	fd     uint32
+	cookie uint64
+	stamp  ipngbpf.SockopsIpngStamp
+}
+
+var lookupBufs = sync.Pool{New: func() any { return new(lookupBuf) }}
+
 func (a *Attributor) lookupBPF(fd int) (uint32, Method, error) {
-	var st ipngbpf.SockopsIpngStamp
-	key := uint32(fd)
-	err := a.sk.Lookup(unsafe.Pointer(&key), unsafe.Pointer(&st))
+	buf := lookupBufs.Get().(*lookupBuf)
+	defer lookupBufs.Put(buf)
+	buf.fd = uint32(fd)
+	err := a.sk.Lookup(unsafe.Pointer(&buf.fd), unsafe.Pointer(&buf.stamp))
 	if err == nil {
-		return st.Ifindex, MethodSkStorage, nil
+		return buf.stamp.Ifindex, MethodSkStorage, nil
 	}
 	if !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return 0, MethodNone, err
@@ -201,10 +214,11 @@ func (a *Attributor) lookupBPF(fd int) (uint32, Method, error) {
 	if cerr != nil {
 		return 0, MethodNone, err
 	}
-	if err := a.cookie.Lookup(unsafe.Pointer(&cookie), unsafe.Pointer(&st)); err != nil {
+	buf.cookie = cookie
+	if err := a.cookie.Lookup(unsafe.Pointer(&buf.cookie), unsafe.Pointer(&buf.stamp)); err != nil {
 		return 0, MethodNone, err
 	}
-	return st.Ifindex, MethodCookie, nil
+	return buf.stamp.Ifindex, MethodCookie, nil
 }
 
 // Info is what attribution knows about one accepted connection.

@@ -1,0 +1,108 @@
+package attribution
+
+import (
+	"bufio"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/loader"
+)
+
+// ownCgroup is the cgroup2 directory of this process: attaching there stamps
+// the benchmark's own sockets without moving the process.
+func ownCgroup(b *testing.B) string {
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+			mnt, err := loader.Cgroup2Mount()
+			if err != nil {
+				b.Fatal(err)
+			}
+			return filepath.Join(mnt, rest)
+		}
+	}
+	b.Fatal("no cgroup2 entry in /proc/self/cgroup")
+	return ""
+}
+
+// acceptedFD returns an accepted loopback socket's fd and addresses; the
+// client and server stay open until the benchmark ends.
+func acceptedFD(b *testing.B, a *Attributor) (int, netip.AddrPort, netip.AddrPort) {
+	ln, err := Listen(b.Context(), "tcp", "[::]:0", a)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	c, err := net.Dial("tcp4", "127.0.0.1:"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	s, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	tc := s.(*Conn)
+	f, err := tc.File() // a dup: the fd stays valid for the whole benchmark
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return int(f.Fd()), tc.info.Local, tc.info.Remote
+}
+
+func benchAttribute(b *testing.B, a *Attributor, want Method) {
+	fd, local, remote := acceptedFD(b, a)
+	if info := a.Attribute(fd, local, remote); info.Method != want || info.Ifindex == 0 {
+		b.Fatalf("Attribute = %+v, want method %s", info, want)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		a.Attribute(fd, local, remote)
+	}
+}
+
+func newBindings() *bindings.Resolver {
+	r := bindings.NewResolver(bindings.Spec{DefaultTag: "direct", Bindings: []bindings.Binding{{Device: "lo", Tag: "loopback"}}}, nil)
+	r.SetLinks([]bindings.Link{{Index: 1, Name: "lo"}})
+	return r
+}
+
+// BenchmarkAttributeBPF: one accepted connection resolved through the
+// sk_storage map (by fd) and the bindings table.
+func BenchmarkAttributeBPF(b *testing.B) {
+	testenv.RequireRoot(b)
+	p, err := loader.Load(loader.Config{Cgroup: ownCgroup(b), PinDir: filepath.Join(loader.DefaultBPFFS, "ipng-bench-"+strconv.Itoa(os.Getpid()))}, nil)
+	if err != nil {
+		b.Fatalf("%+v", err)
+	}
+	defer p.Close()
+	a, err := New(Options{Mode: ModeBPF, Maps: p.Maps(), Bindings: newBindings()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchAttribute(b, a, MethodSkStorage)
+}
+
+// BenchmarkAttributePktinfo: the unprivileged fallback.
+func BenchmarkAttributePktinfo(b *testing.B) {
+	a, err := New(Options{Mode: ModeFallback, Bindings: newBindings()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchAttribute(b, a, MethodPktinfo)
+}
