@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -44,7 +45,7 @@ func runCheck(c *cli.Context) error {
 		return &exitError{checkBadConfig, errors.New("configuration is invalid")}
 	}
 	fmt.Fprintf(w, "ok    config %s\n", configName(c))
-	failed := checkBindings(w, cfg)
+	failed := checkBindings(w, cfg, quietLogger(c))
 	if !checkBPF(w, cfg) {
 		failed = true
 	}
@@ -57,13 +58,13 @@ func runCheck(c *cli.Context) error {
 
 // checkBindings resolves the bound devices now. An absent device is a
 // warning: it is bound as soon as it appears.
-func checkBindings(w io.Writer, cfg *config.Config) (failed bool) {
+func checkBindings(w io.Writer, cfg *config.Config, logger *slog.Logger) (failed bool) {
 	spec, err := cfg.BindingsSpec()
 	if err != nil {
 		fmt.Fprintf(w, "FAIL  bindings: %v\n", err)
 		return true
 	}
-	tags := bindings.NewResolver(spec, nil)
+	tags := bindings.NewResolver(spec, logger)
 	if err := tags.Scan(); err != nil {
 		fmt.Fprintf(w, "FAIL  bindings: listing links: %v\n", err)
 		return true

@@ -66,7 +66,7 @@ func runConns(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	tags := bindings.NewResolver(spec, nil)
+	tags := bindings.NewResolver(spec, quietLogger(c))
 	if err := tags.Scan(); err != nil {
 		return fmt.Errorf("listing links: %w", err)
 	}

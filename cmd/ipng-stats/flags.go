@@ -121,3 +121,9 @@ func newLogger(w io.Writer, level, format string, lvl *slog.LevelVar) (*slog.Log
 	}
 	return nil, fmt.Errorf("log format %q: want logfmt or json", format)
 }
+
+// quietLogger is the logger of the one-shot commands (conns, check): their
+// output is the answer, so only warnings and errors are logged, to stderr.
+func quietLogger(c *cli.Context) *slog.Logger {
+	return slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}

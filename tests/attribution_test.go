@@ -1,0 +1,179 @@
+package tests
+
+import (
+	"encoding/json"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ipng/ipng-stats/tests/internal/topo"
+)
+
+// A path is a client namespace and the srv device its connections arrive on.
+type path struct {
+	name string
+	ns   func(*topo.Topo) *topo.NS
+	dev  string
+}
+
+var paths = []path{
+	{"c1 via eth1", func(tp *topo.Topo) *topo.NS { return tp.C1 }, "eth1"},
+	{"c2 via eth2", func(tp *topo.Topo) *topo.NS { return tp.C2 }, "eth2"},
+	{"lb via the vxlan tunnel", func(tp *topo.Topo) *topo.NS { return tp.LB }, "tun0"},
+	{"c4 via macvlan", func(tp *topo.Topo) *topo.NS { return tp.C4 }, "mv0"},
+	{"cl via lb and the tunnel (DSR)", func(tp *topo.Topo) *topo.NS { return tp.Client }, "tun0"},
+}
+
+const connsPerCase = 10
+
+// TestAttributionMatrix connects 10 times over every path with every family
+// (IPv4, IPv6, v4-mapped) to a wildcard dual-stack server, in BPF mode (the
+// agent's pinned maps) and in the IP_PKTINFO fallback, and checks every
+// connection's device, ifindex, family and tag, and the exact totals per tag.
+func TestAttributionMatrix(t *testing.T) {
+	for _, mode := range []struct{ mode, method string }{{"bpf", "sk_storage"}, {"fallback", "pktinfo"}} {
+		t.Run(mode.mode, func(t *testing.T) {
+			e := newEnv(t, "")
+			if mode.mode == "bpf" {
+				e.startAgent()
+			}
+			e.startTagServer(mode.mode)
+
+			got, want := map[string]int{}, map[string]int{}
+			for _, p := range paths {
+				ns := p.ns(e.topo)
+				ifindex := e.topo.Srv.Ifindex(t, p.dev)
+				for _, fam := range families {
+					wantFam := map[string]string{"ipv4": "ipv4", "ipv6": "ipv6", "mapped": "ipv4"}[fam]
+					tag := expectedTag(p.dev, wantFam)
+					for i := range connsPerCase {
+						c, err := e.connect(ns, fam)
+						if err != nil {
+							t.Fatal(err)
+						}
+						r := c.reply
+						if r.Device != p.dev || r.Ifindex != ifindex || r.Family != wantFam || r.Tag != tag || r.Method != mode.method {
+							t.Errorf("%s %s #%d: got %+v, want device %s ifindex %d family %s tag %s method %s",
+								p.name, fam, i, r, p.dev, ifindex, wantFam, tag, mode.method)
+						}
+						got[r.Tag]++
+						want[tag]++
+						c.conn.Close()
+					}
+				}
+			}
+			if !maps.Equal(got, want) {
+				t.Errorf("connections per tag = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestCanonicalCounts is the original module's acceptance test: 10
+// connections per (device, family) with eth1→tag1 for both families and eth2
+// → tag2-v4/tag2-v6 count exactly tag1=20, tag2-v4=10, tag2-v6=10.
+func TestCanonicalCounts(t *testing.T) {
+	e := newEnv(t, "")
+	e.startAgent()
+	e.startTagServer("bpf")
+	got := map[string]int{}
+	for _, ns := range []*topo.NS{e.topo.C1, e.topo.C2} {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			for range connsPerCase {
+				c, err := e.connect(ns, fam)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[c.reply.Tag]++
+				c.conn.Close()
+			}
+		}
+	}
+	want := map[string]int{"tag1": 20, "tag2-v4": 10, "tag2-v6": 10}
+	if !maps.Equal(got, want) {
+		t.Errorf("connections per tag = %v, want %v", got, want)
+	}
+}
+
+// connRow is one line of `ipng-stats conns -o json`.
+type connRow struct {
+	Local     string `json:"local"`
+	Remote    string `json:"remote"`
+	Family    string `json:"family"`
+	Ifindex   uint32 `json:"ifindex"`
+	Device    string `json:"device"`
+	SourceTag string `json:"source_tag"`
+	Bound     bool   `json:"bound"`
+}
+
+// TestConnsCommand holds one connection open per path and family and checks
+// that `ipng-stats conns` lists each with the right device and tag.
+func TestConnsCommand(t *testing.T) {
+	e := newEnv(t, "")
+	e.startAgent()
+	e.startTagServer("bpf")
+	want := map[string]connRow{} // by client address
+	for _, p := range paths {
+		for _, fam := range families {
+			c, err := e.connect(p.ns(e.topo), fam)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantFam := map[string]string{"ipv4": "ipv4", "ipv6": "ipv6", "mapped": "ipv4"}[fam]
+			local := c.conn.LocalAddr().String()
+			want[local] = connRow{Device: p.dev, SourceTag: expectedTag(p.dev, wantFam), Family: wantFam, Bound: p.dev != "mv0"}
+		}
+	}
+	out, err := e.ipngStats("conns", "--config", e.cfgPath, "--bpf.pin-dir", e.pinDir, "-o", "json")
+	if err != nil {
+		t.Fatalf("conns: %v\n%s", err, out)
+	}
+	var rows []connRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("conns output: %v\n%s", err, out)
+	}
+	seen := map[string]bool{}
+	for _, r := range rows {
+		w, ok := want[normalize(r.Remote)]
+		if !ok {
+			continue
+		}
+		seen[normalize(r.Remote)] = true
+		if r.Device != w.Device || r.SourceTag != w.SourceTag || r.Family != w.Family || r.Bound != w.Bound {
+			t.Errorf("conns row for %s = %+v, want %+v", r.Remote, r, w)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("conns listed %d of %d open connections; missing %v\n%s", len(seen), len(want),
+			slices.Collect(func(yield func(string) bool) {
+				for k := range want {
+					if !seen[k] && !yield(k) {
+						return
+					}
+				}
+			}), out)
+	}
+
+	// The table output, as an operator sees it, names device and tag.
+	table, err := e.ipngStats("conns", "--config", e.cfgPath, "--bpf.pin-dir", e.pinDir)
+	if err != nil {
+		t.Fatalf("conns: %v\n%s", err, table)
+	}
+	for _, s := range []string{"SOURCE_TAG", "maglev", "tag2-v6", "mv0"} {
+		if !strings.Contains(table, s) {
+			t.Errorf("conns table lacks %q:\n%s", s, table)
+		}
+	}
+}
+
+// normalize turns a v4-mapped "[::ffff:a.b.c.d]:p" into "a.b.c.d:p", the
+// form conns prints.
+func normalize(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return addr
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+}

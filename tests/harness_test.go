@@ -1,0 +1,315 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ipng/ipng-stats/loader"
+	"github.com/ipng/ipng-stats/tests/internal/topo"
+)
+
+// bindingsYAML is the bindings section every e2e test uses: eth1 one tag for
+// both families, eth2 one tag per family, the tunnel a tag of its own, mv0
+// unbound (default tag).
+const bindingsYAML = `bindings:
+  default_tag: direct
+  devices:
+    - device: eth1
+      tag: tag1
+    - device: eth2
+      family: ipv4
+      tag: tag2-v4
+    - device: eth2
+      family: ipv6
+      tag: tag2-v6
+    - device: tun0
+      tag: maglev
+`
+
+// expectedTag is what bindingsYAML gives a connection on dev of family fam
+// ("ipv4" for v4-mapped too).
+func expectedTag(dev, fam string) string {
+	switch dev {
+	case "eth1":
+		return "tag1"
+	case "eth2":
+		return "tag2-" + map[string]string{"ipv4": "v4", "ipv6": "v6"}[fam]
+	case "tun0":
+		return "maglev"
+	}
+	return "direct"
+}
+
+// env is one test's world: a topology, a cgroup for the servers, a pin
+// directory and a config file.
+type env struct {
+	t       *testing.T
+	topo    *topo.Topo
+	cg      *topo.Cgroup
+	pinDir  string
+	cfgPath string
+	port    int
+}
+
+func newEnv(t *testing.T, extraYAML string) *env {
+	t.Helper()
+	topo.Require(t)
+	e := &env{t: t, topo: topo.New(t), cg: topo.NewCgroup(t)}
+	e.pinDir = filepath.Join(loader.DefaultBPFFS, "ipngt-"+randHex())
+	t.Cleanup(func() {
+		if err := loader.Detach(e.pinDir); err != nil {
+			t.Errorf("removing pins: %v", err)
+		}
+	})
+	e.cfgPath = filepath.Join(t.TempDir(), "ipng-stats.yml")
+	if err := os.WriteFile(e.cfgPath, []byte(bindingsYAML+extraYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.port = e.topo.Srv.FreePort(t)
+	return e
+}
+
+func randHex() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// proc is a background process of a test, with its output kept for the log.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (e *env) start(name string, cmd *exec.Cmd, inCgroup bool) *proc {
+	e.t.Helper()
+	p := &proc{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.out
+	if cmd.Stdout == nil {
+		cmd.Stdout = p.out
+	}
+	var err error
+	if inCgroup {
+		err = e.cg.Start(cmd)
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
+		e.t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	e.t.Cleanup(func() {
+		p.stop(e.t, syscall.SIGKILL)
+		if e.t.Failed() {
+			e.t.Logf("--- output of %s:\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+// stop signals the process and waits (bounded) for it to exit.
+func (p *proc) stop(t *testing.T, sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("%s did not stop on %v", p.name, sig)
+	}
+}
+
+// startAgent runs `ipng-stats agent` in srv's namespace, attached to the
+// test cgroup, and waits until its link is pinned.
+func (e *env) startAgent(args ...string) *proc {
+	e.t.Helper()
+	all := append([]string{"agent", "--config", e.cfgPath, "--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir,
+		"--attribution.mode", "bpf", "--log.level", "debug"}, args...)
+	p := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, all...), false)
+	waitFor(e.t, 10*time.Second, "agent running", func() bool {
+		select {
+		case <-p.done:
+			e.t.Fatalf("agent exited: %v\n%s", p.err, p.out.String())
+		default:
+		}
+		return strings.Contains(p.out.String(), `msg="agent running"`)
+	})
+	return p
+}
+
+// startTagServer runs the tag server in srv's namespace and the test cgroup.
+func (e *env) startTagServer(mode string) *proc {
+	e.t.Helper()
+	cmd := e.topo.Srv.Exec(context.Background(), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=tagserver", envMode+"="+mode, envPins+"="+e.pinDir,
+		envConfig+"="+e.cfgPath, envPort+"="+strconv.Itoa(e.port))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p := e.start("tagserver-"+mode, cmd, true)
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err == nil && line != "ready\n" {
+			err = fmt.Errorf("unexpected first line %q", line)
+		}
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			e.t.Fatalf("tag server: %v\n%s", err, p.out.String())
+		}
+	case <-time.After(10 * time.Second):
+		e.t.Fatalf("tag server not ready\n%s", p.out.String())
+	}
+	return p
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// reply is the tag server's answer for one connection.
+type reply struct {
+	Tag, Device string
+	Ifindex     uint32
+	Family      string
+	Method      string
+}
+
+// client is one open connection and what the server said about it.
+type client struct {
+	conn  net.Conn
+	reply reply
+}
+
+// families a client can connect with: IPv4, IPv6, and IPv4 from an AF_INET6
+// socket (v4-mapped ::ffff:192.0.2.10).
+var families = []string{"ipv4", "ipv6", "mapped"}
+
+// connect dials the VIP from ns with the given family and reads the reply.
+// The connection stays open until the caller closes it (or the test ends).
+func (e *env) connect(ns *topo.NS, fam string) (*client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var (
+		c   net.Conn
+		err error
+	)
+	switch fam {
+	case "ipv4":
+		c, err = ns.Dial(ctx, "tcp4", netip.AddrPortFrom(e.topo.VIP4, uint16(e.port)).String())
+	case "ipv6":
+		c, err = ns.Dial(ctx, "tcp6", netip.AddrPortFrom(e.topo.VIP6, uint16(e.port)).String())
+	case "mapped":
+		c, err = dialMapped(ns, netip.AddrFrom16(e.topo.VIP4.As16()), e.port)
+	default:
+		err = fmt.Errorf("unknown family %q", fam)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", ns.Role(), fam, err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%s %s: reading reply: %w", ns.Role(), fam, err)
+	}
+	var r reply
+	if _, err := fmt.Sscanf(line, "%s %s %d %s %s", &r.Tag, &r.Device, &r.Ifindex, &r.Family, &r.Method); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%s %s: bad reply %q: %w", ns.Role(), fam, line, err)
+	}
+	c.SetReadDeadline(time.Time{})
+	return &client{conn: c, reply: r}, nil
+}
+
+// dialMapped connects an AF_INET6 socket to a v4-mapped address from ns, as
+// a dual-stack client does (Go's own dialer converts those to AF_INET).
+func dialMapped(ns *topo.NS, addr netip.Addr, port int) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Do(nil, func() error {
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		tv := unix.NsecToTimeval((3 * time.Second).Nanoseconds())
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+		if err := unix.Connect(fd, &unix.SockaddrInet6{Port: port, Addr: addr.As16()}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		f := os.NewFile(uintptr(fd), "mapped")
+		defer f.Close()
+		c, err = net.FileConn(f)
+		return err
+	})
+	return c, err
+}
+
+// ipngStats runs the ipng-stats CLI in srv's namespace and returns its
+// standard output.
+func (e *env) ipngStats(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := e.topo.Srv.Exec(ctx, agentBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, stderr.String())
+	}
+	return string(out), err
+}
