@@ -1,0 +1,192 @@
+package exporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/ipng/ipng-stats/collector"
+)
+
+// DefaultListenAddress is where the exporter listens when
+// Options.ListenAddress is empty.
+const DefaultListenAddress = ":9113"
+
+// Paths served. MetricsPath and StatszPath serve the same document.
+const (
+	MetricsPath = "/metrics"
+	StatszPath  = "/.well-known/ipng/statsz"
+	HealthyPath = "/-/healthy"
+	ReadyPath   = "/-/ready"
+)
+
+// shutdownTimeout bounds the graceful shutdown in Run.
+const shutdownTimeout = 5 * time.Second
+
+// Options configure a Server.
+type Options struct {
+	// ListenAddress is host:port; empty means DefaultListenAddress.
+	ListenAddress string
+	// WebConfigFile is an exporter-toolkit web configuration file (TLS,
+	// basic auth); empty serves plain HTTP without authentication. The
+	// toolkit re-reads it on every connection, so editing it needs no reload.
+	WebConfigFile string
+	// Collector is the source of the ipng_* series. Required. Do not also
+	// register it in Registry.
+	Collector *collector.Collector
+	// Registry holds extra collectors (Go runtime, process, ...), served
+	// unfiltered next to the collector's series. Optional.
+	Registry prometheus.Gatherer
+	// Logger receives request errors and server events; nil discards.
+	Logger *slog.Logger
+	// Ready reports whether the agent is ready (/-/ready answers 503 with
+	// the error otherwise). nil means always ready.
+	Ready func() error
+	// Version is shown on the landing page.
+	Version string
+}
+
+// Server is the exporter's HTTP server.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	handler http.Handler
+}
+
+// New checks opts (including the web configuration file) and builds the
+// handler. It does not listen; see Run.
+func New(opts Options) (*Server, error) {
+	if opts.Collector == nil {
+		return nil, errors.New("exporter: a collector is required")
+	}
+	if opts.ListenAddress == "" {
+		opts.ListenAddress = DefaultListenAddress
+	}
+	if _, _, err := net.SplitHostPort(opts.ListenAddress); err != nil && !strings.HasPrefix(opts.ListenAddress, "vsock://") {
+		return nil, fmt.Errorf("exporter: listen address %q: %w", opts.ListenAddress, err)
+	}
+	if opts.WebConfigFile != "" {
+		if err := web.Validate(opts.WebConfigFile); err != nil {
+			return nil, fmt.Errorf("exporter: web config %s: %w", opts.WebConfigFile, err)
+		}
+	}
+	s := &Server{opts: opts, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s.log = s.log.With("component", "exporter")
+	h, err := s.routes()
+	if err != nil {
+		return nil, err
+	}
+	s.handler = h
+	return s, nil
+}
+
+// Handler returns the exporter's routes without TLS or authentication (for
+// tests with httptest, or to mount elsewhere).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Run listens on Options.ListenAddress (through exporter-toolkit, so
+// "vsock://:port" works too) and serves until ctx is done, then shuts down
+// gracefully. It returns nil after a clean shutdown.
+func (s *Server) Run(ctx context.Context) error {
+	return s.serve(ctx, func(srv *http.Server, flags *web.FlagConfig) error {
+		return web.ListenAndServe(srv, flags, s.log)
+	})
+}
+
+// Serve is Run on an existing listener (e.g. from systemd or a test), which
+// it closes.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return s.serve(ctx, func(srv *http.Server, flags *web.FlagConfig) error {
+		return web.Serve(ln, srv, flags, s.log)
+	})
+}
+
+func (s *Server) serve(ctx context.Context, run func(*http.Server, *web.FlagConfig) error) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan struct{})    // run returned
+	stopped := make(chan struct{}) // the shutdown goroutine finished
+	go func() {
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+		case <-done:
+			return
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			s.log.Warn("graceful shutdown incomplete", "err", err)
+			_ = srv.Close()
+		}
+	}()
+	file := s.opts.WebConfigFile
+	err := run(srv, &web.FlagConfig{
+		WebListenAddresses: &[]string{s.opts.ListenAddress},
+		WebSystemdSocket:   new(false),
+		WebConfigFile:      &file,
+	})
+	// Serve returns as soon as Shutdown starts; wait for in-flight requests.
+	close(done)
+	<-stopped
+	if err == nil || errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("exporter: serve: %w", err)
+}
+
+// routes builds the mux. GET patterns also answer HEAD; other methods get
+// 405 from the mux.
+func (s *Server) routes() (http.Handler, error) {
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "ipng-stats",
+		Description: "Per-interface, per-VIP HTTP traffic accounting",
+		Version:     s.opts.Version,
+		Profiling:   "false",
+		Links: []web.LandingLinks{
+			{Address: MetricsPath, Text: "Metrics", Description: "Prometheus text, OpenMetrics or protobuf by Accept; ?format=json for JSON"},
+			{Address: StatszPath, Text: "Statsz", Description: "the same document; filter with ?source_tag= and ?vip="},
+			{Address: StatszPath + "?format=json", Text: "Statsz (JSON)", Description: "JSON, schema 1"},
+			{Address: HealthyPath, Text: "Health"},
+			{Address: ReadyPath, Text: "Readiness"},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("exporter: landing page: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", landing)
+	mux.HandleFunc("GET "+MetricsPath, s.serveStats)
+	mux.HandleFunc("GET "+StatszPath, s.serveStats)
+	mux.HandleFunc("GET "+HealthyPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "Healthy\n")
+	})
+	mux.HandleFunc("GET "+ReadyPath, func(w http.ResponseWriter, _ *http.Request) {
+		if s.opts.Ready != nil {
+			if err := s.opts.Ready(); err != nil {
+				http.Error(w, "Not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "Ready\n")
+	})
+	return mux, nil
+}
