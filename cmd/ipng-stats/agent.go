@@ -7,14 +7,22 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/urfave/cli/v2"
 
 	"github.com/ipng/ipng-stats/attribution"
 	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/connstats"
+	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -23,11 +31,26 @@ func agentCommand() *cli.Command {
 		Name:  "agent",
 		Usage: "run the node agent: load and attach the sock_ops program, follow interface bindings, export metrics",
 		Description: "Without --config the agent runs on the embedded default configuration (no device bindings: " +
-			"every connection is tagged \"direct\"). SIGHUP reloads the configuration file (bindings, log level); " +
-			"SIGTERM or SIGINT stops the agent, detaching the program unless bpf.keep_on_exit is set.",
+			"every connection is tagged \"direct\"). Metrics are served on web.listen_address (:9113) at " +
+			"/.well-known/ipng/statsz and /metrics. SIGHUP reloads the configuration file (bindings, log level, " +
+			"metrics.max_series); SIGTERM or SIGINT stops the agent, detaching the program unless " +
+			"bpf.keep_on_exit is set.",
 		Flags:  concat(configFlags(), webFlags(), bpfFlags()),
 		Action: runAgent,
 	}
+}
+
+// agent is what runAgent wires together.
+type agent struct {
+	cfg    *config.Config
+	logger *slog.Logger
+	level  *slog.LevelVar
+	tags   *bindings.Resolver
+	prog   *loader.Program // nil without BPF
+	attr   *attribution.Attributor
+	col    *collector.Collector
+	conns  *connstats.Tracker // nil without BPF
+	ready  atomic.Bool
 }
 
 func runAgent(c *cli.Context) error {
@@ -35,113 +58,197 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	level := new(slog.LevelVar)
-	logger, err := newLogger(c.App.ErrWriter, cfg.Log.Level, cfg.Log.Format, level)
-	if err != nil {
+	a := &agent{cfg: cfg, level: new(slog.LevelVar)}
+	if a.logger, err = newLogger(c.App.ErrWriter, cfg.Log.Level, cfg.Log.Format, a.level); err != nil {
 		return err
 	}
-	logger.Info("starting ipng-stats agent", "version", versionString(), "config", configName(c))
-
+	a.logger.Info("starting ipng-stats agent", "version", versionString(), "config", configName(c))
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	spec, err := cfg.BindingsSpec()
-	if err != nil {
+	if err := a.setup(); err != nil {
 		return err
 	}
-	tags := bindings.NewResolver(spec, logger)
-	if err := tags.Scan(); err != nil {
-		return fmt.Errorf("resolving bound devices: %w", err)
+	if a.prog != nil {
+		defer a.prog.Close()
+	}
+	srv, err := exporter.New(exporter.Options{
+		ListenAddress: cfg.Web.ListenAddress, WebConfigFile: cfg.Web.ConfigFile,
+		Collector: a.col, Registry: runtimeRegistry(), Logger: a.logger, Version: version,
+		Ready: func() error {
+			if !a.ready.Load() {
+				return errors.New("starting")
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return err
 	}
 
-	mode, err := attribution.ParseMode(cfg.Attribution.Mode)
-	if err != nil {
-		return err
-	}
-	var (
-		prog   *loader.Program
-		bpfErr error
-	)
-	if mode != attribution.ModeFallback {
-		prog, bpfErr = loader.Load(loaderConfig(cfg), logger)
-		if bpfErr != nil && mode == attribution.ModeBPF {
-			return bpfErr
-		}
-		if prog != nil {
-			defer prog.Close()
-		}
-	}
-	var maps *loader.Maps
-	if prog != nil {
-		maps = prog.Maps()
-	}
-	attr, err := attribution.New(attribution.Options{Mode: mode, Maps: maps, BPFError: bpfErr, Bindings: tags, Logger: logger})
-	if err != nil {
-		return err
-	}
-	_ = attr // served to in-process servers (proxy) and the exporter's meta series
-
+	// Deferred in this order so that the parts stop (cancel) and finish
+	// (wg.Wait) before the program is closed.
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := tags.Run(ctx, cfg.Bindings.RescanInterval); err != nil && !errors.Is(err, context.Canceled) {
-			logger.Error("bindings watcher stopped", "err", err)
-		}
-	}()
-	if prog != nil {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	goRun := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := prog.ReadEvents(ctx, func(ev loader.Event) {
-				r := tags.Table().Lookup(ev.Stamp.Ifindex, ev.Stamp.Family)
-				logger.Debug("connection", "open", ev.Open, "local", ev.Stamp.Local, "remote", ev.Stamp.Remote,
-					"ifindex", ev.Stamp.Ifindex, "device", r.Device, "tag", r.Tag)
-			})
-			if err != nil {
-				logger.Error("event reader stopped", "err", err)
+			if err := fn(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				cancel(fmt.Errorf("%s: %w", name, err)) // a part that fails stops the agent
 			}
 		}()
+	}
+	goRun("exporter", srv.Run)
+	goRun("collector", a.col.Run)
+	goRun("bindings", func(ctx context.Context) error { return a.tags.Run(ctx, cfg.Bindings.RescanInterval) })
+	if a.prog != nil {
+		goRun("events", func(ctx context.Context) error { return a.prog.ReadEvents(ctx, a.conns.Handle) })
+		goRun("reconcile", a.reconcile)
 	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	logger.Info("agent running", "bindings", len(spec.Bindings), "default_tag", spec.DefaultTag, "bpf", prog != nil)
+	a.ready.Store(true)
+	a.logger.Info("agent running", "listen", cfg.Web.ListenAddress, "bindings", len(cfg.Bindings.Devices),
+		"default_tag", cfg.Bindings.DefaultTag, "bpf", a.prog != nil)
 	for {
 		select {
 		case <-ctx.Done():
-			logger.Info("stopping agent")
+			if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				a.logger.Error("stopping agent", "err", err)
+				return err
+			}
+			a.logger.Info("stopping agent")
 			return nil
 		case <-hup:
-			reload(c, logger, level, tags)
+			a.reload(c)
+		}
+	}
+}
+
+// setup builds the parts of the data path: bindings, the BPF program (by
+// mode), attribution, the collector and the connection tracker.
+func (a *agent) setup() error {
+	cfg := a.cfg
+	spec, err := cfg.BindingsSpec()
+	if err != nil {
+		return err
+	}
+	a.tags = bindings.NewResolver(spec, a.logger)
+	if err := a.tags.Scan(); err != nil {
+		return fmt.Errorf("resolving bound devices: %w", err)
+	}
+	mode, err := attribution.ParseMode(cfg.Attribution.Mode)
+	if err != nil {
+		return err
+	}
+	var bpfErr error
+	if mode != attribution.ModeFallback {
+		a.prog, bpfErr = loader.Load(loaderConfig(cfg), a.logger)
+		if bpfErr != nil && mode == attribution.ModeBPF {
+			return bpfErr
+		}
+	}
+	var maps *loader.Maps
+	if a.prog != nil {
+		maps = a.prog.Maps()
+	}
+	if a.attr, err = attribution.New(attribution.Options{Mode: mode, Maps: maps, BPFError: bpfErr, Bindings: a.tags, Logger: a.logger}); err != nil {
+		return err
+	}
+	a.col, err = collector.New(collectorConfig(cfg), collector.Options{
+		Logger: a.logger,
+		Build:  collector.BuildInfo{Version: version, Revision: buildRevision(), GoVersion: runtime.Version()},
+	})
+	if err != nil {
+		return err
+	}
+	a.col.SetSources(collector.Sources{
+		IfindexMisses:        a.misses,
+		AttributionFallbacks: a.attr.Fallbacks,
+		BPFEvents:            a.bpfCounters,
+	})
+	if a.prog != nil {
+		netns, err := loader.NetnsCookie()
+		if err != nil {
+			return err
+		}
+		a.conns = connstats.New(a.col, a.tags, netns)
+		if live, err := maps.LiveStamps(); err == nil {
+			a.conns.Seed(live)
+		}
+	}
+	return nil
+}
+
+func (a *agent) misses() map[string]uint64 {
+	v4, v6 := a.tags.Misses()
+	return map[string]uint64{"ipv4": v4, "ipv6": v6}
+}
+
+func (a *agent) bpfCounters() map[string]uint64 {
+	if a.prog == nil {
+		return nil
+	}
+	m, err := a.prog.Maps().ReadCounters()
+	if err != nil {
+		a.logger.Warn("reading BPF counters", "err", err)
+		return nil
+	}
+	return m
+}
+
+// reconcile periodically closes connections whose close event was lost
+// (ring buffer full), so that the active gauges cannot drift.
+func (a *agent) reconcile(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			live, err := a.prog.Maps().LiveStamps()
+			if err != nil {
+				a.logger.Warn("listing open connections", "err", err)
+				continue
+			}
+			if n := a.conns.Reconcile(live); n > 0 {
+				a.logger.Info("closed connections whose close event was lost", "count", n)
+			}
 		}
 	}
 }
 
 // reload re-reads the configuration file and applies what can change at run
-// time: bindings and log level. A bad file is logged and ignored, the agent
-// keeps running on the previous configuration.
-func reload(c *cli.Context, logger *slog.Logger, level *slog.LevelVar, tags *bindings.Resolver) {
+// time: bindings, log level and the series cap. A bad file is logged and
+// ignored; the agent keeps running on the previous configuration.
+func (a *agent) reload(c *cli.Context) {
 	cfg, err := loadConfig(c)
+	if err == nil {
+		var spec bindings.Spec
+		if spec, err = cfg.BindingsSpec(); err == nil {
+			a.tags.SetSpec(spec)
+			if err := a.tags.Scan(); err != nil {
+				a.logger.Warn("reload: rescanning links", "err", err)
+			}
+		}
+	}
 	if err != nil {
-		logger.Error("reload failed, keeping the running configuration", "err", err)
+		a.logger.Error("reload failed, keeping the running configuration", "err", err)
 		return
 	}
-	spec, err := cfg.BindingsSpec()
-	if err != nil {
-		logger.Error("reload failed, keeping the running configuration", "err", err)
-		return
+	if err := a.level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		a.logger.Error("reload: bad log level", "err", err)
 	}
-	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
-		logger.Error("reload: bad log level", "err", err)
+	if err := a.col.SetConfig(collectorConfig(cfg)); err != nil {
+		a.logger.Error("reload: metrics", "err", err)
 	}
-	tags.SetSpec(spec)
-	if err := tags.Scan(); err != nil {
-		logger.Warn("reload: rescanning links", "err", err)
-	}
-	logger.Info("configuration reloaded", "bindings", len(spec.Bindings), "default_tag", spec.DefaultTag)
+	a.logger.Info("configuration reloaded", "bindings", len(cfg.Bindings.Devices), "default_tag", cfg.Bindings.DefaultTag)
 }
 
 func loaderConfig(cfg *config.Config) loader.Config {
@@ -152,6 +259,24 @@ func loaderConfig(cfg *config.Config) loader.Config {
 		CookieMapEntries: cfg.BPF.CookieMapEntries,
 		TupleMapEntries:  cfg.BPF.TupleMapEntries,
 	}
+}
+
+func collectorConfig(cfg *config.Config) collector.Config {
+	m := cfg.Metrics
+	return collector.Config{
+		MaxSeries:           m.MaxSeries,
+		DurationBuckets:     m.DurationBuckets,
+		RequestSizeBuckets:  m.SizeBuckets,
+		ResponseSizeBuckets: m.SizeBuckets,
+		NativeHistograms:    m.NativeHistograms,
+	}
+}
+
+// runtimeRegistry holds the agent's own Go and process metrics.
+func runtimeRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 func configName(c *cli.Context) string {
