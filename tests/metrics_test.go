@@ -6,11 +6,13 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // scrape GETs path from the agent's exporter inside srv's namespace.
@@ -117,6 +119,21 @@ func TestAgentConnectionCounts(t *testing.T) {
 	}
 	if !strings.Contains(text, `ipng_bpf_events_total{event="stamped"}`) {
 		t.Errorf("/metrics lacks the program's counters")
+	}
+	// promtool (Debian's prometheus package) finds nothing to complain about
+	// in the agent's real exposition.
+	full, err := e.scrape("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		testenv.Skip(t, "promtool not installed (apt-get install prometheus)")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(full)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 	if body, err := e.scrape("/metrics?source_tags=x"); err == nil || !strings.Contains(body, "source_tags") {
 		t.Errorf("unknown parameter: %v %q", err, body)
