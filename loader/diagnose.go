@@ -44,6 +44,28 @@ func MissingCapabilities() ([]string, error) {
 	return missing, nil
 }
 
+// requireCapabilities fails early, naming what is missing, rather than with
+// the first EPERM of whichever step comes first.
+func requireCapabilities() error {
+	missing, err := MissingCapabilities()
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("loading the sock_ops program needs %s: missing capabilities %s (run as root, or grant them: AmbientCapabilities=%s in the systemd unit); or use attribution mode \"fallback\", which needs none",
+			capNames(), strings.Join(missing, ", "), strings.Join(missing, " "))
+	}
+	return nil
+}
+
+func capNames() string {
+	var names []string
+	for _, c := range neededCaps {
+		names = append(names, c.name+" ("+c.why+")")
+	}
+	return strings.Join(names, ", ")
+}
+
 // explain turns a load or attach error into one an operator can act on.
 func explain(what string, err error) error {
 	var verr *ebpf.VerifierError

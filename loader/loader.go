@@ -63,6 +63,9 @@ func Load(cfg Config, logger *slog.Logger) (*Program, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "loader")
+	if err := requireCapabilities(); err != nil {
+		return nil, err
+	}
 	cgroup, err := ResolveCgroup(cfg.Cgroup)
 	if err != nil {
 		return nil, err

@@ -78,7 +78,11 @@ func newEnv(t *testing.T, extraYAML string) *env {
 			t.Errorf("removing pins: %v", err)
 		}
 	})
-	e.cfgPath = filepath.Join(t.TempDir(), "ipng-stats.yml")
+	dir := t.TempDir()
+	// Readable by nobody, who runs `ipng-stats conns` in some tests.
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	e.cfgPath = filepath.Join(dir, "ipng-stats.yml")
 	if err := os.WriteFile(e.cfgPath, []byte(bindingsYAML+extraYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -300,11 +304,16 @@ func dialMapped(ns *topo.NS, addr netip.Addr, port int) (net.Conn, error) {
 }
 
 // ipngStats runs the ipng-stats CLI in srv's namespace and returns its
-// standard output.
+// standard output. An absolute first argument is a wrapper to run instead
+// (e.g. setpriv ... -- agentBin ...).
 func (e *env) ipngStats(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := e.topo.Srv.Exec(ctx, agentBin, args...)
+	bin := agentBin
+	if strings.HasPrefix(args[0], "/") {
+		bin, args = args[0], args[1:]
+	}
+	cmd := e.topo.Srv.Exec(ctx, bin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -31,6 +31,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755) // tests run the binary as nobody too
 	agentBin = filepath.Join(dir, "ipng-stats")
 	goBin, err := exec.LookPath("go")
 	if err != nil {

@@ -6,8 +6,10 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,7 +59,7 @@ func (e *env) connCounts(t *testing.T, query string) (map[string]uint64, map[str
 // nothing itself, and its active gauge returns to zero when they close.
 func TestAgentConnectionCounts(t *testing.T) {
 	e := newEnv(t, "")
-	e.startAgent("--web.listen-address", "127.0.0.1:9113")
+	agent := e.startAgent("--web.listen-address", "127.0.0.1:9113")
 	e.startTagServer("fallback") // the server does not use BPF: counts come from the agent alone
 	want := map[string]uint64{}
 	var open []*client
@@ -141,4 +143,28 @@ func TestAgentConnectionCounts(t *testing.T) {
 	if _, err := e.scrape("/-/ready"); err != nil {
 		t.Errorf("/-/ready: %v", err)
 	}
+
+	// SIGHUP with new bindings: counters survive, new connections get the
+	// new tag.
+	before, _ := e.connCounts(t, "")
+	newCfg := strings.Replace(bindingsYAML, "tag: maglev", "tag: maglev-new", 1)
+	if err := os.WriteFile(e.cfgPath, []byte(newCfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agent.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 5*time.Second, "reload", func() bool { return strings.Contains(agent.out.String(), "configuration reloaded") })
+	c, err := e.connect(e.topo.LB, "ipv4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.conn.Close()
+	waitFor(t, 5*time.Second, "a connection counted under the new tag", func() bool {
+		after, _ := e.connCounts(t, "")
+		for k, n := range before {
+			if after[k] != n {
+				t.Fatalf("after reload %s = %d, was %d: counters must survive SIGHUP", k, after[k], n)
+			}
+		}
+		return after["maglev-new "+e.topo.VIP4.String()] == 1
+	})
 }

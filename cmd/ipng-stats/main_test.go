@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -112,4 +114,48 @@ func TestHelpEverywhere(t *testing.T) {
 			t.Errorf("%s --help: exit %d\n%s", cmd, code, out)
 		}
 	}
+}
+
+// TestUnprivileged runs the built binary as nobody: the agent in mode bpf
+// names the missing capabilities and check says it skipped BPF, or fails in
+// mode bpf. (conns as nobody is tests/TestConnsCommand.)
+func TestUnprivileged(t *testing.T) {
+	testenv.RequireRoot(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		testenv.Skip(t, "setpriv (util-linux) not installed")
+	}
+	bin := filepath.Join(t.TempDir(), "ipng-stats")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	os.Chmod(filepath.Dir(bin), 0o755)
+	asNobody := func(args ...string) (string, error) {
+		cmd := exec.Command(setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", bin}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := asNobody("agent", "--attribution.mode", "bpf", "--web.listen-address", "127.0.0.1:0")
+	if err == nil || !strings.Contains(out, "missing capabilities CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON") {
+		t.Errorf("agent as nobody in mode bpf: %v\n%s", err, out)
+	}
+	out, err = asNobody("check")
+	if err != nil || !strings.Contains(out, "skip  bpf: not privileged (missing CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)") {
+		t.Errorf("check as nobody: %v\n%s", err, out)
+	}
+	out, err = asNobody("check", "--attribution.mode", "bpf")
+	if code := exitStatus(err); code != checkFailed || !strings.Contains(out, "FAIL  bpf") {
+		t.Errorf("check as nobody in mode bpf: exit %d\n%s", code, out)
+	}
+}
+
+func exitStatus(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }
