@@ -1,41 +1,17 @@
 package attribution
 
 import (
-	"bufio"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/loader"
 )
-
-// ownCgroup is the cgroup2 directory of this process: attaching there stamps
-// the benchmark's own sockets without moving the process.
-func ownCgroup(b *testing.B) string {
-	f, err := os.Open("/proc/self/cgroup")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
-			mnt, err := loader.Cgroup2Mount()
-			if err != nil {
-				b.Fatal(err)
-			}
-			return filepath.Join(mnt, rest)
-		}
-	}
-	b.Fatal("no cgroup2 entry in /proc/self/cgroup")
-	return ""
-}
 
 // acceptedFD returns an accepted loopback socket's fd and addresses; the
 // client and server stay open until the benchmark ends.
@@ -86,7 +62,7 @@ func newBindings() *bindings.Resolver {
 // sk_storage map (by fd) and the bindings table.
 func BenchmarkAttributeBPF(b *testing.B) {
 	testenv.RequireRoot(b)
-	p, err := loader.Load(loader.Config{Cgroup: ownCgroup(b), PinDir: filepath.Join(loader.DefaultBPFFS, "ipng-bench-"+strconv.Itoa(os.Getpid()))}, nil)
+	p, err := loader.Load(loader.Config{Cgroup: processCgroup(b), PinDir: filepath.Join(loader.DefaultBPFFS, "ipng-bench-"+strconv.Itoa(os.Getpid()))}, nil)
 	if err != nil {
 		b.Fatalf("%+v", err)
 	}
@@ -105,4 +81,12 @@ func BenchmarkAttributePktinfo(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchAttribute(b, a, MethodPktinfo)
+}
+
+func processCgroup(b *testing.B) string {
+	cg, err := loader.ProcessCgroup()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cg
 }

@@ -1,12 +1,10 @@
 package loader
 
 import (
-	"bufio"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -32,7 +30,7 @@ func BenchmarkSockopsRunTime(b *testing.B) {
 		b.Fatalf("enabling BPF run-time statistics: %v", err)
 	}
 	defer stats.Close()
-	cgroup := ownCgroup(b)
+	cgroup := processCgroup(b)
 
 	b.Run("noop", func(b *testing.B) {
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -103,24 +101,10 @@ func reportStats(b *testing.B, prog *ebpf.Program, accepted uint64) {
 	b.ReportMetric(float64(st.Runtime.Nanoseconds())/float64(accepted), "sockops-ns/conn")
 }
 
-// ownCgroup is this process's cgroup2 directory: attaching there stamps the
-// benchmark's own sockets without moving the process.
-func ownCgroup(b *testing.B) string {
-	f, err := os.Open("/proc/self/cgroup")
+func processCgroup(b *testing.B) string {
+	cg, err := ProcessCgroup()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
-			mnt, err := Cgroup2Mount()
-			if err != nil {
-				b.Fatal(err)
-			}
-			return filepath.Join(mnt, rest)
-		}
-	}
-	b.Fatal("no cgroup2 entry in /proc/self/cgroup")
-	return ""
+	return cg
 }

@@ -108,3 +108,22 @@ func cgroupID(path string) (uint64, error) {
 	}
 	return st.Ino, nil
 }
+
+// ProcessCgroup is the cgroup2 directory of the calling process, from the
+// "0::" line of /proc/self/cgroup.
+func ProcessCgroup() (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			mnt, err := Cgroup2Mount()
+			if err != nil {
+				return "", err
+			}
+			return filepath.Join(mnt, rest), nil
+		}
+	}
+	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
+}

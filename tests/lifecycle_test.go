@@ -28,7 +28,7 @@ func TestDSRTagged(t *testing.T) {
 			c.conn.Close()
 		}
 		time.Sleep(50 * time.Millisecond)
-		_, tx0 := linkPackets(t, e.topo.Srv, "tun0")
+		_, tx0 := e.topo.Srv.LinkPackets(t, "tun0")
 		c, err := e.connect(e.topo.Client, fam)
 		if err != nil {
 			t.Fatal(err)
@@ -36,7 +36,7 @@ func TestDSRTagged(t *testing.T) {
 		if _, err := c.conn.Write([]byte("request\n")); err != nil {
 			t.Fatal(err)
 		}
-		_, tx1 := linkPackets(t, e.topo.Srv, "tun0")
+		_, tx1 := e.topo.Srv.LinkPackets(t, "tun0")
 		if c.reply.Tag != "maglev" || c.reply.Ifindex != tun0 || c.reply.Method != "sk_storage" {
 			t.Errorf("%s: DSR connection attributed %+v, want tag maglev on tun0 (%d) by sk_storage", fam, c.reply, tun0)
 		}
@@ -45,20 +45,6 @@ func TestDSRTagged(t *testing.T) {
 		}
 		c.conn.Close()
 	}
-}
-
-func linkPackets(t *testing.T, ns *topo.NS, dev string) (rx, tx uint64) {
-	t.Helper()
-	var v []struct {
-		Stats64 struct {
-			RX, TX struct{ Packets uint64 }
-		}
-	}
-	out := ns.Out(t, "-s", "-j", "link", "show", "dev", dev)
-	if err := json.Unmarshal([]byte(out), &v); err != nil || len(v) != 1 {
-		t.Fatalf("parse %q: %v", out, err)
-	}
-	return v[0].Stats64.RX.Packets, v[0].Stats64.TX.Packets
 }
 
 // TestTunnelRecreated: the tunnel is deleted and created again with a new

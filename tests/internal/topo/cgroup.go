@@ -1,7 +1,6 @@
 package topo
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ipng/ipng-stats/loader"
 )
 
 // Cgroup is a throw-away child of the cgroup2 mount, e.g. for attaching
@@ -20,49 +21,9 @@ type Cgroup struct {
 	Path string
 }
 
-// Cgroup2Mount returns the mount point of the cgroup2 (unified) hierarchy,
-// read from /proc/self/mountinfo: /sys/fs/cgroup on most systems,
-// /sys/fs/cgroup/unified on hybrid-mode hosts.
-func Cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint options [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		for i, f := range fields {
-			if f == "-" && i+1 < len(fields) && len(fields) > 4 {
-				if fields[i+1] == "cgroup2" {
-					return unescapeMountinfo(fields[4]), nil
-				}
-				break
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
-	}
-	return "", errors.New("no cgroup2 mount in /proc/self/mountinfo")
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space...).
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// Cgroup2Mount is loader.Cgroup2Mount: the production code and the tests
+// must agree on where cgroup2 is.
+func Cgroup2Mount() (string, error) { return loader.Cgroup2Mount() }
 
 // NewCgroup creates a uniquely named child cgroup of the cgroup2 mount. Its
 // cleanup kills every process still in it and removes it.

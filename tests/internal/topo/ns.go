@@ -2,6 +2,7 @@ package topo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -238,4 +239,19 @@ func (ns *NS) remove() error {
 		return fmt.Errorf("ip netns delete %s: %v: %s", ns.Name, err, out)
 	}
 	return nil
+}
+
+// LinkPackets returns the rx and tx packet counters of dev in ns.
+func (ns *NS) LinkPackets(t testing.TB, dev string) (rx, tx uint64) {
+	t.Helper()
+	var v []struct {
+		Stats64 struct {
+			RX, TX struct{ Packets uint64 }
+		}
+	}
+	out := ns.Out(t, "-s", "-j", "link", "show", "dev", dev)
+	if err := json.Unmarshal([]byte(out), &v); err != nil || len(v) != 1 {
+		t.Fatalf("parse %q: %v", out, err)
+	}
+	return v[0].Stats64.RX.Packets, v[0].Stats64.TX.Packets
 }

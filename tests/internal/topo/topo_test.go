@@ -2,7 +2,6 @@ package topo
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -210,21 +209,6 @@ func TestReachability(t *testing.T) {
 	})
 }
 
-// linkPackets returns the rx and tx packet counters of dev in ns.
-func linkPackets(t *testing.T, ns *NS, dev string) (rx, tx uint64) {
-	t.Helper()
-	var v []struct {
-		Stats64 struct {
-			RX, TX struct{ Packets uint64 }
-		}
-	}
-	out := ns.Out(t, "-s", "-j", "link", "show", "dev", dev)
-	if err := json.Unmarshal([]byte(out), &v); err != nil || len(v) != 1 {
-		t.Fatalf("parse %q: %v", out, err)
-	}
-	return v[0].Stats64.RX.Packets, v[0].Stats64.TX.Packets
-}
-
 func TestDSR(t *testing.T) {
 	t.Parallel()
 	tp := New(t)
@@ -275,8 +259,8 @@ func TestDSR(t *testing.T) {
 				return err
 			}
 			_, ch = listen(t, tp.Srv, addr, bind)
-			srvRx0, srvTx0 := linkPackets(t, tp.Srv, "tun0")
-			lbRx0, _ := linkPackets(t, tp.LB, "tun0")
+			srvRx0, srvTx0 := tp.Srv.LinkPackets(t, "tun0")
+			lbRx0, _ := tp.LB.LinkPackets(t, "tun0")
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			c, err := tp.Client.Dial(ctx, "tcp", addr)
@@ -301,8 +285,8 @@ func TestDSR(t *testing.T) {
 			}
 			// ...and its SYN-ACK (plus a retransmission after 1 s) went out
 			// of srv's tun0 and into lb's, which dropped it.
-			srvRx1, srvTx1 := linkPackets(t, tp.Srv, "tun0")
-			lbRx1, _ := linkPackets(t, tp.LB, "tun0")
+			srvRx1, srvTx1 := tp.Srv.LinkPackets(t, "tun0")
+			lbRx1, _ := tp.LB.LinkPackets(t, "tun0")
 			if srvRx1-srvRx0 < 2 || srvTx1-srvTx0 < 2 || lbRx1-lbRx0 < 2 {
 				t.Errorf("tun0 packets: srv rx +%d tx +%d, lb rx +%d; want SYNs in and SYN-ACKs out (>= 2 each)",
 					srvRx1-srvRx0, srvTx1-srvTx0, lbRx1-lbRx0)
