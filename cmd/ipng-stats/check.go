@@ -11,7 +11,9 @@ import (
 
 	"github.com/ipng/ipng-stats/attribution"
 	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -47,6 +49,9 @@ func runCheck(c *cli.Context) error {
 	fmt.Fprintf(w, "ok    config %s\n", configName(c))
 	failed := checkBindings(w, cfg, quietLogger(c))
 	if !checkBPF(w, cfg) {
+		failed = true
+	}
+	if !checkWeb(w, cfg) {
 		failed = true
 	}
 	if failed {
@@ -111,5 +116,24 @@ func checkBPF(w io.Writer, cfg *config.Config) (ok bool) {
 	}
 	fmt.Fprintf(w, "ok    bpf: sock_ops program loaded, attached to cgroup %s and detached\n", cgroup)
 	fmt.Fprintf(w, "ok    attribution mode %s: BPF socket stamps\n", mode)
+	return true
+}
+
+// checkWeb validates the exporter's settings: the metrics configuration and
+// the exporter-toolkit web configuration file (TLS certificates, users).
+func checkWeb(w io.Writer, cfg *config.Config) (ok bool) {
+	col, err := collector.New(collectorConfig(cfg), collector.Options{})
+	if err == nil {
+		_, err = exporter.New(exporter.Options{ListenAddress: cfg.Web.ListenAddress, WebConfigFile: cfg.Web.ConfigFile, Collector: col})
+	}
+	if err != nil {
+		fmt.Fprintf(w, "FAIL  web: %v\n", err)
+		return false
+	}
+	auth := "plain HTTP"
+	if cfg.Web.ConfigFile != "" {
+		auth = "web config " + cfg.Web.ConfigFile
+	}
+	fmt.Fprintf(w, "ok    web: metrics on %s (%s)\n", cfg.Web.ListenAddress, auth)
 	return true
 }

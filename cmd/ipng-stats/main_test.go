@@ -64,6 +64,18 @@ func TestCheckValidConfig(t *testing.T) {
 	}
 }
 
+func TestCheckWebConfig(t *testing.T) {
+	bad := writeFile(t, "tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n")
+	out, _, code := run(t, "check", "--attribution.mode", "fallback", "--web.config.file", bad)
+	if code != checkFailed || !strings.Contains(out, "FAIL  web: exporter: web config "+bad) {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	out, _, code = run(t, "check", "--attribution.mode", "fallback")
+	if code != checkOK || !strings.Contains(out, "ok    web: metrics on :9113 (plain HTTP)") {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+}
+
 func TestCheckBPF(t *testing.T) {
 	testenv.RequireRoot(t)
 	out, _, code := run(t, "check", "--attribution.mode", "bpf")
