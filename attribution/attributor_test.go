@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 func TestParseMode(t *testing.T) {
@@ -88,14 +89,14 @@ func TestNewListenerRejectsMPTCP(t *testing.T) {
 	lc.SetMultipathTCP(true)
 	l, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Skipf("no MPTCP here: %v", err)
+		testenv.Skip(t, "no MPTCP here: "+err.Error())
 	}
 	defer l.Close()
 	rc, _ := l.(*net.TCPListener).SyscallConn()
 	var proto int
 	rc.Control(func(fd uintptr) { proto, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) })
 	if proto != unix.IPPROTO_MPTCP {
-		t.Skip("kernel gave a plain TCP socket: MPTCP disabled")
+		testenv.Skip(t, "kernel gave a plain TCP socket: MPTCP disabled")
 	}
 	a, _ := New(Options{Mode: ModeFallback, Bindings: newBindings()})
 	if _, err := NewListener(l, a); err == nil || !strings.Contains(err.Error(), "MPTCP") {

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // cmsg builds one control message as the kernel lays it out.
@@ -116,7 +117,7 @@ func TestPktinfoLoopback(t *testing.T) {
 	lc.SetMultipathTCP(false)
 	ln, err := lc.Listen(t.Context(), "tcp", "[::]:0")
 	if err != nil {
-		t.Skipf("no IPv6 listener: %v", err)
+		testenv.Skip(t, "no IPv6 listener: "+err.Error())
 	}
 	defer ln.Close()
 	rc, _ := ln.(*net.TCPListener).SyscallConn()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/vishvananda/netns"
 )
 
@@ -24,10 +25,7 @@ const cmdTimeout = 10 * time.Second
 // skipOrFail skips the test, or fails it when IPNG_STATS_E2E=1.
 func skipOrFail(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("IPNG_STATS_E2E") == "1" {
-		t.Fatalf(format+" (IPNG_STATS_E2E=1: not skipping)", args...)
-	}
-	t.Skipf(format, args...)
+	testenv.Skip(t, fmt.Sprintf(format, args...))
 }
 
 type testNS struct {
