@@ -67,12 +67,19 @@ func NewListener(l net.Listener, a *Attributor) (*Listener, error) {
 }
 
 // Accept waits for a connection and returns it as a *Conn carrying its Info.
+// A connection that cannot be attributed because it is already gone is
+// dropped, and Accept waits for the next one: http.Serve ends on the first
+// error Accept returns.
 func (l *Listener) Accept() (net.Conn, error) {
-	c, err := l.TCPListener.AcceptTCP()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.TCPListener.AcceptTCP()
+		if err != nil {
+			return nil, err
+		}
+		if conn, err := l.a.AttributeConn(c); err == nil {
+			return conn, nil
+		}
 	}
-	return l.a.AttributeConn(c)
 }
 
 // Conn is an accepted connection with its attribution. It embeds the
@@ -93,8 +100,13 @@ func (a *Attributor) AttributeConn(c *net.TCPConn) (*Conn, error) {
 		c.Close()
 		return nil, fmt.Errorf("accepted socket: %w", err)
 	}
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-	remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	la, lok := c.LocalAddr().(*net.TCPAddr)
+	ra, rok := c.RemoteAddr().(*net.TCPAddr)
+	if !lok || !rok {
+		c.Close()
+		return nil, fmt.Errorf("accepted socket has no TCP addresses")
+	}
+	local, remote := la.AddrPort(), ra.AddrPort()
 	conn := &Conn{TCPConn: c}
 	if err := rc.Control(func(fd uintptr) { conn.info = a.Attribute(int(fd), local, remote) }); err != nil {
 		c.Close()

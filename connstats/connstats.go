@@ -10,6 +10,7 @@ package connstats
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
@@ -23,15 +24,22 @@ type Tracker struct {
 	netns uint64 // connections of other network namespaces are not ours to tag
 
 	mu   sync.Mutex
-	open map[uint64]collector.Series // socket cookie → series it was counted in
+	open map[uint64]conn // by socket cookie
 
 	otherNetns atomic.Uint64
+}
+
+// conn is an open connection: the series it was counted in, and when it was
+// stamped (CLOCK_MONOTONIC), which Reconcile compares with its snapshot.
+type conn struct {
+	series    collector.Series
+	stampedAt time.Duration
 }
 
 // New returns a Tracker for connections of the network namespace whose
 // cookie is netns (loader.NetnsCookie).
 func New(col *collector.Collector, tags *bindings.Resolver, netns uint64) *Tracker {
-	return &Tracker{col: col, tags: tags, netns: netns, open: make(map[uint64]collector.Series)}
+	return &Tracker{col: col, tags: tags, netns: netns, open: make(map[uint64]conn)}
 }
 
 // Handle counts one event.
@@ -48,9 +56,9 @@ func (t *Tracker) Handle(ev loader.Event) {
 		t.opened(ev.Stamp)
 		return
 	}
-	if s, ok := t.open[ev.Stamp.Cookie]; ok {
+	if c, ok := t.open[ev.Stamp.Cookie]; ok {
 		delete(t.open, ev.Stamp.Cookie)
-		s.ConnClosed()
+		c.series.ConnClosed()
 	}
 }
 
@@ -61,13 +69,11 @@ func (t *Tracker) opened(st loader.Stamp) {
 	r := t.tags.Lookup(st.Ifindex, st.Family)
 	s := t.col.Series(r.Tag, st.Local.Addr())
 	s.ConnOpened()
-	t.open[st.Cookie] = s
+	t.open[st.Cookie] = conn{series: s, stampedAt: st.StampedAt}
 }
 
 // Seed counts connections that were open before the tracker started (the
-// agent took over pinned maps), and Reconcile forgets connections that are
-// no longer open (their close event was lost), closing them in their series.
-// Both take the live stamps of loader.Maps.LiveStamps.
+// agent took over pinned maps). It takes loader.Maps.LiveStamps.
 func (t *Tracker) Seed(live []loader.Stamp) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -78,18 +84,22 @@ func (t *Tracker) Seed(live []loader.Stamp) {
 	}
 }
 
-// Reconcile: see Seed.
-func (t *Tracker) Reconcile(live []loader.Stamp) (closed int) {
+// Reconcile forgets connections that are no longer open because their close
+// event was lost, closing them in their series. live is a listing of
+// loader.Maps.LiveStamps that started at CLOCK_MONOTONIC time before:
+// connections stamped after that may be missing from it without being
+// closed, so only older ones are considered.
+func (t *Tracker) Reconcile(live []loader.Stamp, before time.Duration) (closed int) {
 	alive := make(map[uint64]struct{}, len(live))
 	for _, st := range live {
 		alive[st.Cookie] = struct{}{}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for cookie, s := range t.open {
-		if _, ok := alive[cookie]; !ok {
+	for cookie, c := range t.open {
+		if _, ok := alive[cookie]; !ok && c.stampedAt < before {
 			delete(t.open, cookie)
-			s.ConnClosed()
+			c.series.ConnClosed()
 			closed++
 		}
 	}

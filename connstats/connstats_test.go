@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
@@ -12,9 +13,10 @@ import (
 
 const ownNetns = 7
 
+// stamp makes a stamp; its StampedAt is its cookie in seconds.
 func stamp(cookie uint64, ifindex uint32, vip string, netns uint64) loader.Stamp {
 	return loader.Stamp{Cookie: cookie, NetnsCookie: netns, Ifindex: ifindex, Family: bindings.FamilyIPv4,
-		Local: netip.AddrPortFrom(netip.MustParseAddr(vip), 80)}
+		Local: netip.AddrPortFrom(netip.MustParseAddr(vip), 80), StampedAt: time.Duration(cookie) * time.Second}
 }
 
 // conns returns (total, active) per "tag vip".
@@ -62,14 +64,20 @@ func TestTracker(t *testing.T) {
 		t.Errorf("Open() = %d, OtherNetns() = %d; want 3, 1", tr.Open(), tr.OtherNetns())
 	}
 
+	// A connection opens after the listing for Reconcile was taken: it is
+	// not in the listing, but must not be closed.
+	listing := []loader.Stamp{stamp(1, 5, "192.0.2.10", ownNetns)}
+	snapshotAt := 6 * time.Second
+	tr.Handle(loader.Event{Open: true, Stamp: stamp(7, 2, "2001:db8::10", ownNetns)})
 	// Close events were lost for 2 and 5: Reconcile closes them.
-	if n := tr.Reconcile([]loader.Stamp{stamp(1, 5, "192.0.2.10", ownNetns)}); n != 2 {
+	if n := tr.Reconcile(listing, snapshotAt); n != 2 {
 		t.Errorf("Reconcile closed %d, want 2", n)
 	}
 	want = map[string][2]uint64{
 		"maglev 192.0.2.10":   {2, 1},
 		"maglev 2001:db8::10": {1, 0},
 		"direct 192.0.2.10":   {1, 0},
+		"direct 2001:db8::10": {1, 1},
 	}
 	if got := conns(t, col); !maps.Equal(got, want) {
 		t.Errorf("after Reconcile: %v, want %v", got, want)

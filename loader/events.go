@@ -42,12 +42,19 @@ func (p *Program) ReadEvents(ctx context.Context, fn func(Event)) error {
 		}
 		ev, err := decodeEvent(rec.RawSample)
 		if err != nil {
-			return err
+			// A record of another layout (a pinned ring buffer kept across
+			// an upgrade): skip it, count it.
+			p.malformed.Add(1)
+			continue
 		}
 		fn(ev)
 	}
 	return nil
 }
+
+// MalformedEvents is the number of ring-buffer records ReadEvents skipped
+// because they were not events of this version.
+func (p *Program) MalformedEvents() uint64 { return p.malformed.Load() }
 
 func decodeEvent(b []byte) (Event, error) {
 	var raw ipngbpf.SockopsIpngEvent

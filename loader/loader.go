@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -53,6 +54,8 @@ type Program struct {
 	cgroup string
 	reused bool
 	log    *slog.Logger
+
+	malformed atomic.Uint64 // ring-buffer records ReadEvents skipped
 }
 
 // Load loads the program, reusing pinned maps and the pinned link when they
@@ -100,6 +103,11 @@ func Load(cfg Config, logger *slog.Logger) (*Program, error) {
 	}
 	if err := p.attach(); err != nil {
 		p.objs.Close()
+		if !p.linkWasPinned() {
+			// Nothing was attached before: the map pins just made are
+			// stale, and readers would mistake them for a running agent.
+			Detach(cfg.PinDir)
+		}
 		return nil, err
 	}
 	if err := p.chmodMaps(); err != nil {
@@ -173,6 +181,11 @@ func (p *Program) chmodMaps() error {
 		}
 	}
 	return nil
+}
+
+func (p *Program) linkWasPinned() bool {
+	_, err := os.Stat(filepath.Join(p.cfg.PinDir, PinLink))
+	return err == nil
 }
 
 // Reused reports whether Load found an attached, pinned program and took it over.

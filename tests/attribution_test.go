@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
@@ -114,6 +115,15 @@ func TestConnsCommand(t *testing.T) {
 	e := newEnv(t, "")
 	e.startAgent()
 	e.startTagServer("bpf")
+	maps, err := loader.OpenPinned(e.pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer maps.Close()
+	var netns uint64
+	if err := e.topo.Srv.Do(t, func() (err error) { netns, err = loader.NetnsCookie(); return err }); err != nil {
+		t.Fatal(err)
+	}
 	want := map[string]connRow{} // by client address
 	for _, p := range paths {
 		for _, fam := range families {
@@ -123,7 +133,22 @@ func TestConnsCommand(t *testing.T) {
 			}
 			wantFam := map[string]string{"ipv4": "ipv4", "ipv6": "ipv6", "mapped": "ipv4"}[fam]
 			local := c.conn.LocalAddr().String()
-			want[local] = connRow{Device: p.dev, SourceTag: expectedTag(p.dev, wantFam), Family: wantFam, Bound: p.dev != "mv0"}
+			want[normalize(local)] = connRow{Device: p.dev, SourceTag: expectedTag(p.dev, wantFam), Family: wantFam, Bound: p.dev != "mv0"}
+
+			// The 4-tuple map, as a consumer that knows only addresses
+			// (an access log line) sees it: the server's local address is
+			// the client's remote one; IPv4 keys are the same whether the
+			// client was v4-mapped or not.
+			client := netip.MustParseAddrPort(normalize(local))
+			vip := netip.MustParseAddrPort(normalize(c.conn.RemoteAddr().String()))
+			st, ok, err := maps.LookupTuple(netns, vip, client)
+			if err != nil || !ok || st.Ifindex != c.reply.Ifindex || st.Family.String() != wantFam {
+				t.Errorf("%s %s: tuple lookup (%s, %s) = %+v, %v, %v; want ifindex %d family %s",
+					p.name, fam, vip, client, st, ok, err, c.reply.Ifindex, wantFam)
+			}
+			if _, ok, _ := maps.LookupTuple(netns+1, vip, client); ok {
+				t.Errorf("%s %s: tuple found under another netns cookie", p.name, fam)
+			}
 		}
 	}
 	// conns needs no privilege: run it as nobody.
@@ -138,11 +163,11 @@ func TestConnsCommand(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, r := range rows {
-		w, ok := want[normalize(r.Remote)]
+		w, ok := want[r.Remote]
 		if !ok {
 			continue
 		}
-		seen[normalize(r.Remote)] = true
+		seen[r.Remote] = true
 		if r.Device != w.Device || r.SourceTag != w.SourceTag || r.Family != w.Family || r.Bound != w.Bound {
 			t.Errorf("conns row for %s = %+v, want %+v", r.Remote, r, w)
 		}

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"syscall"
@@ -156,4 +157,25 @@ func TestAgentRestart(t *testing.T) {
 	if _, err := e.ipngStats("conns", "--bpf.pin-dir", e.pinDir); err == nil {
 		t.Error("conns still finds pins after the agent stopped without keep_on_exit")
 	}
+}
+
+// TestAgentReloadWhileStarting: a SIGHUP that arrives while the agent is
+// still setting up (loading the program, systemctl reload right after
+// start) must not kill it.
+func TestAgentReloadWhileStarting(t *testing.T) {
+	e := newEnv(t, "")
+	p := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", e.cfgPath,
+		"--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir), false)
+	waitFor(t, 10*time.Second, "agent starting", func() bool { return strings.Contains(p.out.String(), "starting ipng-stats agent") })
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "agent running", func() bool {
+		select {
+		case <-p.done:
+			t.Fatalf("agent died on an early SIGHUP: %v\n%s", p.err, p.out.String())
+		default:
+		}
+		return strings.Contains(p.out.String(), `msg="agent running"`)
+	})
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 5*time.Second, "reload", func() bool { return strings.Contains(p.out.String(), "configuration reloaded") })
 }

@@ -13,9 +13,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/attribution"
 	"github.com/ipng/ipng-stats/bindings"
@@ -54,6 +56,11 @@ type agent struct {
 }
 
 func runAgent(c *cli.Context) error {
+	// SIGHUP is caught from the start: its default action would kill an
+	// agent that is reloaded while it starts.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := loadConfig(c)
 	if err != nil {
 		return err
@@ -66,15 +73,16 @@ func runAgent(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	if err := a.setup(); err != nil {
-		return err
-	}
+	err = a.setup()
 	if a.prog != nil {
 		defer a.prog.Close()
 	}
+	if err != nil {
+		return err
+	}
 	srv, err := exporter.New(exporter.Options{
 		ListenAddress: cfg.Web.ListenAddress, WebConfigFile: cfg.Web.ConfigFile,
-		Collector: a.col, Registry: runtimeRegistry(), Logger: a.logger, Version: version,
+		Collector: a.col, Registry: a.registry(), Logger: a.logger, Version: version,
 		Ready: func() error {
 			if !a.ready.Load() {
 				return errors.New("starting")
@@ -105,13 +113,10 @@ func runAgent(c *cli.Context) error {
 	goRun("collector", a.col.Run)
 	goRun("bindings", func(ctx context.Context) error { return a.tags.Run(ctx, cfg.Bindings.RescanInterval) })
 	if a.prog != nil {
-		goRun("events", func(ctx context.Context) error { return a.prog.ReadEvents(ctx, a.conns.Handle) })
+		goRun("events", func(ctx context.Context) error { return a.prog.ReadEvents(ctx, a.event) })
 		goRun("reconcile", a.reconcile)
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	a.ready.Store(true)
 	a.logger.Info("agent running", "listen", cfg.Web.ListenAddress, "bindings", len(cfg.Bindings.Devices),
 		"default_tag", cfg.Bindings.DefaultTag, "bpf", a.prog != nil)
@@ -149,7 +154,9 @@ func (a *agent) setup() error {
 	var bpfErr error
 	if mode != attribution.ModeFallback {
 		a.prog, bpfErr = loader.Load(loaderConfig(cfg), a.logger)
-		if bpfErr != nil && mode == attribution.ModeBPF {
+		// Incompatible pins mean an old program is still attached and needs
+		// the operator (ipng-stats detach): never run past them.
+		if bpfErr != nil && (mode == attribution.ModeBPF || errors.Is(bpfErr, ebpf.ErrMapIncompatible)) {
 			return bpfErr
 		}
 	}
@@ -178,11 +185,23 @@ func (a *agent) setup() error {
 			return err
 		}
 		a.conns = connstats.New(a.col, a.tags, netns)
-		if live, err := maps.LiveStamps(); err == nil {
-			a.conns.Seed(live)
+		live, err := maps.LiveStamps()
+		if err != nil {
+			a.logger.Warn("listing connections open before the agent started", "err", err)
 		}
+		a.conns.Seed(live)
 	}
 	return nil
+}
+
+// event counts one open/close event, and logs it at debug level.
+func (a *agent) event(ev loader.Event) {
+	a.conns.Handle(ev)
+	if a.logger.Enabled(context.Background(), slog.LevelDebug) {
+		r := a.tags.Table().Lookup(ev.Stamp.Ifindex, ev.Stamp.Family)
+		a.logger.Debug("connection", "open", ev.Open, "local", ev.Stamp.Local, "remote", ev.Stamp.Remote,
+			"ifindex", ev.Stamp.Ifindex, "device", r.Device, "source_tag", r.Tag)
+	}
 }
 
 func (a *agent) misses() map[string]uint64 {
@@ -199,6 +218,7 @@ func (a *agent) bpfCounters() map[string]uint64 {
 		a.logger.Warn("reading BPF counters", "err", err)
 		return nil
 	}
+	m["event_malformed"] = a.prog.MalformedEvents()
 	return m
 }
 
@@ -212,12 +232,16 @@ func (a *agent) reconcile(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			var now unix.Timespec
+			if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
+				return fmt.Errorf("reading clock: %w", err)
+			}
 			live, err := a.prog.Maps().LiveStamps()
 			if err != nil {
 				a.logger.Warn("listing open connections", "err", err)
 				continue
 			}
-			if n := a.conns.Reconcile(live); n > 0 {
+			if n := a.conns.Reconcile(live, time.Duration(now.Nano())); n > 0 {
 				a.logger.Info("closed connections whose close event was lost", "count", n)
 			}
 		}
@@ -272,7 +296,23 @@ func collectorConfig(cfg *config.Config) collector.Config {
 	}
 }
 
-// runtimeRegistry holds the agent's own Go and process metrics.
+// registry holds the agent's own series: Go runtime, process, and whether
+// the sock_ops program is attached (in mode auto the agent runs on without
+// it, and only this gauge tells).
+func (a *agent) registry() *prometheus.Registry {
+	reg := runtimeRegistry()
+	attached := 0.0
+	if a.prog != nil {
+		attached = 1
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ipng_bpf_attached",
+		Help: "1 when the sock_ops program is loaded and attached by this agent, 0 when it runs without it.",
+	}, func() float64 { return attached }))
+	return reg
+}
+
+// runtimeRegistry holds the process's Go runtime and process series.
 func runtimeRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
