@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -34,6 +35,10 @@ func OpenPinned(dir string) (*Maps, error) {
 		dst  **ebpf.Map
 	}{{PinSk, &m.Sk}, {PinByCookie, &m.ByCookie}, {PinByTuple, &m.ByTuple}, {PinCounters, &m.Counters}} {
 		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
+		if errors.Is(err, os.ErrPermission) {
+			m.Close()
+			return nil, fmt.Errorf("opening pinned map %s: %w (the pins are world-readable, but systemd mounts %s with mode 0700: run as root, or make it traversable with chmod o+x %s)", t.name, err, DefaultBPFFS, DefaultBPFFS)
+		}
 		if err != nil {
 			m.Close()
 			return nil, fmt.Errorf("opening pinned map %s: %w (is `ipng-stats agent` running with bpf.pin_dir %s?)", t.name, err, dir)
