@@ -28,6 +28,8 @@ type Config struct {
 	Attribution AttributionConfig `yaml:"attribution"`
 	Bindings    BindingsConfig    `yaml:"bindings"`
 	Metrics     MetricsConfig     `yaml:"metrics"`
+	Nginx       NginxConfig       `yaml:"nginx"`
+	Proxy       ProxyConfig       `yaml:"proxy"`
 }
 
 // LogConfig selects the log verbosity and output format.

@@ -77,6 +77,8 @@ func (d *decoder) root(c *Config, n *yaml.Node) {
 				{"native_histograms", func(p string, v *yaml.Node) { d.bool(p, v, &c.Metrics.NativeHistograms) }},
 			})
 		}},
+		{"nginx", func(p string, v *yaml.Node) { d.nginx(p, v, &c.Nginx) }},
+		{"proxy", func(p string, v *yaml.Node) { d.proxy(p, v, &c.Proxy) }},
 	})
 }
 

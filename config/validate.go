@@ -45,6 +45,8 @@ func (v *validator) config(c *Config) {
 	}
 	v.buckets("metrics.duration_buckets", c.Metrics.DurationBuckets)
 	v.buckets("metrics.size_buckets", c.Metrics.SizeBuckets)
+	v.nginx(&c.Nginx)
+	v.proxy(&c.Proxy)
 }
 
 func (v *validator) oneOf(path, value, what string, allowed ...string) {
