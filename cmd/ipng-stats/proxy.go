@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ipng/ipng-stats/attribution"
+	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/collector"
+	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/loader"
+	"github.com/ipng/ipng-stats/proxy"
+)
+
+func proxyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "proxy",
+		Usage: "run only the built-in reverse proxy (the proxy: section) and its metrics endpoint",
+		Description: "Runs the listeners and upstreams of the proxy: section (proxy.enabled is implied) and serves " +
+			"their per (source_tag, vip, code) metrics on web.listen_address. It loads no BPF program: with " +
+			"attribution.mode auto or bpf it reads the maps a running agent pinned in bpf.pin_dir (auto falls back " +
+			"to IP_PKTINFO without them); fallback needs no privilege beyond binding the ports. SIGHUP reloads the configuration " +
+			"(listeners that stay keep their sockets); SIGTERM or SIGINT drains in-flight requests for up to " +
+			"proxy.drain_timeout.",
+		Flags:  concat(configFlags(), webFlags(), []cli.Flag{stringFlag(flagPinDir, "bpffs `DIR` of a running agent's pinned maps (config bpf.pin_dir)"), stringFlag(flagMode, "attribution mode: auto, bpf or fallback (config attribution.mode)")}),
+		Action: runProxy,
+	}
+}
+
+func runProxy(c *cli.Context) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Proxy.Listeners) == 0 {
+		return errors.New("the configuration has no proxy.listeners")
+	}
+	cfg.Proxy.Enabled = true
+	if os.Getenv("GOGC") == "" {
+		// The proxy's live heap is small and its garbage per request is not:
+		// collecting less often buys a few percent of throughput.
+		debug.SetGCPercent(400)
+	}
+	level := new(slog.LevelVar)
+	logger, err := newLogger(c.App.ErrWriter, cfg.Log.Level, cfg.Log.Format, level)
+	if err != nil {
+		return err
+	}
+	logger.Info("starting ipng-stats proxy", "version", versionString(), "config", configName(c))
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	spec, err := cfg.BindingsSpec()
+	if err != nil {
+		return err
+	}
+	tags := bindings.NewResolver(spec, logger)
+	if err := tags.Scan(); err != nil {
+		return fmt.Errorf("resolving bound devices: %w", err)
+	}
+	mode, err := attribution.ParseMode(cfg.Attribution.Mode)
+	if err != nil {
+		return err
+	}
+	opts := attribution.Options{Mode: mode, Bindings: tags, Logger: logger}
+	if mode != attribution.ModeFallback {
+		maps, err := loader.OpenPinned(cfg.BPF.PinDir)
+		if err != nil && mode == attribution.ModeBPF {
+			return fmt.Errorf("opening the agent's maps: %w", err)
+		}
+		if maps != nil {
+			defer maps.Close()
+		}
+		opts.Maps, opts.BPFError = maps, err
+	}
+	attr, err := attribution.New(opts)
+	if err != nil {
+		return err
+	}
+	col, err := collector.New(collectorConfig(cfg), collector.Options{Logger: logger,
+		Build: collector.BuildInfo{Version: version, Revision: buildRevision(), GoVersion: runtime.Version()}})
+	if err != nil {
+		return err
+	}
+	col.SetSources(collector.Sources{AttributionFallbacks: attr.Fallbacks})
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	goRun := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				cancel(fmt.Errorf("%s: %w", name, err))
+			}
+		}()
+	}
+	reg := runtimeRegistry()
+	reloadProxy, err := startProxy(cfg, proxy.Deps{Attributor: attr, Collector: col, Logger: logger}, reg, goRun)
+	if err != nil {
+		return err
+	}
+	srv, err := exporter.New(exporter.Options{ListenAddress: cfg.Web.ListenAddress, WebConfigFile: cfg.Web.ConfigFile,
+		Collector: col, Registry: reg, Logger: logger, Version: version})
+	if err != nil {
+		return err
+	}
+	goRun("exporter", srv.Run)
+	goRun("collector", col.Run)
+	goRun("bindings", func(ctx context.Context) error { return tags.Run(ctx, cfg.Bindings.RescanInterval) })
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	logger.Info("proxy command running", "listen", cfg.Web.ListenAddress, "attribution", mode)
+	for {
+		select {
+		case <-ctx.Done():
+			if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		case <-hup:
+			next, err := loadConfig(c)
+			if err != nil {
+				logger.Error("reload failed, keeping the running configuration", "err", err)
+				continue
+			}
+			if err := level.UnmarshalText([]byte(next.Log.Level)); err != nil {
+				logger.Error("reload: bad log level", "err", err)
+			}
+			if spec, err := next.BindingsSpec(); err == nil {
+				tags.SetSpec(spec)
+				tags.Scan()
+			}
+			if err := col.SetConfig(collectorConfig(next)); err != nil {
+				logger.Error("reload: metrics", "err", err)
+			}
+			next.Proxy.Enabled = true
+			reloadProxy(next)
+			logger.Info("configuration reloaded")
+		}
+	}
+}

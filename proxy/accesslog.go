@@ -1,0 +1,252 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/httpstats"
+)
+
+// Defaults of the access log.
+const (
+	defaultLogtailBuffer = 8 << 10 // bytes per datagram
+	defaultLogtailFlush  = time.Second
+	logtailQueue         = 64 // datagrams waiting for the sender
+	fileFlushInterval    = time.Second
+)
+
+// accessLog writes one JSON line per request to a file or stdout and/or to
+// a UDP logtail target. Writing never blocks on the network: datagrams that
+// do not fit the sender's queue are dropped and counted.
+type accessLog struct {
+	cfg config.ProxyAccessLogConfig
+
+	mu      sync.Mutex
+	file    io.WriteCloser // nil: no file
+	w       *bufio.Writer
+	batch   []byte // logtail lines not yet sent
+	limit   int
+	queue   chan []byte
+	closed  bool
+	dropped atomic.Uint64
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func newAccessLog(cfg config.ProxyAccessLogConfig) (*accessLog, error) {
+	a := &accessLog{cfg: cfg, done: make(chan struct{})}
+	switch cfg.File {
+	case "":
+	case "-":
+		a.file = nopCloser{os.Stdout}
+	default:
+		f, err := os.OpenFile(cfg.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("access log: %w", err)
+		}
+		a.file = f
+	}
+	if a.file != nil {
+		a.w = bufio.NewWriterSize(a.file, 32<<10)
+	}
+	if t := cfg.Logtail.Target; t != "" {
+		conn, err := net.Dial("udp", t)
+		if err != nil {
+			if a.file != nil {
+				a.file.Close()
+			}
+			return nil, fmt.Errorf("access log logtail %s: %w", t, err)
+		}
+		a.limit = cfg.Logtail.Buffer
+		if a.limit <= 0 {
+			a.limit = defaultLogtailBuffer
+		}
+		a.queue = make(chan []byte, logtailQueue)
+		a.wg.Add(1)
+		go a.send(conn)
+	}
+	if a.file != nil || a.queue != nil {
+		a.wg.Add(1)
+		go a.flusher()
+	}
+	return a, nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+func (a *accessLog) enabled() bool { return a != nil && (a.file != nil || a.queue != nil) }
+
+// Dropped returns the number of logtail datagrams dropped.
+func (a *accessLog) Dropped() uint64 { return a.dropped.Load() }
+
+// write logs e. It is called on the request's goroutine.
+func (a *accessLog) write(e *httpstats.Entry) {
+	var buf [512]byte
+	line := appendEntry(buf[:0], e)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return
+	}
+	if a.w != nil {
+		a.w.Write(line)
+	}
+	if a.queue != nil {
+		if len(a.batch)+len(line) > a.limit && len(a.batch) > 0 {
+			a.flushBatchLocked()
+		}
+		a.batch = append(a.batch, line...)
+	}
+}
+
+func (a *accessLog) flushBatchLocked() {
+	if len(a.batch) == 0 {
+		return
+	}
+	select {
+	case a.queue <- a.batch:
+	default:
+		a.dropped.Add(1)
+	}
+	a.batch = make([]byte, 0, a.limit)
+}
+
+func (a *accessLog) send(conn net.Conn) {
+	defer a.wg.Done()
+	defer conn.Close()
+	for b := range a.queue {
+		conn.Write(b) // UDP: a lost datagram is a lost datagram
+	}
+}
+
+func (a *accessLog) flusher() {
+	defer a.wg.Done()
+	every := fileFlushInterval
+	if a.queue != nil && a.cfg.Logtail.FlushInterval > 0 {
+		every = a.cfg.Logtail.FlushInterval
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-t.C:
+			a.mu.Lock()
+			if a.w != nil {
+				a.w.Flush()
+			}
+			if a.queue != nil {
+				a.flushBatchLocked()
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+// close flushes and closes; later writes are dropped silently.
+func (a *accessLog) close() {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return
+	}
+	a.closed = true
+	close(a.done)
+	if a.w != nil {
+		a.w.Flush()
+		a.file.Close()
+	}
+	if a.queue != nil {
+		a.flushBatchLocked()
+		close(a.queue)
+	}
+	a.mu.Unlock()
+	a.wg.Wait()
+}
+
+// appendEntry appends e as one JSON line.
+func appendEntry(b []byte, e *httpstats.Entry) []byte {
+	b = append(b, `{"time":"`...)
+	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","source_tag":`...)
+	b = appendString(b, e.Info.Tag)
+	b = append(b, `,"device":`...)
+	b = appendString(b, e.Info.Device)
+	b = append(b, `,"vip":"`...)
+	b = e.Info.Local.Addr().Unmap().AppendTo(b)
+	b = append(b, `","remote":"`...)
+	b = e.Info.Remote.Addr().Unmap().AppendTo(b)
+	b = append(b, '"')
+	if r := e.Request; r != nil {
+		b = append(b, `,"method":`...)
+		b = appendString(b, r.Method)
+		b = append(b, `,"host":`...)
+		b = appendString(b, r.Host)
+		b = append(b, `,"uri":`...)
+		b = appendString(b, r.RequestURI)
+		b = append(b, `,"proto":`...)
+		b = appendString(b, r.Proto)
+		b = append(b, `,"user_agent":`...)
+		b = appendString(b, r.UserAgent())
+	}
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(e.Status), 10)
+	b = append(b, `,"request_bytes":`...)
+	b = strconv.AppendUint(b, e.RequestBytes, 10)
+	b = append(b, `,"response_bytes":`...)
+	b = strconv.AppendUint(b, e.ResponseBytes, 10)
+	b = append(b, `,"duration":`...)
+	b = strconv.AppendFloat(b, e.Duration.Seconds(), 'f', 6, 64)
+	if e.Upstream != "" {
+		b = append(b, `,"upstream":`...)
+		b = appendString(b, e.Upstream)
+	}
+	return append(b, "}\n"...)
+}
+
+// appendString appends s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			b = append(b, c)
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}

@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+
+	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/httpstats"
+)
+
+// StatusClientClosed is recorded when the client went away before the
+// upstream answered (nginx's 499).
+const StatusClientClosed = 499
+
+// bufferPool hands ReverseProxy its copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+type attemptsKey struct{}
+
+// newPool builds the pool of an upstream; health checks start with start.
+func newPool(u config.ProxyUpstream, t config.ProxyTimeouts, bufs *bufferPool, logger *slog.Logger) *pool {
+	p := &pool{name: u.Name, cfg: u, leastConn: u.Balance == "least_conn",
+		maxFails: int32(u.MaxFails), failTimeout: u.FailTimeout, transport: newTransport(t), bufs: bufs, log: logger}
+	if p.maxFails <= 0 {
+		p.maxFails = defaultMaxFails
+	}
+	if p.failTimeout <= 0 {
+		p.failTimeout = defaultFailTimeout
+	}
+	errLog := log.New(io.Discard, "", 0)
+	for _, addr := range u.Servers {
+		b := &backend{addr: addr, conns: &upstreamConns{addr: addr, timeout: t.Upstream,
+			dialer: &net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}}}
+		b.rp = &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.Out.URL.Scheme = "http"
+				pr.Out.URL.Host = addr
+				pr.Out.Host = pr.In.Host
+				pr.SetXForwarded()
+			},
+			Transport:  p.transport,
+			BufferPool: bufs,
+			ErrorLog:   errLog,
+			ModifyResponse: func(*http.Response) error {
+				b.succeeded()
+				return nil
+			},
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				p.upstreamError(w, r, b, err)
+			},
+		}
+		p.backends = append(p.backends, b)
+	}
+	return p
+}
+
+func (p *pool) start(ctx context.Context) {
+	if p.cfg.HealthCheck.Path == "" {
+		return
+	}
+	ctx, p.stopHC = context.WithCancel(ctx)
+	p.hcDone.Add(1)
+	go func() {
+		defer p.hcDone.Done()
+		p.runHealthChecks(ctx)
+	}()
+}
+
+// ServeHTTP proxies r to a backend of the pool.
+func (p *pool) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b := p.pick()
+	if b == nil {
+		http.Error(w, "no live upstreams", http.StatusBadGateway)
+		return
+	}
+	p.forward(w, r, b)
+}
+
+func (p *pool) forward(w http.ResponseWriter, r *http.Request, b *backend) {
+	httpstats.SetUpstream(w, b.addr)
+	if r.Header.Get("Upgrade") != "" {
+		// The server's request deadlines would end a WebSocket; a drain
+		// waits for it (see drain).
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Time{})
+		rc.SetWriteDeadline(time.Time{})
+		if s, ok := r.Context().Value(serverKey{}).(*server); ok {
+			s.upgrades.Add(1)
+			defer s.upgrades.Done()
+		}
+	}
+	b.active.Add(1)
+	defer b.active.Add(-1)
+	if fastPathOK(r) {
+		if err := p.fastForward(w, r, b); err != nil {
+			p.upstreamError(w, r, b, err)
+		}
+		return
+	}
+	b.rp.ServeHTTP(w, r)
+}
+
+// upstreamError answers 502, 504 on a timeout, or 499 when the client is
+// gone; a request without a body whose connection could not even be made
+// is retried once per other backend in service.
+func (p *pool) upstreamError(w http.ResponseWriter, r *http.Request, b *backend, err error) {
+	if r.Context().Err() != nil {
+		w.WriteHeader(StatusClientClosed)
+		return
+	}
+	p.failed(b)
+	var op *net.OpError
+	dialErr := errors.As(err, &op) && op.Op == "dial"
+	tries, _ := r.Context().Value(attemptsKey{}).(int)
+	if dialErr && (r.Body == nil || r.Body == http.NoBody) && tries+1 < len(p.backends) {
+		if nb := p.pick(); nb != nil && nb != b {
+			r = r.WithContext(context.WithValue(r.Context(), attemptsKey{}, tries+1))
+			p.forward(w, r, nb)
+			return
+		}
+	}
+	status := http.StatusBadGateway
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		status = http.StatusGatewayTimeout
+	}
+	p.log.Warn("upstream error", "upstream", p.name, "server", b.addr, "status", status, "err", err)
+	http.Error(w, http.StatusText(status), status)
+}

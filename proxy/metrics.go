@@ -1,0 +1,43 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	upDesc = prometheus.NewDesc("ipng_proxy_upstream_up",
+		"Whether the proxy sends requests to an upstream server (1) or has taken it out after failures or a failed health check (0).",
+		[]string{"upstream", "server"}, nil)
+	activeDesc = prometheus.NewDesc("ipng_proxy_upstream_requests_active",
+		"Requests the proxy has in progress on an upstream server.", []string{"upstream", "server"}, nil)
+	droppedDesc = prometheus.NewDesc("ipng_proxy_logtail_dropped_total",
+		"Access log datagrams the proxy dropped because the logtail sender was behind (since the access log was last opened).", nil, nil)
+)
+
+// Describe implements prometheus.Collector: register the Proxy in the
+// registry the exporter serves next to the collector's series.
+func (p *Proxy) Describe(ch chan<- *prometheus.Desc) {
+	ch <- upDesc
+	ch <- activeDesc
+	ch <- droppedDesc
+}
+
+// Collect implements prometheus.Collector.
+func (p *Proxy) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now().UnixNano()
+	p.mu.Lock()
+	for name, pl := range p.pools {
+		for _, b := range pl.backends {
+			up := 0.0
+			if len(pl.backends) == 1 && !b.hcDown.Load() || b.alive(now) {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, up, name, b.addr)
+			ch <- prometheus.MustNewConstMetric(activeDesc, prometheus.GaugeValue, float64(b.active.Load()), name, b.addr)
+		}
+	}
+	p.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(p.Dropped()))
+}

@@ -1,0 +1,214 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/tests/internal/topo"
+)
+
+// proxyEnv is an `ipng-stats proxy` process in srv's namespace (IP_PKTINFO
+// attribution, no BPF needed) with backends on srv's loopback.
+type proxyEnv struct {
+	*env
+	web     int // metrics port in srv
+	down    int // proxy port whose upstream has nothing listening
+	backend string
+	proc    *proc
+}
+
+// proxyBackend serves /status/N, /slow (1 s), /big (32 MiB) and /ws (an
+// upgrade, then a line echo)
+// inside srv; it returns its 127.0.0.1:port.
+func proxyBackend(t *testing.T, tp *topo.Topo, name string) string {
+	ln, err := tp.Srv.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/status/{code}", func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(r.PathValue("code"))
+		w.Header().Set("X-Backend", name)
+		w.WriteHeader(code)
+		io.WriteString(w, name)
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(time.Second):
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, "slow")
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 64<<10)
+		for range 512 {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "want an upgrade", http.StatusBadRequest)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		for { // a line echo stands in for WebSocket frames
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			brw.WriteString(line)
+			brw.Flush()
+		}
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// newProxyEnv writes the config (proxy section from proxyYAML, with %PORT%,
+// %DOWN%, %BACKEND% replaced) and starts the proxy with IP_PKTINFO
+// attribution.
+func newProxyEnv(t *testing.T, proxyYAML string) *proxyEnv {
+	return newProxyEnvMode(t, proxyYAML, "fallback")
+}
+
+// newProxyEnvMode is newProxyEnv with an attribution mode; with "bpf" the
+// agent runs first (attached to the test cgroup) and the proxy reads its
+// pinned maps from inside that cgroup.
+func newProxyEnvMode(t *testing.T, proxyYAML, mode string) *proxyEnv {
+	e := &proxyEnv{env: newEnv(t, "")}
+	e.web = e.topo.Srv.FreePort(t)
+	e.down = e.topo.Srv.FreePort(t)
+	for e.down == e.port || e.down == e.web {
+		e.down = e.topo.Srv.FreePort(t)
+	}
+	e.backend = proxyBackend(t, e.topo, "a")
+	e.writeProxyConfig(proxyYAML)
+	if mode == "bpf" {
+		e.startAgent("--web.listen-address", fmt.Sprintf("127.0.0.1:%d", e.topo.Srv.FreePort(t)))
+	}
+	e.proc = e.start("proxy", e.topo.Srv.Exec(context.Background(), agentBin, "proxy", "--config", e.cfgPath,
+		"--attribution.mode", mode, "--bpf.pin-dir", e.pinDir, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", e.web)), mode == "bpf")
+	waitFor(t, 10*time.Second, "proxy running", func() bool {
+		select {
+		case <-e.proc.done:
+			t.Fatalf("proxy exited: %v\n%s", e.proc.err, e.proc.out.String())
+		default:
+		}
+		return strings.Contains(e.proc.out.String(), `msg="proxy command running"`)
+	})
+	return e
+}
+
+func (e *proxyEnv) writeProxyConfig(proxyYAML string) {
+	r := strings.NewReplacer("%PORT%", strconv.Itoa(e.port), "%DOWN%", strconv.Itoa(e.down), "%BACKEND%", e.backend)
+	if err := os.WriteFile(e.cfgPath, []byte(bindingsYAML+r.Replace(proxyYAML)), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// client returns an HTTP client whose connections start in ns.
+func proxyClient(ns *topo.NS) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: ns.Dial, MaxIdleConnsPerHost: 16}}
+}
+
+// url is http://VIP:port of the family.
+func (e *proxyEnv) url(fam string, port int, path string) string {
+	vip := e.topo.VIP4
+	if fam == "ipv6" {
+		vip = e.topo.VIP6
+	}
+	return "http://" + netip.AddrPortFrom(vip, uint16(port)).String() + path
+}
+
+// stats scrapes the proxy's JSON document.
+func (e *proxyEnv) stats() (*exporter.Document, error) {
+	c := proxyClient(e.topo.Srv)
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s?format=json", e.web, exporter.StatszPath))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var d exporter.Document
+	return &d, json.NewDecoder(resp.Body).Decode(&d)
+}
+
+// counts returns requests per "tag vip code".
+func (e *proxyEnv) counts() map[string]uint64 {
+	d, err := e.stats()
+	if err != nil {
+		e.t.Fatalf("scrape: %v", err)
+	}
+	m := map[string]uint64{}
+	for _, s := range d.Series {
+		for code, c := range s.Codes {
+			m[s.SourceTag+" "+s.VIP+" "+code] += c.Requests
+		}
+	}
+	return m
+}
+
+// waitCounts waits until the counts are exactly want.
+func (e *proxyEnv) waitCounts(want map[string]uint64) {
+	e.t.Helper()
+	var got map[string]uint64
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if got = e.counts(); fmt.Sprint(got) == fmt.Sprint(want) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.t.Fatalf("counts\n got %v\nwant %v", got, want)
+}
+
+// gauge returns the sum of requests_reading (or _writing) over all series.
+func (e *proxyEnv) gauge(writing bool) int64 {
+	d, err := e.stats()
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, s := range d.Series {
+		if p := s.RequestsReading; !writing && p != nil {
+			n += *p
+		}
+		if p := s.RequestsWriting; writing && p != nil {
+			n += *p
+		}
+	}
+	return n
+}
+
+// rawDial connects to the proxy's VIP4 port from ns.
+func (e *proxyEnv) rawDial(ns *topo.NS) net.Conn {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := ns.Dial(ctx, "tcp4", netip.AddrPortFrom(e.topo.VIP4, uint16(e.port)).String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
