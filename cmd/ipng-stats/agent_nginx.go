@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/collector"
+	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/loader"
+	"github.com/ipng/ipng-stats/nginxlog"
+)
+
+// startNginx starts the nginx access-log ingest when nginx.enabled is set:
+// it registers the ingest's ipng_nginx_* series in reg (nil: not
+// registered) and runs it in wg until ctx is done. It returns nil when the
+// ingest is disabled. The collector must have been created with
+// nginxlog.RejectReasons() and nginxlog.FallbackReasons() among its
+// Options, so those reasons are exposed at 0. maps is nil without BPF (every
+// line then gets the default tag, counted as nginx_bpf_unavailable). On
+// SIGHUP call (*nginxlog.Ingest).Reload(cfg.Nginx) on the result.
+func startNginx(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, coll *collector.Collector,
+	tags *bindings.Resolver, maps *loader.Maps, reg prometheus.Registerer, logger *slog.Logger) (*nginxlog.Ingest, error) {
+	if !cfg.Nginx.Enabled {
+		return nil, nil
+	}
+	in, err := nginxlog.New(cfg.Nginx, nginxlog.Deps{Collector: coll, Bindings: tags, Maps: maps, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	if reg != nil {
+		if err := reg.Register(in); err != nil {
+			return nil, fmt.Errorf("registering nginx ingest metrics: %w", err)
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := in.Run(ctx); err != nil {
+			logger.Error("nginx ingest stopped", "component", "nginx", "err", err)
+		}
+	}()
+	return in, nil
+}

@@ -1,0 +1,305 @@
+package nginxlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/collector"
+	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/loader"
+)
+
+// Deps are what the agent hands the ingest.
+type Deps struct {
+	Collector *collector.Collector // required
+	Bindings  *bindings.Resolver   // required
+	Maps      *loader.Maps         // nil when the BPF program is unavailable
+	Logger    *slog.Logger         // nil discards
+}
+
+// Ingest consumes one nginx access log. Create it with New, run it with Run;
+// Reload and the prometheus.Collector methods may be called concurrently.
+type Ingest struct {
+	log    *slog.Logger
+	coll   *collector.Collector
+	tags   *bindings.Resolver
+	tuples *tupleLookup // nil without BPF
+	sp     *spool
+	dir    string
+
+	cfgMu sync.Mutex
+	cfg   config.NginxConfig
+	poll  atomic.Int64 // poll interval in ns
+	tail  atomic.Pointer[logtail]
+
+	rec    Record
+	series map[seriesKey]collector.Series
+	clock  clockOffset
+
+	st    stats
+	descs *descs
+	full  bool // the spool was full at the last check (edge detection)
+	ready atomic.Bool
+}
+
+type seriesKey struct {
+	tag string
+	vip netip.Addr
+}
+
+// maxCachedSeries bounds the handle cache; the collector caps series itself.
+const maxCachedSeries = 16384
+
+// stats are the ingest's own counters (ipng_nginx_*).
+type stats struct {
+	lines, bytes, recorded, rejected   atomic.Uint64
+	misses, spoolFull, reopens, truncs atomic.Uint64
+	backlog                            atomic.Int64
+}
+
+// New validates cfg (zero values take the defaults of config.NginxConfig),
+// resolves the network namespace cookie of nginx and prepares the spool
+// directory. It does not read anything until Run.
+func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
+	if deps.Collector == nil || deps.Bindings == nil {
+		return nil, errors.New("nginx ingest: collector and bindings resolver are required")
+	}
+	cfg = cfg.WithDefaults()
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	in := &Ingest{
+		log:    log.With("component", "nginx"),
+		coll:   deps.Collector,
+		tags:   deps.Bindings,
+		cfg:    cfg,
+		dir:    filepath.Dir(cfg.LogFile),
+		series: make(map[seriesKey]collector.Series),
+		descs:  newDescs(),
+	}
+	in.poll.Store(int64(cfg.PollInterval))
+	if deps.Maps != nil && deps.Maps.ByTuple != nil {
+		cookie, err := netnsCookie(cfg.Netns)
+		if err != nil {
+			return nil, fmt.Errorf("nginx ingest: %w", err)
+		}
+		in.tuples = newTupleLookup(deps.Maps, cookie)
+	}
+	if err := os.MkdirAll(in.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("nginx ingest: creating spool directory: %w", err)
+	}
+	if !onTmpfs(in.dir) {
+		in.log.Warn("spool directory is not on tmpfs; use a dedicated, size-limited tmpfs (see `ipng-stats nginx-snippet`)", "dir", in.dir)
+	}
+	if cfg.Logtail.Target != "" {
+		lt, err := newLogtail(cfg.Logtail.Target, cfg.Logtail.Buffer, in.log)
+		if err != nil {
+			return nil, fmt.Errorf("nginx ingest: %w", err)
+		}
+		in.tail.Store(lt)
+	}
+	in.sp = newSpool(cfg.LogFile, cfg.MaxLineBytes, in.line, in.tooLong)
+	return in, nil
+}
+
+// RejectReasons are the ipng_outcomes_rejected_total reasons the ingest
+// uses; pass them in collector.Options.RejectReasons.
+func RejectReasons() []string {
+	out := make([]string, 0, numProblems-1)
+	for p := Malformed; p < numProblems; p++ {
+		out = append(out, p.Reason())
+	}
+	return out
+}
+
+// FallbackReasons are the ipng_attribution_fallbacks_total reasons the
+// ingest uses; pass them in collector.Options.FallbackReasons.
+func FallbackReasons() []string {
+	return []string{ReasonNeverSeen, ReasonEvicted, ReasonNoBPF, ReasonLookupError}
+}
+
+// Run consumes the log until ctx is done, then reads what is left, frees
+// what it has read and returns nil. It returns an error only if the log file
+// cannot be read.
+func (in *Ingest) Run(ctx context.Context) error {
+	in.log.Info("consuming nginx access log", "file", in.sp.path, "bpf", in.tuples != nil)
+	defer func() {
+		if t := in.tail.Swap(nil); t != nil {
+			t.close()
+		}
+	}()
+	defer in.sp.close()
+	in.ready.Store(true)
+	var lastMaint time.Time
+	for {
+		in.clock = newClockOffset()
+		in.checkFull() // before reading frees anything
+		if in.tuples != nil {
+			in.tuples.refresh() // at most once a second; fresh after a pause
+		}
+		n, err := in.sp.poll()
+		if err != nil {
+			return fmt.Errorf("nginx ingest: %w", err)
+		}
+		if now := time.Now(); n == 0 || now.Sub(lastMaint) > time.Second {
+			lastMaint = now
+			in.maintain()
+		}
+		if n > 0 {
+			select {
+			case <-ctx.Done():
+				return in.drain()
+			default:
+				continue
+			}
+		}
+		t := time.NewTimer(time.Duration(in.poll.Load()))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return in.drain()
+		case <-t.C:
+		}
+	}
+}
+
+// drain reads to the end of the log (bounded) before stopping.
+func (in *Ingest) drain() error {
+	for range 10000 {
+		n, err := in.sp.poll()
+		if err != nil {
+			return fmt.Errorf("nginx ingest: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	in.log.Info("stopped consuming nginx access log", "lines", in.st.lines.Load())
+	return nil
+}
+
+// maintain runs between batches: it frees what was read and refreshes the
+// backlog.
+func (in *Ingest) maintain() {
+	for _, f := range []*spoolFile{in.sp.cur, in.sp.old} {
+		if f != nil {
+			in.sp.free(f, true)
+		}
+	}
+	in.st.reopens.Store(in.sp.reopens)
+	in.st.truncs.Store(in.sp.truncs)
+	in.st.backlog.Store(in.sp.backlog())
+}
+
+// fullBelow is the free space under which nginx's next buffer write (up to
+// 64 KiB) may fail.
+const fullBelow = 128 << 10
+
+// checkFull counts the times the spool filesystem is found full; nginx
+// loses the lines it cannot write (and logs each failed write).
+func (in *Ingest) checkFull() {
+	full := spoolFull(in.dir, fullBelow)
+	if full && !in.full {
+		in.st.spoolFull.Add(1)
+		in.log.Warn("spool filesystem is full: nginx cannot write access-log lines, they are lost (nginx logs each failed write); give the tmpfs more room", "dir", in.dir)
+	}
+	in.full = full
+}
+
+// Reload applies a new configuration: poll_interval and logtail take effect
+// at once; log_file, netns and max_line_bytes need a restart (a warning says
+// so).
+func (in *Ingest) Reload(cfg config.NginxConfig) error {
+	cfg = cfg.WithDefaults()
+	in.cfgMu.Lock()
+	defer in.cfgMu.Unlock()
+	old := in.cfg
+	if cfg.LogFile != old.LogFile || cfg.Netns != old.Netns || cfg.MaxLineBytes != old.MaxLineBytes {
+		in.log.Warn("nginx.log_file, nginx.netns and nginx.max_line_bytes change only on restart; keeping the running values")
+		cfg.LogFile, cfg.Netns, cfg.MaxLineBytes = old.LogFile, old.Netns, old.MaxLineBytes
+	}
+	in.poll.Store(int64(cfg.PollInterval))
+	if cfg.Logtail != old.Logtail {
+		var lt *logtail
+		if cfg.Logtail.Target != "" {
+			var err error
+			if lt, err = newLogtail(cfg.Logtail.Target, cfg.Logtail.Buffer, in.log); err != nil {
+				return fmt.Errorf("nginx ingest: %w", err)
+			}
+		}
+		if prev := in.tail.Swap(lt); prev != nil {
+			prev.close()
+		}
+	}
+	in.cfg = cfg
+	return nil
+}
+
+// line handles one access-log line: the hot path, free of allocations.
+func (in *Ingest) line(b []byte) {
+	in.st.lines.Add(1)
+	in.st.bytes.Add(uint64(len(b)) + 1)
+	r := &in.rec
+	if p := Parse(b, r); p != OK {
+		in.st.rejected.Add(1)
+		i := Recover(b, r)
+		if i == 0 {
+			in.coll.RejectOutcome(p.Reason())
+			return
+		}
+		in.coll.RejectOutcome(Torn.Reason()) // the fragment; the line after it counts
+		b = b[i:]
+	}
+	tag, device := in.attribute(r)
+	vip := r.Local.Addr().Unmap()
+	k := seriesKey{tag, vip}
+	s, ok := in.series[k]
+	if !ok {
+		if len(in.series) >= maxCachedSeries {
+			clear(in.series)
+		}
+		s = in.coll.Series(tag, vip)
+		in.series[k] = s
+	}
+	s.Record(collector.Outcome{Status: r.Status, RequestBytes: r.RequestBytes, ResponseBytes: r.ResponseBytes, Duration: r.RequestTime})
+	in.st.recorded.Add(1)
+	if t := in.tail.Load(); t != nil {
+		t.send(b, tag, device)
+	}
+}
+
+func (in *Ingest) tooLong() {
+	in.st.lines.Add(1)
+	in.st.rejected.Add(1)
+	in.coll.RejectOutcome(TooLong.Reason())
+}
+
+// attribute finds the source tag and device of r's connection.
+func (in *Ingest) attribute(r *Record) (tag, device string) {
+	reason := ReasonNoBPF
+	if in.tuples != nil {
+		ifindex, fam, why := in.tuples.lookup(r, &in.clock)
+		if why == "" {
+			res := in.tags.Lookup(ifindex, fam)
+			return res.Tag, res.Device
+		}
+		reason = why
+	}
+	in.st.misses.Add(1)
+	in.coll.AttributionFallback(reason)
+	return in.tags.Table().DefaultTag(), ""
+}
+
+// Ready reports whether Run has started consuming.
+func (in *Ingest) Ready() bool { return in.ready.Load() }

@@ -1,0 +1,74 @@
+package nginxlog
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// descs describe the ingest's own series.
+type descs struct {
+	lines, bytes, recorded, rejected, misses, full, reopens, backlog, tailSent, tailDrop, tailError *prometheus.Desc
+}
+
+func newDescs() *descs {
+	return &descs{
+		lines:     prometheus.NewDesc("ipng_nginx_lines_total", "Access-log lines read from the nginx spool file, recorded or rejected.", nil, nil),
+		bytes:     prometheus.NewDesc("ipng_nginx_bytes_total", "Bytes of access-log lines read, newlines included.", nil, nil),
+		recorded:  prometheus.NewDesc("ipng_nginx_lines_recorded_total", "Access-log lines recorded as requests.", nil, nil),
+		rejected:  prometheus.NewDesc("ipng_nginx_lines_rejected_total", "Access-log lines rejected; by reason in ipng_outcomes_rejected_total{reason=~\"nginx_.*\"}.", nil, nil),
+		misses:    prometheus.NewDesc("ipng_nginx_tuple_misses_total", "Recorded lines whose connection was not found in ipng_by_tuple (default tag); by reason in ipng_attribution_fallbacks_total{reason=~\"nginx_.*\"}.", nil, nil),
+		full:      prometheus.NewDesc("ipng_nginx_spool_full_total", "Times the spool filesystem was found full: nginx could not write lines.", nil, nil),
+		reopens:   prometheus.NewDesc("ipng_nginx_log_reopens_total", "Times a new log file appeared at the path (rotation or re-creation).", []string{"kind"}, nil),
+		backlog:   prometheus.NewDesc("ipng_nginx_backlog_bytes", "Bytes nginx has written to the spool that are not read yet.", nil, nil),
+		tailSent:  prometheus.NewDesc("ipng_nginx_logtail_sent_total", "Lines forwarded to the logtail target.", nil, nil),
+		tailDrop:  prometheus.NewDesc("ipng_nginx_logtail_dropped_total", "Lines not forwarded because the logtail buffer was full.", nil, nil),
+		tailError: prometheus.NewDesc("ipng_nginx_logtail_errors_total", "Logtail datagrams the kernel refused to send.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (in *Ingest) Describe(ch chan<- *prometheus.Desc) {
+	d := in.descs
+	for _, d := range []*prometheus.Desc{d.lines, d.bytes, d.recorded, d.rejected, d.misses, d.full,
+		d.reopens, d.backlog, d.tailSent, d.tailDrop, d.tailError} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (in *Ingest) Collect(ch chan<- prometheus.Metric) {
+	s, d := in.Stats(), in.descs
+	c := func(d *prometheus.Desc, v uint64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+	}
+	c(d.lines, s.Lines)
+	c(d.bytes, s.Bytes)
+	c(d.recorded, s.Recorded)
+	c(d.rejected, s.Rejected)
+	c(d.misses, s.TupleMisses)
+	c(d.full, s.SpoolFull)
+	c(d.reopens, s.Reopens, "rotated")
+	c(d.reopens, s.Truncations, "truncated")
+	ch <- prometheus.MustNewConstMetric(d.backlog, prometheus.GaugeValue, float64(s.BacklogBytes))
+	c(d.tailSent, s.LogtailSent)
+	c(d.tailDrop, s.LogtailDropped)
+	c(d.tailError, s.LogtailErrors)
+}
+
+// Stats are the ingest's counters.
+type Stats struct {
+	Lines, Bytes, Recorded, Rejected, TupleMisses uint64
+	SpoolFull, Reopens, Truncations               uint64
+	BacklogBytes                                  int64
+	LogtailSent, LogtailDropped, LogtailErrors    uint64
+}
+
+// Stats returns the current counters; safe for concurrent use.
+func (in *Ingest) Stats() Stats {
+	s := Stats{
+		Lines: in.st.lines.Load(), Bytes: in.st.bytes.Load(), Recorded: in.st.recorded.Load(),
+		Rejected: in.st.rejected.Load(), TupleMisses: in.st.misses.Load(), SpoolFull: in.st.spoolFull.Load(),
+		Reopens: in.st.reopens.Load(), Truncations: in.st.truncs.Load(), BacklogBytes: in.st.backlog.Load(),
+	}
+	if t := in.tail.Load(); t != nil {
+		s.LogtailSent, s.LogtailDropped, s.LogtailErrors = t.sent.Load(), t.dropped.Load(), t.errors.Load()
+	}
+	return s
+}

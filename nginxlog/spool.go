@@ -1,0 +1,267 @@
+package nginxlog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// freeEvery is how many consumed bytes may stay allocated in the spool
+// before they are freed while the reader is still catching up.
+const freeEvery = 1 << 20
+
+// drainIdle is how long a rotated-away file is still read after its last
+// growth (nginx writes to it until it reopens its logs).
+const drainIdle = 5 * time.Second
+
+// spoolFile is one open generation of the log file.
+type spoolFile struct {
+	f       *os.File
+	ino     uint64
+	off     int64 // next byte to read
+	done    int64 // bytes before this are processed (whole lines)
+	freed   int64 // bytes before this are zeroed or punched out
+	pending []byte
+	skip    bool // discarding the rest of an over-long line
+	lastNew time.Time
+}
+
+// spool reads complete lines from the log file, frees them once handled and
+// follows the file when it is renamed, replaced or truncated.
+type spool struct {
+	path    string
+	maxLine int
+	buf     []byte
+	cur     *spoolFile
+	old     *spoolFile // the previous generation, drained until idle
+	now     func() time.Time
+	onLine  func([]byte)
+	onLong  func()
+	reopens uint64 // generations opened after the first
+	truncs  uint64
+}
+
+func newSpool(path string, maxLine int, onLine func([]byte), onLong func()) *spool {
+	return &spool{path: path, maxLine: maxLine, buf: make([]byte, 4*maxLine+256<<10), now: time.Now, onLine: onLine, onLong: onLong}
+}
+
+// open opens the file at path and positions at its first unconsumed byte:
+// the first byte that is not in a hole and not zero (consumed bytes are
+// punched out or zeroed).
+func openSpoolFile(path string) (*spoolFile, error) {
+	// Read-write: punching holes and zeroing consumed bytes need it.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	sf := &spoolFile{f: f, ino: st.Ino}
+	off, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_DATA)
+	if err != nil {
+		off = st.Size // ENXIO: no data at all
+	}
+	var b [4096]byte
+	for off < st.Size {
+		n, err := f.ReadAt(b[:], off)
+		i := 0
+		for i < n && b[i] == 0 {
+			i++
+		}
+		off += int64(i)
+		if i < n || err != nil {
+			break
+		}
+	}
+	sf.off, sf.done, sf.freed = off, off, off&^4095
+	return sf, nil
+}
+
+// poll reads what is new in the current (and a rotated-away) file, handles
+// complete lines, and returns the number of bytes read.
+func (s *spool) poll() (int, error) {
+	if s.cur == nil {
+		f, err := openSpoolFile(s.path)
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("opening %s: %w", s.path, err)
+		}
+		f.lastNew = s.now()
+		s.cur = f
+	}
+	total := 0
+	if s.old != nil {
+		n, err := s.read(s.old)
+		total += n
+		if err != nil || s.now().Sub(s.old.lastNew) > drainIdle {
+			s.free(s.old, true)
+			s.old.f.Close()
+			s.old = nil
+		}
+	}
+	n, err := s.read(s.cur)
+	total += n
+	if err != nil {
+		return total, err
+	}
+	if n == 0 {
+		s.checkReplaced()
+	}
+	return total, nil
+}
+
+// read reads and handles up to one buffer of f.
+func (s *spool) read(f *spoolFile) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.f.Fd()), &st); err == nil && st.Size < f.off {
+		// Truncated (copytruncate): start over at its first data.
+		s.truncs++
+		f.off, f.done, f.freed, f.pending, f.skip = 0, 0, 0, f.pending[:0], false
+	}
+	n0 := len(f.pending)
+	copy(s.buf, f.pending)
+	n, err := f.f.ReadAt(s.buf[n0:], f.off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("reading %s: %w", s.path, err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	f.off += int64(n)
+	f.lastNew = s.now()
+	data := s.buf[:n0+n]
+	start := 0
+	for i := n0; i < len(data); i++ {
+		nl := bytes.IndexByte(data[i:], '\n')
+		if nl < 0 {
+			break
+		}
+		i += nl
+		if f.skip {
+			f.skip = false
+		} else if line := data[start:i]; len(line) > s.maxLine {
+			s.onLong()
+		} else if len(line) > 0 {
+			s.onLine(line)
+		}
+		start = i + 1
+	}
+	rest := data[start:]
+	if len(rest) > s.maxLine {
+		if !f.skip {
+			s.onLong()
+		}
+		f.skip, rest = true, rest[:0]
+	}
+	f.pending = append(f.pending[:0], rest...)
+	f.done = f.off - int64(len(f.pending))
+	if f.skip {
+		f.done = f.off
+	}
+	if f.done-f.freed >= freeEvery {
+		s.free(f, false)
+	}
+	return n, nil
+}
+
+// free releases the processed part of f: whole pages are punched out; with
+// exact, the processed bytes of the last partial page are zeroed too, so that
+// a restarted reader starts exactly after them.
+func (s *spool) free(f *spoolFile, exact bool) {
+	fd := int(f.f.Fd())
+	if page, from := f.done&^4095, f.freed&^4095; page > from {
+		if err := punch(fd, from, page-from); err != nil {
+			return
+		}
+		f.freed = page
+	}
+	if exact && f.done > f.freed {
+		if err := zero(f.f, f.freed, f.done); err == nil {
+			f.freed = f.done
+		}
+	}
+}
+
+func punch(fd int, off, n int64) error {
+	return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
+// zero overwrites [from, to) of f with zeros. The range is below the end of
+// the file, so it never overlaps nginx's appends.
+func zero(w *os.File, from, to int64) error {
+	var z [4096]byte
+	for from < to {
+		n := min(int64(len(z)), to-from)
+		if _, err := w.WriteAt(z[:n], from); err != nil {
+			return fmt.Errorf("zeroing %s: %w", w.Name(), err)
+		}
+		from += n
+	}
+	return nil
+}
+
+// checkReplaced switches to a new file at path (after rename-style rotation
+// or re-creation); the old one is drained until idle.
+func (s *spool) checkReplaced() {
+	var st unix.Stat_t
+	if err := unix.Stat(s.path, &st); err != nil || st.Ino == s.cur.ino {
+		return
+	}
+	nf, err := openSpoolFile(s.path)
+	if err != nil {
+		return
+	}
+	if s.old != nil {
+		s.free(s.old, true)
+		s.old.f.Close()
+	}
+	nf.lastNew = s.now()
+	s.old, s.cur = s.cur, nf
+	s.reopens++
+}
+
+// backlog is how many bytes nginx has written that are not read yet.
+func (s *spool) backlog() int64 {
+	var n int64
+	for _, f := range []*spoolFile{s.cur, s.old} {
+		if f == nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Fstat(int(f.f.Fd()), &st) == nil && st.Size > f.off {
+			n += st.Size - f.off
+		}
+	}
+	return n
+}
+
+// close frees everything processed, exactly, and closes the files.
+func (s *spool) close() {
+	for _, f := range []*spoolFile{s.old, s.cur} {
+		if f != nil {
+			s.free(f, true)
+			f.f.Close()
+		}
+	}
+	s.old, s.cur = nil, nil
+}
+
+// full reports whether the filesystem of the spool has less than min bytes
+// available.
+func spoolFull(dir string, min uint64) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false
+	}
+	return st.Bavail*uint64(st.Bsize) < min
+}

@@ -1,0 +1,186 @@
+package nginxlog
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/ipng/ipng-stats/bindings"
+	ipngbpf "github.com/ipng/ipng-stats/bpf"
+	"github.com/ipng/ipng-stats/loader"
+)
+
+// Reasons a line falls back to the default tag
+// (ipng_attribution_fallbacks_total{reason}).
+const (
+	// ReasonNeverSeen: the 4-tuple is not in ipng_by_tuple and cannot have
+	// been evicted (the map has never been full, or the connection is younger
+	// than the map's estimated lifetime): the connection was not stamped
+	// (nginx outside the attached cgroup, another network namespace, accepted
+	// before the program was attached).
+	ReasonNeverSeen = "nginx_tuple_never_seen"
+	// ReasonEvicted: not found, and the map has been full and the connection
+	// is older than the map's estimated lifetime: LRU eviction.
+	ReasonEvicted = "nginx_tuple_evicted"
+	// ReasonNoBPF: the agent runs without the BPF program.
+	ReasonNoBPF = "nginx_bpf_unavailable"
+	// ReasonLookupError: the map lookup failed.
+	ReasonLookupError = "nginx_lookup_error"
+)
+
+// tupleLookup looks 4-tuples up in ipng_by_tuple without allocating: the key
+// and value live in this (heap) struct and are handed to cilium/ebpf as
+// unsafe.Pointers. It is used by the ingest goroutine only.
+type tupleLookup struct {
+	m        *ebpf.Map
+	maps     *loader.Maps
+	netns    uint64
+	key      ipngbpf.SockopsIpngTuple
+	stamp    ipngbpf.SockopsIpngStamp
+	capacity uint64
+	cache    []connEntry // by nginx connection serial, see lookup
+	// Eviction estimate, refreshed about once a second.
+	stamped  uint64        // program's "stamped" counter
+	lifetime time.Duration // capacity / stamping rate; 0: unknown
+	lastAt   time.Time
+}
+
+func newTupleLookup(m *loader.Maps, netns uint64) *tupleLookup {
+	t := &tupleLookup{m: m.ByTuple, maps: m, netns: netns, capacity: uint64(m.ByTuple.MaxEntries()),
+		cache: make([]connEntry, connCacheSize)}
+	t.refresh()
+	return t
+}
+
+// refresh re-reads the stamping counter (at most once a second) to estimate
+// how long an entry stays in the map once it is full.
+func (t *tupleLookup) refresh() {
+	if t.maps.Counters == nil || time.Since(t.lastAt) < time.Second {
+		return
+	}
+	c, err := t.maps.ReadCounters()
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	s := c["stamped"]
+	if !t.lastAt.IsZero() && s > t.stamped {
+		rate := float64(s-t.stamped) / now.Sub(t.lastAt).Seconds()
+		t.lifetime = time.Duration(float64(t.capacity) / rate * float64(time.Second))
+	}
+	t.stamped, t.lastAt = s, now
+}
+
+// connCacheSize is the number of entries of the connection cache (a power
+// of two).
+const connCacheSize = 4096
+
+// connEntry remembers the interface of one connection: nginx's $connection
+// serial number and the 4-tuple. Requests on a kept-alive connection then
+// cost no map lookup. The serial is unique among the connections of one
+// nginx master, so together with the 4-tuple an entry cannot match another
+// connection (nginx's restart resets serials, but the same serial would
+// also need the same 4-tuple).
+type connEntry struct {
+	conn          uint64
+	local, remote netip.AddrPort
+	ifindex       uint32
+	fam           bindings.Family
+}
+
+// lookup returns the ingress interface of r's connection, or why not.
+func (t *tupleLookup) lookup(r *Record, clk *clockOffset) (uint32, bindings.Family, string) {
+	var e *connEntry
+	if r.Conn != 0 {
+		e = &t.cache[r.Conn&(connCacheSize-1)]
+		if e.conn == r.Conn && e.local == r.Local && e.remote == r.Remote {
+			return e.ifindex, e.fam, ""
+		}
+	}
+	t.key = ipngbpf.SockopsIpngTuple{
+		NetnsCookie: t.netns,
+		LocalAddr:   r.Local.Addr().As16(),
+		RemoteAddr:  r.Remote.Addr().As16(),
+		LocalPort:   r.Local.Port(),
+		RemotePort:  r.Remote.Port(),
+	}
+	err := t.m.Lookup(unsafe.Pointer(&t.key), unsafe.Pointer(&t.stamp))
+	switch {
+	case err == nil:
+		if e != nil {
+			*e = connEntry{conn: r.Conn, local: r.Local, remote: r.Remote, ifindex: t.stamp.Ifindex, fam: bindings.Family(t.stamp.Family)}
+		}
+		return t.stamp.Ifindex, bindings.Family(t.stamp.Family), ""
+	case !errors.Is(err, ebpf.ErrKeyNotExist):
+		return 0, 0, ReasonLookupError
+	}
+	return 0, 0, t.missReason(r, clk)
+}
+
+// lruSlack: an LRU hash map may evict before it is full (per-CPU free
+// lists hold up to 128 entries per CPU in the kernel's LRU).
+func (t *tupleLookup) missReason(r *Record, clk *clockOffset) string {
+	slack := uint64(256 * runtime.NumCPU())
+	if t.stamped+slack < t.capacity {
+		return ReasonNeverSeen // the map was never full: nothing was evicted
+	}
+	if r.ConnTime < 0 || r.Msec == 0 || t.lifetime == 0 {
+		return ReasonEvicted // full, and nothing says the entry was young
+	}
+	// Age of the connection now: from its accept (msec - connection_time)
+	// to the present, on the wall clock.
+	age := time.Duration(clk.realNow-r.Msec*int64(time.Millisecond)) + r.ConnTime
+	if age < t.lifetime/2 {
+		return ReasonNeverSeen
+	}
+	return ReasonEvicted
+}
+
+// clockOffset is the wall clock, sampled once per batch of lines.
+type clockOffset struct{ realNow int64 }
+
+func newClockOffset() clockOffset { return clockOffset{realNow: time.Now().UnixNano()} }
+
+// netnsCookie returns the cookie of the network namespace at path, or of
+// the caller's when path is empty.
+func netnsCookie(path string) (uint64, error) {
+	if path == "" {
+		return loader.NetnsCookie()
+	}
+	target, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("opening network namespace: %w", err)
+	}
+	defer target.Close()
+	runtime.LockOSThread()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return 0, fmt.Errorf("opening own network namespace: %w", err)
+	}
+	defer self.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return 0, fmt.Errorf("entering network namespace %s: %w", path, err)
+	}
+	cookie, cerr := loader.NetnsCookie()
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// The thread stays locked and dies with the goroutine.
+		return 0, fmt.Errorf("returning from network namespace %s: %w", path, err)
+	}
+	runtime.UnlockOSThread()
+	return cookie, cerr
+}
+
+// onTmpfs reports whether dir is on tmpfs.
+func onTmpfs(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC
+}
