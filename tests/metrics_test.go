@@ -32,17 +32,26 @@ func (e *env) scrape(path string) (string, error) {
 	return string(b), err
 }
 
+// statsDoc is the agent's JSON document.
+func (e *env) statsDoc(query ...string) (*exporter.Document, error) {
+	body, err := e.scrape("/.well-known/ipng/statsz?format=json" + strings.Join(query, ""))
+	if err != nil {
+		return nil, err
+	}
+	var doc exporter.Document
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		return nil, fmt.Errorf("statsz JSON: %w\n%s", err, body)
+	}
+	return &doc, nil
+}
+
 // connCounts returns connections total and active per "tag vip" from the
 // agent's JSON.
 func (e *env) connCounts(t *testing.T, query string) (map[string]uint64, map[string]int64) {
 	t.Helper()
-	body, err := e.scrape("/.well-known/ipng/statsz?format=json" + query)
+	doc, err := e.statsDoc(query)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var doc exporter.Document
-	if err := json.Unmarshal([]byte(body), &doc); err != nil {
-		t.Fatalf("statsz JSON: %v\n%s", err, body)
 	}
 	total, active := map[string]uint64{}, map[string]int64{}
 	for _, s := range doc.Series {

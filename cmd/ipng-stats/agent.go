@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +28,8 @@ import (
 	"github.com/ipng/ipng-stats/connstats"
 	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/loader"
+	"github.com/ipng/ipng-stats/nginxlog"
+	"github.com/ipng/ipng-stats/proxy"
 )
 
 func agentCommand() *cli.Command {
@@ -80,9 +84,10 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	reg := a.registry()
 	srv, err := exporter.New(exporter.Options{
 		ListenAddress: cfg.Web.ListenAddress, WebConfigFile: cfg.Web.ConfigFile,
-		Collector: a.col, Registry: a.registry(), Logger: a.logger, Version: version,
+		Collector: a.col, Registry: reg, Logger: a.logger, Version: version,
 		Ready: func() error {
 			if !a.ready.Load() {
 				return errors.New("starting")
@@ -116,6 +121,19 @@ func runAgent(c *cli.Context) error {
 		goRun("events", func(ctx context.Context) error { return a.prog.ReadEvents(ctx, a.event) })
 		goRun("reconcile", a.reconcile)
 	}
+	var maps *loader.Maps
+	if a.prog != nil {
+		maps = a.prog.Maps()
+	}
+	ingest, err := startNginx(ctx, &wg, cfg, a.col, a.tags, maps, reg, a.logger)
+	if err != nil {
+		return err
+	}
+	reloadProxy, err := startProxy(cfg, proxy.Deps{Attributor: a.attr, Collector: a.col, Logger: a.logger,
+		ConnectionsCountedElsewhere: a.countsOwnConnections()}, reg, goRun)
+	if err != nil {
+		return err
+	}
 
 	a.ready.Store(true)
 	a.logger.Info("agent running", "listen", cfg.Web.ListenAddress, "bindings", len(cfg.Bindings.Devices),
@@ -130,7 +148,14 @@ func runAgent(c *cli.Context) error {
 			a.logger.Info("stopping agent")
 			return nil
 		case <-hup:
-			a.reload(c)
+			if next := a.reload(c); next != nil {
+				reloadProxy(next)
+				if ingest != nil {
+					if err := ingest.Reload(next.Nginx); err != nil {
+						a.logger.Error("nginx ingest reload", "err", err)
+					}
+				}
+			}
 		}
 	}
 }
@@ -168,8 +193,10 @@ func (a *agent) setup() error {
 		return err
 	}
 	a.col, err = collector.New(collectorConfig(cfg), collector.Options{
-		Logger: a.logger,
-		Build:  collector.BuildInfo{Version: version, Revision: buildRevision(), GoVersion: runtime.Version()},
+		Logger:          a.logger,
+		Build:           collector.BuildInfo{Version: version, Revision: buildRevision(), GoVersion: runtime.Version()},
+		RejectReasons:   nginxlog.RejectReasons(),
+		FallbackReasons: nginxlog.FallbackReasons(),
 	})
 	if err != nil {
 		return err
@@ -249,9 +276,10 @@ func (a *agent) reconcile(ctx context.Context) error {
 }
 
 // reload re-reads the configuration file and applies what can change at run
-// time: bindings, log level and the series cap. A bad file is logged and
-// ignored; the agent keeps running on the previous configuration.
-func (a *agent) reload(c *cli.Context) {
+// time: bindings, log level and the series cap, and returns the new
+// configuration for the other parts. A bad file is logged and ignored (nil):
+// the agent keeps running on the previous configuration.
+func (a *agent) reload(c *cli.Context) *config.Config {
 	cfg, err := loadConfig(c)
 	if err == nil {
 		var spec bindings.Spec
@@ -264,7 +292,7 @@ func (a *agent) reload(c *cli.Context) {
 	}
 	if err != nil {
 		a.logger.Error("reload failed, keeping the running configuration", "err", err)
-		return
+		return nil
 	}
 	if err := a.level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
 		a.logger.Error("reload: bad log level", "err", err)
@@ -273,6 +301,22 @@ func (a *agent) reload(c *cli.Context) {
 		a.logger.Error("reload: metrics", "err", err)
 	}
 	a.logger.Info("configuration reloaded", "bindings", len(cfg.Bindings.Devices), "default_tag", cfg.Bindings.DefaultTag)
+	return cfg
+}
+
+// countsOwnConnections reports whether the program's events count the
+// connections this process accepts (it is attached to a cgroup this process
+// belongs to), so that in-process servers must not count them again.
+func (a *agent) countsOwnConnections() bool {
+	if a.conns == nil {
+		return false
+	}
+	own, err := loader.ProcessCgroup()
+	if err != nil {
+		return false
+	}
+	rel, err := filepath.Rel(a.prog.Cgroup(), own)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 func loaderConfig(cfg *config.Config) loader.Config {

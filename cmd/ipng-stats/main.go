@@ -32,6 +32,8 @@ func newApp() *cli.App {
 			connsCommand(),
 			checkCommand(),
 			detachCommand(),
+			proxyCommand(),
+			nginxSnippetCommand(),
 			versionCommand(),
 		},
 	}

@@ -1,0 +1,98 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestProxyThroughAgent: the proxy as the agent runs it (proxy.enabled),
+// in the attached cgroup with BPF attribution: requests count exactly per
+// (tag, vip, code), and each connection is counted once, by the program's
+// events, not a second time by the proxy.
+func TestProxyThroughAgent(t *testing.T) {
+	e := &proxyEnv{env: newEnv(t, "")}
+	e.down = e.topo.Srv.FreePort(t)
+	for e.down == e.port {
+		e.down = e.topo.Srv.FreePort(t)
+	}
+	e.backend = proxyBackend(t, e.topo, "a")
+	e.writeProxyConfig(strings.Replace(proxyYAML, "proxy:\n", "proxy:\n  enabled: true\n", 1))
+	agent := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", e.cfgPath,
+		"--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir, "--attribution.mode", "bpf",
+		"--web.listen-address", "127.0.0.1:9113"), true)
+	waitFor(t, 10*time.Second, "agent running", func() bool {
+		select {
+		case <-agent.done:
+			t.Fatalf("agent exited: %v\n%s", agent.err, agent.out.String())
+		default:
+		}
+		return strings.Contains(agent.out.String(), `msg="agent running"`)
+	})
+
+	requests, conns := map[string]uint64{}, map[string]uint64{}
+	for _, r := range []struct {
+		p      path
+		fam    string
+		path   string
+		status int
+	}{{paths[0], "ipv4", "/status/200", 200}, {paths[0], "ipv6", "/status/404", 404}, {paths[2], "ipv4", "/status/500", 500}, {paths[4], "ipv6", "/status/200", 200}} {
+		for range 3 {
+			c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: r.p.ns(e.topo).Dial, DisableKeepAlives: true}}
+			resp, err := c.Get(e.url(r.fam, e.port, r.path))
+			if err != nil {
+				t.Fatalf("%s %s: %v", r.p.name, r.fam, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != r.status {
+				t.Errorf("%s %s %s: %d", r.p.name, r.fam, r.path, resp.StatusCode)
+			}
+			vip := e.topo.VIP4.String()
+			if r.fam == "ipv6" {
+				vip = e.topo.VIP6.String()
+			}
+			key := expectedTag(r.p.dev, r.fam) + " " + vip
+			requests[key+" "+fmt.Sprintf("%dxx", r.status/100)]++
+			conns[key]++
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		gotReq, gotConns, err := agentCounts(e.env)
+		if err == nil && maps.Equal(gotReq, requests) && maps.Equal(gotConns, conns) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent's counts (%v):\n requests %v\n want     %v\n connections %v\n want        %v", err, gotReq, requests, gotConns, conns)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// agentCounts reads requests per "tag vip code" and connections per
+// "tag vip" (the connections to the proxy's VIPs only) from the agent.
+func agentCounts(e *env) (map[string]uint64, map[string]uint64, error) {
+	reqs, conns := map[string]uint64{}, map[string]uint64{}
+	doc, err := e.statsDoc()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, s := range doc.Series {
+		if s.VIP != e.topo.VIP4.String() && s.VIP != e.topo.VIP6.String() {
+			continue
+		}
+		for code, c := range s.Codes {
+			reqs[s.SourceTag+" "+s.VIP+" "+code] += c.Requests
+		}
+		if s.Connections != nil {
+			conns[s.SourceTag+" "+s.VIP] = s.Connections.Total
+		}
+	}
+	return reqs, conns, nil
+}
