@@ -164,13 +164,9 @@ func runAgent(c *cli.Context) error {
 // mode), attribution, the collector and the connection tracker.
 func (a *agent) setup() error {
 	cfg := a.cfg
-	spec, err := cfg.BindingsSpec()
-	if err != nil {
+	var err error
+	if a.tags, err = newTags(cfg, a.logger); err != nil {
 		return err
-	}
-	a.tags = bindings.NewResolver(spec, a.logger)
-	if err := a.tags.Scan(); err != nil {
-		return fmt.Errorf("resolving bound devices: %w", err)
 	}
 	mode, err := attribution.ParseMode(cfg.Attribution.Mode)
 	if err != nil {

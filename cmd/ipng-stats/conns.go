@@ -10,7 +10,6 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
-	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -62,13 +61,9 @@ func runConns(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	spec, err := cfg.BindingsSpec()
+	tags, err := newTags(cfg, quietLogger(c))
 	if err != nil {
 		return err
-	}
-	tags := bindings.NewResolver(spec, quietLogger(c))
-	if err := tags.Scan(); err != nil {
-		return fmt.Errorf("listing links: %w", err)
 	}
 	own, err := loader.NetnsCookie()
 	if err != nil {

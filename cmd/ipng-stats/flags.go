@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/config"
 )
 
@@ -126,4 +127,18 @@ func newLogger(w io.Writer, level, format string, lvl *slog.LevelVar) (*slog.Log
 // output is the answer, so only warnings and errors are logged, to stderr.
 func quietLogger(c *cli.Context) *slog.Logger {
 	return slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// newTags builds the bindings resolver of cfg and resolves the bound devices
+// in the current network namespace.
+func newTags(cfg *config.Config, logger *slog.Logger) (*bindings.Resolver, error) {
+	spec, err := cfg.BindingsSpec()
+	if err != nil {
+		return nil, err
+	}
+	tags := bindings.NewResolver(spec, logger)
+	if err := tags.Scan(); err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	return tags, nil
 }

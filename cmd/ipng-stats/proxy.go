@@ -15,7 +15,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ipng/ipng-stats/attribution"
-	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/loader"
@@ -60,13 +59,9 @@ func runProxy(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	spec, err := cfg.BindingsSpec()
+	tags, err := newTags(cfg, logger)
 	if err != nil {
 		return err
-	}
-	tags := bindings.NewResolver(spec, logger)
-	if err := tags.Scan(); err != nil {
-		return fmt.Errorf("resolving bound devices: %w", err)
 	}
 	mode, err := attribution.ParseMode(cfg.Attribution.Mode)
 	if err != nil {
