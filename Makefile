@@ -54,4 +54,4 @@ deb: ## build the Debian package into ../
 
 clean: ## remove build output
 	rm -f ipng-stats
-	rm -rf build debian/ipng-stats debian/.debhelper debian/files debian/*.substvars debian/debhelper-build-stamp
+	rm -rf build _build debian/ipng-stats debian/.debhelper debian/files debian/*.substvars debian/debhelper-build-stamp

@@ -64,8 +64,8 @@ func newNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...strin
 	}
 	t.Cleanup(func() { unix.Unmount(n.spool, unix.MNT_DETACH) })
 	n.logFile = filepath.Join(n.spool, "access.log")
-	n.dsPort = n.topo.Srv.FreePort(t)
-	n.statePort = n.topo.Srv.FreePort(t)
+	ports := n.distinctPorts(2, n.port, 9113, 9114)
+	n.dsPort, n.statePort = ports[0], ports[1]
 	if accessLog == "" {
 		accessLog = nginxlog.AccessLog(n.logFile)
 	}

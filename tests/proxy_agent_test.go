@@ -17,10 +17,7 @@ import (
 // events, not a second time by the proxy.
 func TestProxyThroughAgent(t *testing.T) {
 	e := &proxyEnv{env: newEnv(t, "")}
-	e.down = e.topo.Srv.FreePort(t)
-	for e.down == e.port {
-		e.down = e.topo.Srv.FreePort(t)
-	}
+	e.down = e.distinctPorts(1, e.port, 9113)[0]
 	e.backend = proxyBackend(t, e.topo, "a")
 	e.writeProxyConfig(strings.Replace(proxyYAML, "proxy:\n", "proxy:\n  enabled: true\n", 1))
 	agent := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", e.cfgPath,

@@ -97,15 +97,13 @@ func newProxyEnv(t *testing.T, proxyYAML string) *proxyEnv {
 // pinned maps from inside that cgroup.
 func newProxyEnvMode(t *testing.T, proxyYAML, mode string) *proxyEnv {
 	e := &proxyEnv{env: newEnv(t, "")}
-	e.web = e.topo.Srv.FreePort(t)
-	e.down = e.topo.Srv.FreePort(t)
-	for e.down == e.port || e.down == e.web {
-		e.down = e.topo.Srv.FreePort(t)
-	}
+	ports := e.distinctPorts(3, e.port)
+	e.web, e.down = ports[0], ports[1]
+	agentWeb := ports[2]
 	e.backend = proxyBackend(t, e.topo, "a")
 	e.writeProxyConfig(proxyYAML)
 	if mode == "bpf" {
-		e.startAgent("--web.listen-address", fmt.Sprintf("127.0.0.1:%d", e.topo.Srv.FreePort(t)))
+		e.startAgent("--web.listen-address", fmt.Sprintf("127.0.0.1:%d", agentWeb))
 	}
 	e.proc = e.start("proxy", e.topo.Srv.Exec(context.Background(), agentBin, "proxy", "--config", e.cfgPath,
 		"--attribution.mode", mode, "--bpf.pin-dir", e.pinDir, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", e.web)), mode == "bpf")
@@ -211,4 +209,21 @@ func (e *proxyEnv) rawDial(ns *topo.NS) net.Conn {
 	}
 	e.t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// distinctPorts returns n free ports of srv that differ from each other and
+// from taken: FreePort alone may hand out the same port twice.
+func (e *env) distinctPorts(n int, taken ...int) []int {
+	seen := map[int]bool{}
+	for _, p := range taken {
+		seen[p] = true
+	}
+	var out []int
+	for len(out) < n {
+		if p := e.topo.Srv.FreePort(e.t); !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
 }
