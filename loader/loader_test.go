@@ -263,6 +263,13 @@ func TestLoadMovesLinkToNewCgroup(t *testing.T) {
 	port := startServer(t, second)
 	c := dial(t, port)
 	findStamp(t, p2.Maps(), c.LocalAddr().(*net.TCPAddr).AddrPort())
+
+	// The first cgroup is no longer covered.
+	old := dial(t, startServer(t, first))
+	time.Sleep(50 * time.Millisecond)
+	if stamps, _ := p2.Maps().LiveStamps(); containsRemote(stamps, old.LocalAddr().(*net.TCPAddr).AddrPort()) {
+		t.Error("a connection in the cgroup the link was moved away from was stamped")
+	}
 }
 
 func TestLoadErrors(t *testing.T) {
