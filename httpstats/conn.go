@@ -36,6 +36,7 @@ type Conn struct {
 	read, written atomic.Uint64
 	ph            atomic.Uint32 // phase
 	closed        atomic.Bool
+	countConn     bool // opened and closed in the connection series (see Options.ConnectionsCountedElsewhere)
 
 	// The fields below are only used by the connection's serving goroutine
 	// (net/http's conn.serve, which also runs HTTP/1 handlers and ConnState
@@ -114,7 +115,7 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 // Close closes the connection and ends it in the series (once).
 func (c *Conn) Close() error {
 	err := c.Conn.Close()
-	if c.closed.CompareAndSwap(false, true) && !c.st.noConns {
+	if c.closed.CompareAndSwap(false, true) && c.countConn {
 		c.series.ConnClosed()
 	}
 	return err

@@ -13,10 +13,11 @@
 //     line, headers and body, as received; TLS records included on a TLS
 //     listener), response bytes the bytes written to it, duration runs from
 //     the first byte of the request to the moment the response has been
-//     flushed. Requests the server rejects on its own (bad request line,
-//     431 on oversized headers, header read timeouts, clients that give
-//     up mid-request) are recorded too, with the status the server sent,
-//     408 for a timeout, or 400.
+//     flushed. On cleartext listeners, requests the server rejects on its
+//     own (bad request line, 431 on oversized headers, header read
+//     timeouts, clients that give up mid-request) are recorded too, with
+//     the status the server sent, 408 for a timeout, or 400; on TLS
+//     listeners they are not (net/http gives no hook to see them).
 //   - HTTP/2: request bytes are the header fields (RFC 7541 size: name,
 //     value and 32 per field) plus the body read; response bytes likewise;
 //     duration runs from the handler's start to its return.

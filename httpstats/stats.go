@@ -36,9 +36,12 @@ type Options struct {
 	// DefaultTag.
 	DefaultTag string
 	// ConnectionsCountedElsewhere leaves ipng_connections_total and
-	// ipng_connections_active alone: set it inside ipng-stats agent with the
-	// BPF program, which counts every accepted connection from its events
-	// already (requests and in-flight gauges are still recorded).
+	// ipng_connections_active to the agent for the connections the sock_ops
+	// program stamped (attribution method sk_storage or cookie): the agent
+	// counts those from the program's events. Connections attributed
+	// otherwise are still counted here. Set it when an ipng-stats agent
+	// consumes the program's events (requests and in-flight gauges are
+	// always recorded here).
 	ConnectionsCountedElsewhere bool
 }
 
@@ -100,7 +103,9 @@ func (s *Stats) Wrap(nc net.Conn) *Conn {
 		}
 	}
 	c := &Conn{Conn: nc, st: s, info: info, series: s.c.Series(info.Tag, info.Local.Addr())}
-	if !s.noConns {
+	stamped := info.Method == attribution.MethodSkStorage || info.Method == attribution.MethodCookie
+	c.countConn = !(s.noConns && stamped)
+	if c.countConn {
 		c.series.ConnOpened()
 	}
 	return c

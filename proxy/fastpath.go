@@ -181,9 +181,22 @@ func (p *pool) fastForward(w http.ResponseWriter, r *http.Request, b *backend) e
 		if err != nil {
 			return err
 		}
+		// A client that goes away interrupts the wait for the upstream's
+		// response (recorded as 499, like nginx), instead of holding the
+		// handler until the upstream timeout.
+		stop := context.AfterFunc(r.Context(), func() { uc.c.SetDeadline(time.Now()) })
 		resp, err := roundTrip(uc, r, b.conns.timeout)
+		if !stop() && err == nil {
+			// Cancelled as the response arrived: the connection's deadline
+			// is spoilt, and nobody waits for the answer.
+			resp.Body.Close()
+			err = r.Context().Err()
+		}
 		if err != nil {
 			uc.c.Close()
+			if cerr := r.Context().Err(); cerr != nil {
+				return cerr
+			}
 			// A reused connection the upstream closed meanwhile: once more
 			// on a fresh one, when nothing can have been consumed.
 			var ne net.Error

@@ -51,6 +51,12 @@ func newPool(u config.ProxyUpstream, t config.ProxyTimeouts, bufs *bufferPool, l
 				pr.Out.URL.Scheme = "http"
 				pr.Out.URL.Host = addr
 				pr.Out.Host = pr.In.Host
+				// Rewrite drops the inbound X-Forwarded-* headers; keep the
+				// client's chain so SetXForwarded appends to it, as the fast
+				// path does.
+				if xff, ok := pr.In.Header["X-Forwarded-For"]; ok {
+					pr.Out.Header["X-Forwarded-For"] = xff
+				}
 				pr.SetXForwarded()
 			},
 			Transport:  p.transport,

@@ -13,7 +13,7 @@ var (
 	activeDesc = prometheus.NewDesc("ipng_proxy_upstream_requests_active",
 		"Requests the proxy has in progress on an upstream server.", []string{"upstream", "server"}, nil)
 	droppedDesc = prometheus.NewDesc("ipng_proxy_logtail_dropped_total",
-		"Access log datagrams the proxy dropped because the logtail sender was behind (since the access log was last opened).", nil, nil)
+		"Access log datagrams the proxy dropped because the logtail sender was behind.", nil, nil)
 )
 
 // Describe implements prometheus.Collector: register the Proxy in the

@@ -230,11 +230,17 @@ func (p *Proxy) apply(raw config.ProxyConfig) error {
 		l.stage(pl, tc)
 		plans = append(plans, plan{l: l, fresh: !ok})
 	}
+	// The access log is opened again on every reload when it is a file, so
+	// that logrotate's `create` + SIGHUP moves it to the new file. The
+	// logtail drop count carries over: it is a counter.
 	alog := p.alog.Load()
-	if alog == nil || alog.cfg != cfg.AccessLog {
+	if alog == nil || alog.cfg != cfg.AccessLog || (cfg.AccessLog.File != "" && cfg.AccessLog.File != "-") {
 		a, err := newAccessLog(cfg.AccessLog)
 		if err != nil {
 			return fail(err)
+		}
+		if alog != nil {
+			a.dropped.Add(alog.Dropped())
 		}
 		alog = a
 	}

@@ -104,9 +104,28 @@ func TestOutcomes(t *testing.T) {
 	if want := "127.0.0.1|http|" + good + "|" + good; body != want {
 		t.Errorf("echo %q, want %q", body, want)
 	}
+	// An inbound X-Forwarded-For is appended to on the fast path (a plain
+	// GET) and on the ReverseProxy path (a chunked request body) alike.
+	for _, chunked := range []bool{false, true} {
+		var body io.Reader
+		if chunked {
+			body = io.MultiReader(strings.NewReader("x")) // unknown length: chunked
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://"+good+"/echo", body)
+		req.Header.Set("X-Forwarded-For", "203.0.113.1")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "203.0.113.1, 127.0.0.1|http|" + good + "|" + good; string(got) != want {
+			t.Errorf("chunked=%v: echo %q, want %q", chunked, got, want)
+		}
+	}
 	c.CloseIdleConnections()
 	waitCodes(t, deps.Collector, map[string]uint64{
-		"loopback 127.0.0.1 2xx": 3, "loopback 127.0.0.1 4xx": 1, "loopback 127.0.0.1 5xx": 3,
+		"loopback 127.0.0.1 2xx": 5, "loopback 127.0.0.1 4xx": 1, "loopback 127.0.0.1 5xx": 3,
 	})
 }
 
@@ -282,5 +301,67 @@ func TestTLSWebSocketAccessLog(t *testing.T) {
 	data, _ := os.ReadFile(logFile)
 	if lines := strings.Count(string(data), "\n"); lines != 3 {
 		t.Errorf("access log has %d lines, want 3:\n%s", lines, data)
+	}
+}
+
+// TestClientGone: a client that gives up while the upstream is still
+// working is recorded as 499 (nginx's "client closed request"), on the fast
+// path, and the handler does not wait for the upstream.
+func TestClientGone(t *testing.T) {
+	deps := newDeps(t)
+	be := newBackend(t, "a")
+	addr := freeAddr(t)
+	p, err := New(config.ProxyConfig{
+		Listeners: []config.ProxyListener{{Address: addr, Upstream: "web"}},
+		Upstreams: []config.ProxyUpstream{{Name: "web", Servers: []string{hostOf(be)}}},
+		Timeouts:  config.ProxyTimeouts{Upstream: 10 * time.Second},
+	}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running(t, p)
+	c := &http.Client{Timeout: 100 * time.Millisecond}
+	if _, err := c.Get("http://" + addr + "/slow"); err == nil {
+		t.Fatal("the slow request did not time out on the client")
+	}
+	waitCodes(t, deps.Collector, map[string]uint64{"loopback 127.0.0.1 4xx": 1})
+}
+
+// TestAccessLogReopen: after logrotate moves the access log away, a reload
+// with an unchanged configuration writes to a new file at the configured
+// path (`create` + `postrotate kill -HUP`).
+func TestAccessLogReopen(t *testing.T) {
+	deps := newDeps(t)
+	be := newBackend(t, "a")
+	addr := freeAddr(t)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	cfg := config.ProxyConfig{
+		Listeners: []config.ProxyListener{{Address: addr, Upstream: "web"}},
+		Upstreams: []config.ProxyUpstream{{Name: "web", Servers: []string{hostOf(be)}}},
+		AccessLog: config.ProxyAccessLogConfig{File: logFile},
+	}
+	p, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running(t, p)
+	get(t, &http.Client{}, "http://"+addr+"/status/200")
+	waitCodes(t, deps.Collector, map[string]uint64{"loopback 127.0.0.1 2xx": 1}) // logged with the outcome
+	if err := os.Rename(logFile, logFile+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Reload(cfg); err != nil { // flushes the old file, opens the new one
+		t.Fatal(err)
+	}
+	get(t, &http.Client{}, "http://"+addr+"/status/200")
+	waitCodes(t, deps.Collector, map[string]uint64{"loopback 127.0.0.1 2xx": 2})
+	if err := p.Reload(config.ProxyConfig{Listeners: cfg.Listeners, Upstreams: cfg.Upstreams}); err != nil {
+		t.Fatal(err) // closes (flushes) the access log
+	}
+	for _, f := range []string{logFile + ".1", logFile} {
+		data, err := os.ReadFile(f)
+		if lines := strings.Count(string(data), "\n"); err != nil || lines != 1 {
+			t.Errorf("%s: %d lines (%v), want 1", f, lines, err)
+		}
 	}
 }

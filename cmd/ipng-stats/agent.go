@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -125,12 +123,12 @@ func runAgent(c *cli.Context) error {
 	if a.prog != nil {
 		maps = a.prog.Maps()
 	}
-	ingest, err := startNginx(ctx, &wg, cfg, a.col, a.tags, maps, reg, a.logger)
+	ingest, err := startNginx(cfg, a.col, a.tags, maps, reg, a.logger, goRun)
 	if err != nil {
 		return err
 	}
 	reloadProxy, err := startProxy(cfg, proxy.Deps{Attributor: a.attr, Collector: a.col, Logger: a.logger,
-		ConnectionsCountedElsewhere: a.countsOwnConnections()}, reg, goRun)
+		ConnectionsCountedElsewhere: a.conns != nil}, reg, goRun)
 	if err != nil {
 		return err
 	}
@@ -150,6 +148,9 @@ func runAgent(c *cli.Context) error {
 		case <-hup:
 			if next := a.reload(c); next != nil {
 				reloadProxy(next)
+				if next.Nginx.Enabled != cfg.Nginx.Enabled {
+					a.logger.Warn("nginx.enabled changed by a reload: restart the agent to apply it")
+				}
 				if ingest != nil {
 					if err := ingest.Reload(next.Nginx); err != nil {
 						a.logger.Error("nginx ingest reload", "err", err)
@@ -298,21 +299,6 @@ func (a *agent) reload(c *cli.Context) *config.Config {
 	}
 	a.logger.Info("configuration reloaded", "bindings", len(cfg.Bindings.Devices), "default_tag", cfg.Bindings.DefaultTag)
 	return cfg
-}
-
-// countsOwnConnections reports whether the program's events count the
-// connections this process accepts (it is attached to a cgroup this process
-// belongs to), so that in-process servers must not count them again.
-func (a *agent) countsOwnConnections() bool {
-	if a.conns == nil {
-		return false
-	}
-	own, err := loader.ProcessCgroup()
-	if err != nil {
-		return false
-	}
-	rel, err := filepath.Rel(a.prog.Cgroup(), own)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 func loaderConfig(cfg *config.Config) loader.Config {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -17,14 +16,16 @@ import (
 
 // startNginx starts the nginx access-log ingest when nginx.enabled is set:
 // it registers the ingest's ipng_nginx_* series in reg (nil: not
-// registered) and runs it in wg until ctx is done. It returns nil when the
-// ingest is disabled. The collector must have been created with
-// nginxlog.RejectReasons() and nginxlog.FallbackReasons() among its
-// Options, so those reasons are exposed at 0. maps is nil without BPF (every
-// line then gets the default tag, counted as nginx_bpf_unavailable). On
-// SIGHUP call (*nginxlog.Ingest).Reload(cfg.Nginx) on the result.
-func startNginx(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, coll *collector.Collector,
-	tags *bindings.Resolver, maps *loader.Maps, reg prometheus.Registerer, logger *slog.Logger) (*nginxlog.Ingest, error) {
+// registered) and runs it as a part of the agent (goRun: a failing ingest,
+// e.g. an unreadable spool, stops the agent rather than leaving it running
+// without counting nginx). It returns nil when the ingest is disabled. The
+// collector must have been created with nginxlog.RejectReasons() and
+// nginxlog.FallbackReasons() among its Options, so those reasons are
+// exposed at 0. maps is nil without BPF (every line then gets the default
+// tag, counted as nginx_bpf_unavailable). On SIGHUP call
+// (*nginxlog.Ingest).Reload(cfg.Nginx) on the result.
+func startNginx(cfg *config.Config, coll *collector.Collector, tags *bindings.Resolver, maps *loader.Maps,
+	reg prometheus.Registerer, logger *slog.Logger, goRun func(string, func(context.Context) error)) (*nginxlog.Ingest, error) {
 	if !cfg.Nginx.Enabled {
 		return nil, nil
 	}
@@ -37,12 +38,6 @@ func startNginx(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, col
 			return nil, fmt.Errorf("registering nginx ingest metrics: %w", err)
 		}
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := in.Run(ctx); err != nil {
-			logger.Error("nginx ingest stopped", "component", "nginx", "err", err)
-		}
-	}()
+	goRun("nginx ingest", in.Run)
 	return in, nil
 }

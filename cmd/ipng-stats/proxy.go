@@ -103,7 +103,9 @@ func runProxy(c *cli.Context) error {
 		}()
 	}
 	reg := runtimeRegistry()
-	reloadProxy, err := startProxy(cfg, proxy.Deps{Attributor: attr, Collector: col, Logger: logger}, reg, goRun)
+	// Connections the agent's program stamped are counted by the agent.
+	reloadProxy, err := startProxy(cfg, proxy.Deps{Attributor: attr, Collector: col, Logger: logger,
+		ConnectionsCountedElsewhere: attr.UsesBPF()}, reg, goRun)
 	if err != nil {
 		return err
 	}
