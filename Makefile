@@ -15,7 +15,7 @@ DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus 
 .PHONY: help build generate check-generated test test-unit test-e2e bench lint deps deb clean run
 
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build ./ipng-stats (no clang needed)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ipng-stats ./cmd/ipng-stats
