@@ -32,8 +32,8 @@ check-generated: generate ## fail when the committed bpf2go output is stale
 test: ## every test with -race; as root with IPNG_STATS_E2E=1 a skipped privileged test fails
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
-test-unit: ## unit tests only (no root needed)
-	$(GO) test -race -count=1 -short $(PKGS)
+test-unit: ## the tests a non-root user can run (privileged ones skip without root)
+	$(GO) test -race -count=1 $(PKGS)
 
 test-e2e: ## the network-namespace end-to-end tests (root)
 	IPNG_STATS_E2E=1 $(GO) test -race -count=1 -timeout 20m -v ./tests/...
