@@ -12,7 +12,7 @@ BENCHTIME ?= 1s
 DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus wrk systemd \
         debhelper dpkg-dev ca-certificates git make gcc libc6-dev
 
-.PHONY: help build generate check-generated test test-unit test-e2e bench lint deps deb clean run
+.PHONY: help build generate check-generated test test-e2e bench lint deps deb clean run
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,11 +29,8 @@ generate: ## regenerate the bpf2go output from bpf/sockops.c (needs clang, libbp
 check-generated: generate ## fail when the committed bpf2go output is stale
 	@git diff --exit-code -- bpf/ || { echo "generated BPF files are not up to date: run 'make generate' and commit"; exit 1; }
 
-test: ## every test with -race; as root with IPNG_STATS_E2E=1 a skipped privileged test fails
+test: ## every test with -race (privileged ones skip without root; with IPNG_STATS_E2E=1 a skip fails)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
-
-test-unit: ## the tests a non-root user can run (privileged ones skip without root)
-	$(GO) test -race -count=1 $(PKGS)
 
 test-e2e: ## the network-namespace end-to-end tests (root)
 	IPNG_STATS_E2E=1 $(GO) test -race -count=1 -timeout 20m -v ./tests/...
