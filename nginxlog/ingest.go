@@ -192,6 +192,9 @@ func (in *Ingest) drain() error {
 // maintain runs between batches: it frees what was read and refreshes the
 // backlog.
 func (in *Ingest) maintain() {
+	// Look for a full spool before freeing: after a pause (SIGSTOP, a slow
+	// host) this is the first chance, and freeing would hide it.
+	in.checkFull()
 	for _, f := range []*spoolFile{in.sp.cur, in.sp.old} {
 		if f != nil {
 			in.sp.free(f, true)
@@ -251,14 +254,17 @@ func (in *Ingest) line(b []byte) {
 	in.st.lines.Add(1)
 	in.st.bytes.Add(uint64(len(b)) + 1)
 	r := &in.rec
+	// The ingest's own counters move after the collector's, so that a
+	// reader of Stats then of the collector never sees them ahead.
 	if p := Parse(b, r); p != OK {
-		in.st.rejected.Add(1)
 		i := Recover(b, r)
 		if i == 0 {
 			in.coll.RejectOutcome(p.Reason())
+			in.st.rejected.Add(1)
 			return
 		}
 		in.coll.RejectOutcome(Torn.Reason()) // the fragment; the line after it counts
+		in.st.rejected.Add(1)
 		b = b[i:]
 	}
 	tag, device := in.attribute(r)
@@ -281,8 +287,8 @@ func (in *Ingest) line(b []byte) {
 
 func (in *Ingest) tooLong() {
 	in.st.lines.Add(1)
-	in.st.rejected.Add(1)
 	in.coll.RejectOutcome(TooLong.Reason())
+	in.st.rejected.Add(1)
 }
 
 // attribute finds the source tag and device of r's connection.

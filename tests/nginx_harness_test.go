@@ -233,7 +233,9 @@ func (n *nginxEnv) waitLines(want uint64) nginxState {
 	waitFor(n.t, 15*time.Second, fmt.Sprintf("%d access-log lines", want), func() bool {
 		var err error
 		st, err = n.state()
-		return err == nil && st.Stats.Lines >= want
+		// Every line handled to the end (recorded, or rejected without a
+		// record), not only read.
+		return err == nil && st.Stats.Lines >= want && st.Stats.Recorded+st.Stats.Rejected >= st.Stats.Lines
 	})
 	return st
 }

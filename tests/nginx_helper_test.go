@@ -81,9 +81,13 @@ func nginxHelper() error {
 		return err
 	}
 	state := func() nginxState {
+		// The ingest's counters first, the collector's after: a line is
+		// counted in Stats.Lines before it is recorded, in Stats.Recorded
+		// after, so Recorded never runs ahead of the snapshot.
+		stats := in.Stats()
 		snap := coll.Snapshot(collector.Filter{})
 		st := nginxState{Requests: map[string]uint64{}, Rejected: snap.Meta.OutcomesRejected,
-			Fallbacks: snap.Meta.AttributionFallbacks, Stats: in.Stats()}
+			Fallbacks: snap.Meta.AttributionFallbacks, Stats: stats}
 		for _, s := range snap.Series {
 			for _, c := range s.Codes {
 				st.Requests[s.SourceTag+" "+s.VIP+" "+c.Code] += c.Requests
