@@ -202,15 +202,21 @@ func (e *env) startTagServer(mode string) *proc {
 		}
 		ready <- err
 	}()
+	awaitReady(e.t, "tag server", p, ready)
+	return p
+}
+
+// awaitReady waits (bounded) for a helper's first line check on ready.
+func awaitReady(t *testing.T, name string, p *proc, ready <-chan error) {
+	t.Helper()
 	select {
 	case err := <-ready:
 		if err != nil {
-			e.t.Fatalf("tag server: %v\n%s", err, p.out.String())
+			t.Fatalf("%s: %v\n%s", name, err, p.out.String())
 		}
 	case <-time.After(10 * time.Second):
-		e.t.Fatalf("tag server not ready\n%s", p.out.String())
+		t.Fatalf("%s not ready\n%s", name, p.out.String())
 	}
-	return p
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {

@@ -197,14 +197,7 @@ func (n *nginxEnv) startHelper() *proc {
 			}
 		}
 	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			n.t.Fatalf("nginx helper: %v\n%s", err, p.out.String())
-		}
-	case <-time.After(10 * time.Second):
-		n.t.Fatalf("nginx helper not ready\n%s", p.out.String())
-	}
+	awaitReady(n.t, "nginx helper", p, ready)
 	return p
 }
 

@@ -11,9 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
-	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/nginxlog"
 )
@@ -53,17 +51,8 @@ func nginxHelper() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := config.Load(os.Getenv(envConfig))
+	cfg, tags, err := helperBindings(ctx, logger)
 	if err != nil {
-		return err
-	}
-	spec, err := cfg.BindingsSpec()
-	if err != nil {
-		return err
-	}
-	tags := bindings.NewResolver(spec, logger)
-	go tags.Run(ctx, bindings.DefaultRescan)
-	if err := tags.Scan(); err != nil {
 		return err
 	}
 	maps, err := loader.OpenPinned(os.Getenv(envPins))

@@ -45,17 +45,8 @@ func tagServer() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := config.Load(os.Getenv(envConfig))
+	_, tags, err := helperBindings(ctx, logger)
 	if err != nil {
-		return err
-	}
-	spec, err := cfg.BindingsSpec()
-	if err != nil {
-		return err
-	}
-	tags := bindings.NewResolver(spec, logger)
-	go tags.Run(ctx, bindings.DefaultRescan)
-	if err := tags.Scan(); err != nil {
 		return err
 	}
 	mode, err := attribution.ParseMode(os.Getenv(envMode))
@@ -100,4 +91,24 @@ func tagServer() error {
 			io.Copy(io.Discard, bufio.NewReader(c))
 		}()
 	}
+}
+
+// helperBindings is the start of every helper process: the config file of
+// IPNG_E2E_CONFIG and a bindings resolver following the links of the
+// helper's network namespace until ctx is done.
+func helperBindings(ctx context.Context, logger *slog.Logger) (*config.Config, *bindings.Resolver, error) {
+	cfg, err := config.Load(os.Getenv(envConfig))
+	if err != nil {
+		return nil, nil, err
+	}
+	spec, err := cfg.BindingsSpec()
+	if err != nil {
+		return nil, nil, err
+	}
+	tags := bindings.NewResolver(spec, logger)
+	go tags.Run(ctx, bindings.DefaultRescan)
+	if err := tags.Scan(); err != nil {
+		return nil, nil, err
+	}
+	return cfg, tags, nil
 }

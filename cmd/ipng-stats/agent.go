@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -97,38 +95,27 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 
-	// Deferred in this order so that the parts stop (cancel) and finish
-	// (wg.Wait) before the program is closed.
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	goRun := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				cancel(fmt.Errorf("%s: %w", name, err)) // a part that fails stops the agent
-			}
-		}()
-	}
-	goRun("exporter", srv.Run)
-	goRun("collector", a.col.Run)
-	goRun("bindings", func(ctx context.Context) error { return a.tags.Run(ctx, cfg.Bindings.RescanInterval) })
+	// Deferred after prog.Close, so the parts stop before the program is
+	// closed.
+	p := newParts(ctx)
+	defer p.stop()
+	p.run("exporter", srv.Run)
+	p.run("collector", a.col.Run)
+	p.run("bindings", func(ctx context.Context) error { return a.tags.Run(ctx, cfg.Bindings.RescanInterval) })
 	if a.prog != nil {
-		goRun("events", func(ctx context.Context) error { return a.prog.ReadEvents(ctx, a.event) })
-		goRun("reconcile", a.reconcile)
+		p.run("events", func(ctx context.Context) error { return a.prog.ReadEvents(ctx, a.event) })
+		p.run("reconcile", a.reconcile)
 	}
 	var maps *loader.Maps
 	if a.prog != nil {
 		maps = a.prog.Maps()
 	}
-	ingest, err := startNginx(cfg, a.col, a.tags, maps, reg, a.logger, goRun)
+	ingest, err := startNginx(cfg, a.col, a.tags, maps, reg, a.logger, p.run)
 	if err != nil {
 		return err
 	}
 	reloadProxy, err := startProxy(cfg, proxy.Deps{Attributor: a.attr, Collector: a.col, Logger: a.logger,
-		ConnectionsCountedElsewhere: a.conns != nil}, reg, goRun)
+		ConnectionsCountedElsewhere: a.conns != nil}, reg, p.run)
 	if err != nil {
 		return err
 	}
@@ -138,15 +125,15 @@ func runAgent(c *cli.Context) error {
 		"default_tag", cfg.Bindings.DefaultTag, "bpf", a.prog != nil)
 	for {
 		select {
-		case <-ctx.Done():
-			if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		case <-p.done():
+			if err := p.err(); err != nil {
 				a.logger.Error("stopping agent", "err", err)
 				return err
 			}
 			a.logger.Info("stopping agent")
 			return nil
 		case <-hup:
-			if next := a.reload(c); next != nil {
+			if next := reloadConfig(c, a.tags, a.level, a.col, a.logger); next != nil {
 				reloadProxy(next)
 				if next.Nginx.Enabled != cfg.Nginx.Enabled {
 					a.logger.Warn("nginx.enabled changed by a reload: restart the agent to apply it")
@@ -189,9 +176,7 @@ func (a *agent) setup() error {
 	if a.attr, err = attribution.New(attribution.Options{Mode: mode, Maps: maps, BPFError: bpfErr, Bindings: a.tags, Logger: a.logger}); err != nil {
 		return err
 	}
-	a.col, err = collector.New(collectorConfig(cfg), collector.Options{
-		Logger:          a.logger,
-		Build:           collector.BuildInfo{Version: version, Revision: buildRevision(), GoVersion: runtime.Version()},
+	a.col, err = newCollector(cfg, a.logger, collector.Options{
 		RejectReasons:   nginxlog.RejectReasons(),
 		FallbackReasons: nginxlog.FallbackReasons(),
 	})
@@ -270,35 +255,6 @@ func (a *agent) reconcile(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-// reload re-reads the configuration file and applies what can change at run
-// time: bindings, log level and the series cap, and returns the new
-// configuration for the other parts. A bad file is logged and ignored (nil):
-// the agent keeps running on the previous configuration.
-func (a *agent) reload(c *cli.Context) *config.Config {
-	cfg, err := loadConfig(c)
-	if err == nil {
-		var spec bindings.Spec
-		if spec, err = cfg.BindingsSpec(); err == nil {
-			a.tags.SetSpec(spec)
-			if err := a.tags.Scan(); err != nil {
-				a.logger.Warn("reload: rescanning links", "err", err)
-			}
-		}
-	}
-	if err != nil {
-		a.logger.Error("reload failed, keeping the running configuration", "err", err)
-		return nil
-	}
-	if err := a.level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
-		a.logger.Error("reload: bad log level", "err", err)
-	}
-	if err := a.col.SetConfig(collectorConfig(cfg)); err != nil {
-		a.logger.Error("reload: metrics", "err", err)
-	}
-	a.logger.Info("configuration reloaded", "bindings", len(cfg.Bindings.Devices), "default_tag", cfg.Bindings.DefaultTag)
-	return cfg
 }
 
 func loaderConfig(cfg *config.Config) loader.Config {

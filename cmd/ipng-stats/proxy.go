@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
-	"sync"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -82,30 +80,18 @@ func runProxy(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	col, err := collector.New(collectorConfig(cfg), collector.Options{Logger: logger,
-		Build: collector.BuildInfo{Version: version, Revision: buildRevision(), GoVersion: runtime.Version()}})
+	col, err := newCollector(cfg, logger, collector.Options{})
 	if err != nil {
 		return err
 	}
 	col.SetSources(collector.Sources{AttributionFallbacks: attr.Fallbacks})
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	goRun := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				cancel(fmt.Errorf("%s: %w", name, err))
-			}
-		}()
-	}
+	p := newParts(ctx)
+	defer p.stop()
 	reg := runtimeRegistry()
 	// Connections the agent's program stamped are counted by the agent.
 	reloadProxy, err := startProxy(cfg, proxy.Deps{Attributor: attr, Collector: col, Logger: logger,
-		ConnectionsCountedElsewhere: attr.UsesBPF()}, reg, goRun)
+		ConnectionsCountedElsewhere: attr.UsesBPF()}, reg, p.run)
 	if err != nil {
 		return err
 	}
@@ -114,9 +100,9 @@ func runProxy(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	goRun("exporter", srv.Run)
-	goRun("collector", col.Run)
-	goRun("bindings", func(ctx context.Context) error { return tags.Run(ctx, cfg.Bindings.RescanInterval) })
+	p.run("exporter", srv.Run)
+	p.run("collector", col.Run)
+	p.run("bindings", func(ctx context.Context) error { return tags.Run(ctx, cfg.Bindings.RescanInterval) })
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -124,30 +110,13 @@ func runProxy(c *cli.Context) error {
 	logger.Info("proxy command running", "listen", cfg.Web.ListenAddress, "attribution", mode)
 	for {
 		select {
-		case <-ctx.Done():
-			if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				return err
-			}
-			return nil
+		case <-p.done():
+			return p.err()
 		case <-hup:
-			next, err := loadConfig(c)
-			if err != nil {
-				logger.Error("reload failed, keeping the running configuration", "err", err)
-				continue
+			if next := reloadConfig(c, tags, level, col, logger); next != nil {
+				next.Proxy.Enabled = true
+				reloadProxy(next)
 			}
-			if err := level.UnmarshalText([]byte(next.Log.Level)); err != nil {
-				logger.Error("reload: bad log level", "err", err)
-			}
-			if spec, err := next.BindingsSpec(); err == nil {
-				tags.SetSpec(spec)
-				tags.Scan()
-			}
-			if err := col.SetConfig(collectorConfig(next)); err != nil {
-				logger.Error("reload: metrics", "err", err)
-			}
-			next.Proxy.Enabled = true
-			reloadProxy(next)
-			logger.Info("configuration reloaded")
 		}
 	}
 }
