@@ -1,14 +1,11 @@
 package exporter
 
 import (
-	"bytes"
 	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ipng/ipng-stats/collector"
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -100,21 +98,10 @@ func body(t testing.TB, r *http.Response) []byte {
 	return b
 }
 
+// golden compares got with testdata/name, rewriting it under -update.
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from golden file (run with -update to accept):\n--- got\n%s", path, got)
-	}
+	testenv.Golden(t, name, got, *update)
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
