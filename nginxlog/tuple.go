@@ -104,13 +104,7 @@ func (t *tupleLookup) lookup(r *Record, clk *clockOffset) (uint32, bindings.Fami
 			return e.ifindex, e.fam, ""
 		}
 	}
-	t.key = ipngbpf.SockopsIpngTuple{
-		NetnsCookie: t.netns,
-		LocalAddr:   r.Local.Addr().As16(),
-		RemoteAddr:  r.Remote.Addr().As16(),
-		LocalPort:   r.Local.Port(),
-		RemotePort:  r.Remote.Port(),
-	}
+	t.key = loader.TupleKey(t.netns, r.Local, r.Remote)
 	err := t.m.Lookup(unsafe.Pointer(&t.key), unsafe.Pointer(&t.stamp))
 	switch {
 	case err == nil:
