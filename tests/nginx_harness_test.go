@@ -45,6 +45,16 @@ var nginxCodes = []int{200, 301, 404, 503}
 
 func newNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...string) *nginxEnv {
 	t.Helper()
+	n := setupNginxEnv(t, workers, accessLog, agentYAML...)
+	n.startAgent()
+	n.startNginx()
+	return n
+}
+
+// setupNginxEnv is newNginxEnv without starting the agent and nginx: the
+// spool, nginx's configuration and the helper's are written.
+func setupNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...string) *nginxEnv {
+	t.Helper()
 	if _, err := exec.LookPath("nginx"); err != nil {
 		testenv.Skip(t, "nginx not installed (apt-get install nginx)")
 	}
@@ -78,8 +88,6 @@ func newNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...strin
 	if err := os.WriteFile(n.helperCfg, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n.startAgent()
-	n.startNginx()
 	return n
 }
 
