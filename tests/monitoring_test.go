@@ -152,6 +152,29 @@ proxy:
 	n.checkRatesAgree(prom, dashboards[0], vars, gens, start, errs)
 	n.checkEveryPanel(prom, dashboards, vars, gens)
 	n.checkRecordingRules(prom, tags)
+	n.checkAlerts(prom, tags)
+}
+
+// checkAlerts: on this healthy agent, the 20 % of 5xx the clients get
+// makes both burn-rate alerts pending for every tag (their `for` keeps
+// them from firing within the test), and no alert about the agent itself
+// is pending or firing.
+func (n *nginxEnv) checkAlerts(prom *promServer, tags map[string]bool) {
+	t := n.t
+	t.Helper()
+	for _, name := range []string{"IpngStats5xxBudgetBurnFast", "IpngStats5xxBudgetBurnSlow"} {
+		waitFor(t, 15*time.Second, name+" for every tag", func() bool {
+			s, err := prom.query(`ALERTS{alertname="` + name + `"}`)
+			return err == nil && len(s) == len(tags)
+		})
+	}
+	quiet := `ALERTS{alertname=~"IpngStatsAgentDown|IpngStatsAgentAbsent|IpngStatsBPFNotAttached|IpngStatsBPFEventsFailing|` +
+		`IpngStatsAttributionFallingBack|IpngStatsNginxTupleMisses|IpngStatsNginxBacklogGrowing|IpngStatsNginxSpoolFull|` +
+		`IpngStatsOutcomesRejected|IpngStatsSeriesNearCap|IpngStatsSeriesCapReached|IpngStatsLatencyP99High"}`
+	s, err := prom.query(quiet)
+	if err != nil || len(s) > 0 {
+		t.Errorf("alerts about a healthy agent (%v): %v", err, s)
+	}
 }
 
 // monitoringGenerators: nginx and the proxy over every tagged path and both
