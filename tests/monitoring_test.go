@@ -3,11 +3,9 @@ package tests
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,14 +93,7 @@ proxy:
 	agent := n.start("agent", n.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", n.cfgPath,
 		"--bpf.cgroup", n.cg.Path, "--bpf.pin-dir", n.pinDir, "--attribution.mode", "bpf",
 		"--web.listen-address", target), true)
-	waitFor(t, 10*time.Second, "agent running", func() bool {
-		select {
-		case <-agent.done:
-			t.Fatalf("agent exited: %v\n%s", agent.err, agent.out.String())
-		default:
-		}
-		return strings.Contains(agent.out.String(), `msg="agent running"`)
-	})
+	agent.awaitRunning(t, `msg="agent running"`)
 	n.startNginx()
 	prom := n.startPrometheus(promPort, target, rulesFile)
 
@@ -206,16 +197,5 @@ func (n *nginxEnv) proxyGetter(ns *topo.NS, fam string, port int) func(int) erro
 	n.t.Cleanup(tr.CloseIdleConnections)
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	base := (&proxyEnv{env: n.env}).url(fam, port, "")
-	return func(code int) error {
-		resp, err := c.Get(fmt.Sprintf("%s/status/%d", base, code))
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != code {
-			return fmt.Errorf("GET /status/%d: status %d", code, resp.StatusCode)
-		}
-		return nil
-	}
+	return func(code int) error { return getStatus(c, fmt.Sprintf("%s/status/%d", base, code), code) }
 }

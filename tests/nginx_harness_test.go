@@ -274,14 +274,19 @@ func (n *nginxEnv) clientKeepAlive(ns *topo.NS, fam string, port int, keepAlive 
 
 // get requests /<code> and checks the status.
 func (c *nginxClient) get(code int) error {
-	resp, err := c.c.Get(fmt.Sprintf("%s/%d", c.base, code))
+	return getStatus(c.c, fmt.Sprintf("%s/%d", c.base, code), code)
+}
+
+// getStatus GETs url, reads the body and checks the status is code.
+func getStatus(c *http.Client, url string, code int) error {
+	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != code {
-		return fmt.Errorf("GET /%d: status %d", code, resp.StatusCode)
+		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
 	}
 	return nil
 }
