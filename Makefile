@@ -29,7 +29,7 @@ generate-bpf: ## regenerate the bpf2go output from bpf/sockops.c (needs clang, l
 	$(GO) generate ./bpf/
 
 generate-monitoring: ## regenerate the dashboards, rules and alerts in deploy/monitoring/ from monitoring/
-	$(GO) run ./monitoring/gen -out deploy/monitoring
+	$(GO) generate ./monitoring/
 
 check-generated: generate ## fail when committed generated files (BPF objects, monitoring bundle) are stale
 	@git diff --exit-code -- bpf/ || { echo "generated BPF files are not up to date: run 'make generate' and commit"; exit 1; }

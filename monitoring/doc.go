@@ -13,3 +13,5 @@
 // it returns; it does not know how the agent counts, only what it exports
 // (docs/metrics.md).
 package monitoring
+
+//go:generate go run ./gen -out ../deploy/monitoring
