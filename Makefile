@@ -12,7 +12,7 @@ BENCHTIME ?= 1s
 DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus wrk systemd \
         debhelper dpkg-dev ca-certificates git make gcc libc6-dev
 
-.PHONY: help build generate check-generated test test-e2e bench lint deps deb clean run
+.PHONY: help build generate generate-bpf generate-monitoring check-generated test test-e2e bench lint deps deb clean run
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,11 +23,17 @@ build: ## build ./ipng-stats (no clang needed)
 run: build ## run the agent on the embedded default configuration (root)
 	./ipng-stats agent
 
-generate: ## regenerate the bpf2go output from bpf/sockops.c (needs clang, libbpf-dev)
+generate: generate-bpf generate-monitoring ## regenerate every committed generated file
+
+generate-bpf: ## regenerate the bpf2go output from bpf/sockops.c (needs clang, libbpf-dev)
 	$(GO) generate ./bpf/
 
-check-generated: generate ## fail when the committed bpf2go output is stale
+generate-monitoring: ## regenerate the dashboards, rules and alerts in deploy/monitoring/ from monitoring/
+	$(GO) generate ./monitoring/
+
+check-generated: generate ## fail when committed generated files (BPF objects, monitoring bundle) are stale
 	@git diff --exit-code -- bpf/ || { echo "generated BPF files are not up to date: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code -- deploy/monitoring/ && test -z "$$(git status --porcelain -- deploy/monitoring/)" || { echo "the monitoring bundle is not up to date: run 'make generate' and commit"; exit 1; }
 
 test: ## every test with -race (privileged ones skip without root; with IPNG_STATS_E2E=1 a skip fails)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)

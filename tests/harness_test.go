@@ -172,15 +172,22 @@ func (e *env) startAgent(args ...string) *proc {
 	all := append([]string{"agent", "--config", e.cfgPath, "--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir,
 		"--attribution.mode", "bpf", "--log.level", "debug"}, args...)
 	p := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, all...), false)
-	waitFor(e.t, 10*time.Second, "agent running", func() bool {
+	p.awaitRunning(e.t, `msg="agent running"`)
+	return p
+}
+
+// awaitRunning waits (bounded) until the process logs msg, and fails the
+// test if it exits first.
+func (p *proc) awaitRunning(t *testing.T, msg string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, p.name+" running", func() bool {
 		select {
 		case <-p.done:
-			e.t.Fatalf("agent exited: %v\n%s", p.err, p.out.String())
+			t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.String())
 		default:
 		}
-		return strings.Contains(p.out.String(), `msg="agent running"`)
+		return strings.Contains(p.out.String(), msg)
 	})
-	return p
 }
 
 // startTagServer runs the tag server in srv's namespace and the test cgroup.

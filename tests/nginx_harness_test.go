@@ -45,6 +45,16 @@ var nginxCodes = []int{200, 301, 404, 503}
 
 func newNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...string) *nginxEnv {
 	t.Helper()
+	n := setupNginxEnv(t, workers, accessLog, agentYAML...)
+	n.startAgent()
+	n.startNginx()
+	return n
+}
+
+// setupNginxEnv is newNginxEnv without starting the agent and nginx: the
+// spool, nginx's configuration and the helper's are written.
+func setupNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...string) *nginxEnv {
+	t.Helper()
 	if _, err := exec.LookPath("nginx"); err != nil {
 		testenv.Skip(t, "nginx not installed (apt-get install nginx)")
 	}
@@ -78,8 +88,6 @@ func newNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...strin
 	if err := os.WriteFile(n.helperCfg, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n.startAgent()
-	n.startNginx()
 	return n
 }
 
@@ -266,14 +274,19 @@ func (n *nginxEnv) clientKeepAlive(ns *topo.NS, fam string, port int, keepAlive 
 
 // get requests /<code> and checks the status.
 func (c *nginxClient) get(code int) error {
-	resp, err := c.c.Get(fmt.Sprintf("%s/%d", c.base, code))
+	return getStatus(c.c, fmt.Sprintf("%s/%d", c.base, code), code)
+}
+
+// getStatus GETs url, reads the body and checks the status is code.
+func getStatus(c *http.Client, url string, code int) error {
+	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != code {
-		return fmt.Errorf("GET /%d: status %d", code, resp.StatusCode)
+		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
 	}
 	return nil
 }

@@ -23,14 +23,7 @@ func TestProxyThroughAgent(t *testing.T) {
 	agent := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", e.cfgPath,
 		"--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir, "--attribution.mode", "bpf",
 		"--web.listen-address", "127.0.0.1:9113"), true)
-	waitFor(t, 10*time.Second, "agent running", func() bool {
-		select {
-		case <-agent.done:
-			t.Fatalf("agent exited: %v\n%s", agent.err, agent.out.String())
-		default:
-		}
-		return strings.Contains(agent.out.String(), `msg="agent running"`)
-	})
+	agent.awaitRunning(t, `msg="agent running"`)
 
 	requests, conns := map[string]uint64{}, map[string]uint64{}
 	for _, r := range []struct {
