@@ -83,6 +83,7 @@ func TestUpstreamConnsIdle(t *testing.T) {
 	u.closeIdle()
 	d, srv := get()
 	u.put(d)
+	d.idleSince = time.Now().Add(-time.Second) // long enough to be checked
 	srv.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for d.idleOK() && time.Now().Before(deadline) {
@@ -90,5 +91,26 @@ func TestUpstreamConnsIdle(t *testing.T) {
 	}
 	if e, srv := get(); srv == nil || e == d {
 		t.Fatal("connection closed by the server was reused")
+	}
+}
+
+// BenchmarkIdleOK: the check before an idle connection is reused (one
+// non-blocking MSG_PEEK recvfrom).
+func BenchmarkIdleOK(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	uc := &upConn{c: c}
+	for b.Loop() {
+		if !uc.idleOK() {
+			b.Fatal("idle connection reported closed")
+		}
 	}
 }
