@@ -72,14 +72,16 @@ func (cb *clientBody) clientErr() error {
 func (cb *clientBody) consumed() bool { return cb != nil && cb.n.Load() > 0 }
 
 // clientStatus is what a client whose request could not be read gets:
-// 408 when it was too slow (timeouts.request), 499 when it went away,
-// 400 when its body's framing is malformed (chunk sizes, line endings).
-func clientStatus(err error) int {
+// 408 when it was too slow (timeouts.request), 499 when it went away
+// (gone: its request's context is done, as net/http does on a failed read
+// of the connection or an HTTP/2 stream reset), 400 when its body's framing
+// is malformed (chunk sizes, line endings).
+func clientStatus(err error, gone bool) int {
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
 		return http.StatusRequestTimeout
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), errors.Is(err, context.Canceled),
+	case gone, errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
 		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return StatusClientClosed
 	default:

@@ -150,7 +150,7 @@ func (p *pool) upstreamError(w http.ResponseWriter, r *http.Request, b *backend,
 	// A failed read of the client's body also cancels its context: the
 	// body's error says why.
 	if cerr := bodyOf(r).clientErr(); cerr != nil {
-		status := clientStatus(cerr)
+		status := clientStatus(cerr, r.Context().Err() != nil)
 		p.log.Debug("client error", "upstream", p.name, "server", b.addr, "status", status, "err", cerr)
 		// The request's framing is lost: no further request on this
 		// connection.
