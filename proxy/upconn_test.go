@@ -7,26 +7,16 @@ import (
 	"time"
 )
 
-// acceptor accepts on a loopback listener and hands over the server side of
-// each connection.
+// acceptor hands over the server side of each connection to a loopback
+// port, kept open until the test ends.
 func acceptor(t *testing.T) (string, <-chan net.Conn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	ch := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-			ch <- c
-		}
-	}()
-	return ln.Addr().String(), ch
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	return rawBackend(t, func(c net.Conn) {
+		ch <- c
+		<-done
+	}), ch
 }
 
 // TestUpstreamConnsIdle: an idle connection is reused while it is younger
