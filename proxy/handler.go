@@ -163,9 +163,8 @@ func (p *pool) upstreamError(w http.ResponseWriter, r *http.Request, b *backend,
 		return
 	}
 	var stale *staleConnError
-	if errors.As(err, &stale) || staleOnReuse(r, err) {
-		p.log.Info("upstream closed a reused connection", "upstream", p.name, "server", b.addr, "err", err)
-	} else {
+	counted := !errors.As(err, &stale) && !staleOnReuse(r, err)
+	if counted {
 		p.failed(b)
 	}
 	var op *net.OpError
@@ -182,6 +181,6 @@ func (p *pool) upstreamError(w http.ResponseWriter, r *http.Request, b *backend,
 	if isTimeout(err) {
 		status = http.StatusGatewayTimeout
 	}
-	p.log.Warn("upstream error", "upstream", p.name, "server", b.addr, "status", status, "err", err)
+	p.log.Warn("upstream error", "upstream", p.name, "server", b.addr, "status", status, "max_fails_counted", counted, "err", err)
 	http.Error(w, http.StatusText(status), status)
 }
