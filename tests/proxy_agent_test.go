@@ -78,6 +78,8 @@ func newAgentProxy(t *testing.T, extra string) *proxyEnv {
 		}
 		return strings.Contains(agent.out.String(), `msg="agent running"`)
 	})
+	// "agent running" may come before the metrics listener is up.
+	waitFor(t, 10*time.Second, "metrics served", func() bool { _, err := e.statsDoc(); return err == nil })
 	e.proc = agent
 	return e
 }
@@ -88,7 +90,7 @@ func newAgentProxy(t *testing.T, extra string) *proxyEnv {
 // both the program's events and the proxy look it up.
 func TestProxyOverflowOncePerConnection(t *testing.T) {
 	e := newAgentProxy(t, "metrics:\n  max_series: 1\n")
-	// The first connection, a scrape, takes the only series.
+	// The first connection, a scrape (newAgentProxy's), took the only series.
 	first, err := e.statsDoc()
 	if err != nil {
 		t.Fatal(err)

@@ -143,3 +143,26 @@ func daemonSetCaps(t *testing.T) []string {
 		}
 	}
 }
+
+// TestProxyCheckRunningProxy: listeners held by a running ipng-stats (the
+// agent or proxy the check is for) are a warning, not a failure.
+func TestProxyCheckRunningProxy(t *testing.T) {
+	e := newProxyEnv(t, proxyYAML)
+	cfg := e.cfgPath + ".check"
+	r := strings.NewReplacer("%PORT%", fmt.Sprint(e.port), "%DOWN%", fmt.Sprint(e.down), "%BACKEND%", e.backend, "proxy:\n", "proxy:\n  enabled: true\n")
+	if err := os.WriteFile(cfg, []byte(bindingsYAML+r.Replace(proxyYAML)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	web := e.distinctPorts(1, e.port, e.web, e.down)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := e.topo.Srv.Exec(ctx, agentBin, "check", "--config", cfg, "--attribution.mode", "fallback",
+		"--web.listen-address", fmt.Sprintf("127.0.0.1:%d", web)).CombinedOutput()
+	if err != nil {
+		t.Errorf("check: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("warn  proxy listener :%d: in use by a running ipng-stats (pid %d)\n", e.port, e.proc.cmd.Process.Pid)
+	if !strings.Contains(string(out), want) {
+		t.Errorf("output lacks %q:\n%s", want, out)
+	}
+}
