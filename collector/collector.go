@@ -133,6 +133,19 @@ func (c *Collector) SetSources(s Sources) { c.sources.Store(&s) }
 // series cap is reached, new pairs get the (tag, "other") overflow series
 // and ipng_series_overflow_total rises.
 func (c *Collector) Series(tag string, vip netip.Addr) Series {
+	return c.series(tag, vip, true)
+}
+
+// SeriesCountedElsewhere is Series for a connection that another source
+// looks up too (the agent's events count the connections the sock_ops
+// program stamped, and the proxy records their requests): a fold into an
+// overflow series is left to that source, so that
+// ipng_series_overflow_total rises once per connection.
+func (c *Collector) SeriesCountedElsewhere(tag string, vip netip.Addr) Series {
+	return c.series(tag, vip, false)
+}
+
+func (c *Collector) series(tag string, vip netip.Addr, countFold bool) Series {
 	if !vip.IsValid() {
 		return Series{sh: c.sinks[RejectInvalidVIP]}
 	}
@@ -154,7 +167,9 @@ func (c *Collector) Series(tag string, vip netip.Addr) Series {
 			return e.handle()
 		}
 	}
-	c.folded.Add(1)
+	if countFold {
+		c.folded.Add(1)
+	}
 	return c.overflow(tag).handle()
 }
 

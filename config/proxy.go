@@ -38,12 +38,15 @@ type ProxyCert struct {
 
 // ProxyUpstream is one entry of proxy.upstreams: a pool of backends.
 type ProxyUpstream struct {
-	Name        string           `yaml:"name"`
-	Balance     string           `yaml:"balance,omitempty"` // round_robin (default) or least_conn
-	Servers     []string         `yaml:"servers,flow"`      // host:port
-	MaxFails    int              `yaml:"max_fails,omitempty"`
-	FailTimeout time.Duration    `yaml:"fail_timeout,omitempty"`
-	HealthCheck ProxyHealthCheck `yaml:"health_check,omitempty"`
+	Name        string        `yaml:"name"`
+	Balance     string        `yaml:"balance,omitempty"` // round_robin (default) or least_conn
+	Servers     []string      `yaml:"servers,flow"`      // host:port
+	MaxFails    int           `yaml:"max_fails,omitempty"`
+	FailTimeout time.Duration `yaml:"fail_timeout,omitempty"`
+	// KeepaliveTimeout closes upstream connections idle for longer (nginx's
+	// keepalive_timeout in an upstream block); 0 means the default.
+	KeepaliveTimeout time.Duration    `yaml:"keepalive_timeout,omitempty"`
+	HealthCheck      ProxyHealthCheck `yaml:"health_check,omitempty"`
 }
 
 // ProxyHealthCheck configures active HTTP checks; an empty Path disables them.
@@ -115,6 +118,7 @@ func (d *decoder) proxy(path string, n *yaml.Node, dst *ProxyConfig) {
 					}},
 					{"max_fails", func(p string, v *yaml.Node) { d.int(p, v, &u.MaxFails) }},
 					{"fail_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &u.FailTimeout) }},
+					{"keepalive_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &u.KeepaliveTimeout) }},
 					{"health_check", func(p string, v *yaml.Node) {
 						d.fields(p, v, []field{
 							{"path", func(p string, v *yaml.Node) { d.str(p, v, &u.HealthCheck.Path) }},
@@ -198,6 +202,9 @@ func (v *validator) proxy(c *ProxyConfig) {
 			v.errorf(p+".max_fails", "must not be negative, got %d", u.MaxFails)
 		}
 		v.nonNegative(p+".fail_timeout", u.FailTimeout)
+		if k := u.KeepaliveTimeout; k < 0 || k > 0 && k < time.Millisecond {
+			v.errorf(p+".keepalive_timeout", "must be 0 (the default, 4s) or at least 1ms, got %v", k)
+		}
 		if h := u.HealthCheck; h.Path != "" && h.Path[0] != '/' {
 			v.errorf(p+".health_check.path", "must start with /, got %s", quote(h.Path))
 		}

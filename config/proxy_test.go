@@ -24,6 +24,7 @@ proxy:
       servers: ["10.0.0.1:8080", "[2001:db8::1]:8080"]
       max_fails: 3
       fail_timeout: 5s
+      keepalive_timeout: 3s
       health_check: {path: /healthz, interval: 2s, timeout: 1s}
   timeouts: {read_header: 5s, request: 30s, idle: 60s, connect: 2s, upstream: 20s}
   max_header_bytes: 8192
@@ -40,7 +41,7 @@ proxy:
 		Listeners: []ProxyListener{{Address: ":80", Upstream: "web"},
 			{Address: "[::]:443", Upstream: "web", TLS: []ProxyCert{{Cert: "/etc/a.pem", Key: "/etc/a.key"}}}},
 		Upstreams: []ProxyUpstream{{Name: "web", Balance: "least_conn", Servers: []string{"10.0.0.1:8080", "[2001:db8::1]:8080"},
-			MaxFails: 3, FailTimeout: 5 * time.Second,
+			MaxFails: 3, FailTimeout: 5 * time.Second, KeepaliveTimeout: 3 * time.Second,
 			HealthCheck: ProxyHealthCheck{Path: "/healthz", Interval: 2 * time.Second, Timeout: time.Second}}},
 		Timeouts: ProxyTimeouts{ReadHeader: 5 * time.Second, Request: 30 * time.Second, Idle: time.Minute,
 			Connect: 2 * time.Second, Upstream: 20 * time.Second},
@@ -64,11 +65,12 @@ func TestProxyErrors(t *testing.T) {
 			[]string{"c.yml:2:12: proxy.enabled: proxy is enabled but has no listeners"}},
 		{"unknown upstream", "proxy:\n  listeners:\n    - {address: \":80\", upstream: nope}\n",
 			[]string{`c.yml:3:34: proxy.listeners[0].upstream: unknown upstream "nope" (define it in proxy.upstreams)`}},
-		{"bad values", "proxy:\n  upstreams:\n    - name: web\n      balance: random\n      servers: [\"nohost\", \":80\"]\n      max_fails: -1\n",
+		{"bad values", "proxy:\n  upstreams:\n    - name: web\n      balance: random\n      servers: [\"nohost\", \":80\"]\n      max_fails: -1\n      keepalive_timeout: 10us\n",
 			[]string{`c.yml:4:16: proxy.upstreams[0].balance: unknown balance "random" (want round_robin or least_conn)`,
 				`c.yml:5:17: proxy.upstreams[0].servers[0]: invalid address "nohost" (want host:port, e.g. "10.0.0.1:8080")`,
 				`c.yml:5:27: proxy.upstreams[0].servers[1]: missing host in ":80"`,
-				`c.yml:6:18: proxy.upstreams[0].max_fails: must not be negative, got -1`}},
+				`c.yml:6:18: proxy.upstreams[0].max_fails: must not be negative, got -1`,
+				`c.yml:7:26: proxy.upstreams[0].keepalive_timeout: must be 0 (the default, 4s) or at least 1ms, got 10µs`}},
 		{"duplicates", "proxy:\n  listeners:\n    - {address: \":80\", upstream: a}\n    - {address: \":80\", upstream: a}\n  upstreams:\n    - {name: a, servers: [\"h:1\"]}\n    - {name: a, servers: [\"h:1\"]}\n",
 			[]string{`c.yml:4:17: proxy.listeners[1].address: duplicate listener ":80"`,
 				`c.yml:7:14: proxy.upstreams[1].name: duplicate upstream "a"`}},

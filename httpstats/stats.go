@@ -38,7 +38,8 @@ type Options struct {
 	// ConnectionsCountedElsewhere leaves ipng_connections_total and
 	// ipng_connections_active to the agent for the connections the sock_ops
 	// program stamped (attribution method sk_storage or cookie): the agent
-	// counts those from the program's events. Connections attributed
+	// counts those from the program's events, and their folds into an
+	// overflow series (ipng_series_overflow_total). Connections attributed
 	// otherwise are still counted here. Set it when an ipng-stats agent
 	// consumes the program's events (requests and in-flight gauges are
 	// always recorded here).
@@ -102,11 +103,15 @@ func (s *Stats) Wrap(nc net.Conn) *Conn {
 			info.Remote = ap
 		}
 	}
-	c := &Conn{Conn: nc, st: s, info: info, series: s.c.Series(info.Tag, info.Local.Addr())}
+	c := &Conn{Conn: nc, st: s, info: info}
 	stamped := info.Method == attribution.MethodSkStorage || info.Method == attribution.MethodCookie
 	c.countConn = !(s.noConns && stamped)
 	if c.countConn {
+		c.series = s.c.Series(info.Tag, info.Local.Addr())
 		c.series.ConnOpened()
+	} else {
+		// The agent's events look this connection up too, and count it.
+		c.series = s.c.SeriesCountedElsewhere(info.Tag, info.Local.Addr())
 	}
 	return c
 }

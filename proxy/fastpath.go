@@ -10,7 +10,6 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -18,76 +17,6 @@ import (
 // upstream connections, in the handler's goroutine: no Transport read and
 // write loops, no request clone. Upgrades, Expect: 100-continue, chunked
 // request bodies and trailers take httputil.ReverseProxy instead.
-
-// upConn is an idle-able upstream connection.
-type upConn struct {
-	c        net.Conn
-	br       *bufio.Reader
-	bw       *bufio.Writer
-	deadline time.Time // read deadline set on c
-}
-
-// arm makes sure a read on uc times out after between timeout and 1.5 ×
-// timeout without data: the deadline is moved only when less than timeout
-// is left, so that most requests set no timer at all.
-func (uc *upConn) arm(timeout time.Duration) {
-	if timeout <= 0 {
-		return
-	}
-	now := time.Now()
-	if uc.deadline.Sub(now) < timeout {
-		uc.deadline = now.Add(timeout + timeout/2)
-		uc.c.SetReadDeadline(uc.deadline)
-	}
-}
-
-// upstreamConns keeps a backend's idle connections (LIFO, bounded).
-type upstreamConns struct {
-	addr    string
-	dialer  *net.Dialer
-	timeout time.Duration // response headers
-	mu      sync.Mutex
-	idle    []*upConn
-}
-
-const maxIdlePerBackend = 256
-
-func (u *upstreamConns) get(ctx context.Context) (*upConn, bool, error) {
-	u.mu.Lock()
-	if n := len(u.idle); n > 0 {
-		c := u.idle[n-1]
-		u.idle = u.idle[:n-1]
-		u.mu.Unlock()
-		return c, true, nil
-	}
-	u.mu.Unlock()
-	c, err := u.dialer.DialContext(ctx, "tcp", u.addr)
-	if err != nil {
-		return nil, false, err
-	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10)}, false, nil
-}
-
-func (u *upstreamConns) put(c *upConn) {
-	u.mu.Lock()
-	if len(u.idle) < maxIdlePerBackend {
-		u.idle = append(u.idle, c)
-		u.mu.Unlock()
-		return
-	}
-	u.mu.Unlock()
-	c.c.Close()
-}
-
-func (u *upstreamConns) closeIdle() {
-	u.mu.Lock()
-	idle := u.idle
-	u.idle = nil
-	u.mu.Unlock()
-	for _, c := range idle {
-		c.c.Close()
-	}
-}
 
 // fastPathOK reports whether r can take the fast path.
 func fastPathOK(r *http.Request) bool {
@@ -101,17 +30,27 @@ func fastPathOK(r *http.Request) bool {
 var hopHeaders = map[string]bool{
 	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
 	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-	"X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
 }
+
+// forwardedHeaders are set by the proxy on the upstream request
+// (X-Forwarded-For extends the client's chain).
+var forwardedHeaders = map[string]bool{"X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true}
 
 // skipHeader: hop-by-hop, or named by Connection.
 func skipHeader(k string, conn []string) bool {
-	if hopHeaders[k] {
-		return true
-	}
+	return hopHeaders[k] || connectionNames(conn, k)
+}
+
+// namedInConnection reports whether h's Connection header names key (which
+// makes it hop-by-hop: it is dropped, RFC 9110 7.6.1).
+func namedInConnection(h http.Header, key string) bool {
+	return connectionNames(h["Connection"], key)
+}
+
+func connectionNames(conn []string, k string) bool {
 	for _, v := range conn {
 		for f := range strings.SplitSeq(v, ",") {
-			if textproto.TrimString(f) != "" && http.CanonicalHeaderKey(textproto.TrimString(f)) == k {
+			if f = textproto.TrimString(f); f != "" && http.CanonicalHeaderKey(f) == k {
 				return true
 			}
 		}
@@ -133,7 +72,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request) error {
 	bw.WriteString("\r\n")
 	conn := r.Header["Connection"]
 	for k, vs := range r.Header {
-		if skipHeader(k, conn) || k == "Host" || k == "Content-Length" {
+		if skipHeader(k, conn) || forwardedHeaders[k] || k == "Host" || k == "Content-Length" {
 			continue
 		}
 		for _, v := range vs {
@@ -144,9 +83,11 @@ func writeRequest(bw *bufio.Writer, r *http.Request) error {
 		}
 	}
 	bw.WriteString("X-Forwarded-For: ")
-	for _, v := range r.Header["X-Forwarded-For"] {
-		bw.WriteString(v)
-		bw.WriteString(", ")
+	if !connectionNames(conn, "X-Forwarded-For") {
+		for _, v := range r.Header["X-Forwarded-For"] {
+			bw.WriteString(v)
+			bw.WriteString(", ")
+		}
 	}
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	bw.WriteString(host)
@@ -173,11 +114,14 @@ func writeRequest(bw *bufio.Writer, r *http.Request) error {
 
 // fastForward proxies r on one of b's upstream connections. Errors before
 // the response started are returned for upstreamError; later ones abort
-// the response.
+// the response. A request that fails on a reused connection before any
+// byte of the response arrived is sent again once, on a new connection,
+// when it can be (replayable); when it cannot, the failure is returned as a
+// staleConnError, which is not charged to the server.
 func (p *pool) fastForward(w http.ResponseWriter, r *http.Request, b *backend) error {
-	bodyless := r.ContentLength == 0
+	cb := bodyOf(r)
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := b.conns.get(r.Context())
+		uc, reused, err := b.conns.get(r.Context(), attempt > 0)
 		if err != nil {
 			return err
 		}
@@ -197,13 +141,13 @@ func (p *pool) fastForward(w http.ResponseWriter, r *http.Request, b *backend) e
 			if cerr := r.Context().Err(); cerr != nil {
 				return cerr
 			}
-			// A reused connection the upstream closed meanwhile: once more
-			// on a fresh one, when nothing can have been consumed.
-			var ne net.Error
-			if reused && bodyless && attempt == 0 && !(errors.As(err, &ne) && ne.Timeout()) {
+			if cb.clientErr() != nil || !reused || uc.read > 0 || isTimeout(err) {
+				return err
+			}
+			if attempt == 0 && replayable(r, cb, uc.written == 0) {
 				continue
 			}
-			return err
+			return &staleConnError{err}
 		}
 		b.succeeded()
 		p.copyResponse(w, resp, uc, b, b.conns.timeout)
@@ -237,7 +181,7 @@ func (p *pool) copyResponse(w http.ResponseWriter, resp *http.Response, uc *upCo
 	h := w.Header()
 	conn := resp.Header["Connection"]
 	for k, vs := range resp.Header {
-		if !skipHeader(k, conn) || k == "X-Forwarded-For" || k == "X-Forwarded-Host" || k == "X-Forwarded-Proto" {
+		if !skipHeader(k, conn) {
 			h[k] = vs
 		}
 	}

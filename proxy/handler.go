@@ -34,8 +34,12 @@ type attemptsKey struct{}
 
 // newPool builds the pool of an upstream; health checks start with start.
 func newPool(u config.ProxyUpstream, t config.ProxyTimeouts, bufs *bufferPool, logger *slog.Logger) *pool {
-	p := &pool{name: u.Name, cfg: u, leastConn: u.Balance == "least_conn",
-		maxFails: int32(u.MaxFails), failTimeout: u.FailTimeout, transport: newTransport(t), bufs: bufs, log: logger}
+	keepalive := u.KeepaliveTimeout
+	if keepalive <= 0 {
+		keepalive = DefaultKeepaliveTimeout
+	}
+	p := &pool{name: u.Name, cfg: u, leastConn: u.Balance == "least_conn", keepalive: keepalive,
+		maxFails: int32(u.MaxFails), failTimeout: u.FailTimeout, transport: newTransport(t, keepalive), bufs: bufs, log: logger}
 	if p.maxFails <= 0 {
 		p.maxFails = defaultMaxFails
 	}
@@ -44,7 +48,7 @@ func newPool(u config.ProxyUpstream, t config.ProxyTimeouts, bufs *bufferPool, l
 	}
 	errLog := log.New(io.Discard, "", 0)
 	for _, addr := range u.Servers {
-		b := &backend{addr: addr, conns: &upstreamConns{addr: addr, timeout: t.Upstream,
+		b := &backend{addr: addr, conns: &upstreamConns{addr: addr, timeout: t.Upstream, keepalive: keepalive,
 			dialer: &net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}}}
 		b.rp = &httputil.ReverseProxy{
 			Rewrite: func(pr *httputil.ProxyRequest) {
@@ -54,7 +58,7 @@ func newPool(u config.ProxyUpstream, t config.ProxyTimeouts, bufs *bufferPool, l
 				// Rewrite drops the inbound X-Forwarded-* headers; keep the
 				// client's chain so SetXForwarded appends to it, as the fast
 				// path does.
-				if xff, ok := pr.In.Header["X-Forwarded-For"]; ok {
+				if xff, ok := pr.In.Header["X-Forwarded-For"]; ok && !namedInConnection(pr.In.Header, "X-Forwarded-For") {
 					pr.Out.Header["X-Forwarded-For"] = xff
 				}
 				pr.SetXForwarded()
@@ -75,14 +79,21 @@ func newPool(u config.ProxyUpstream, t config.ProxyTimeouts, bufs *bufferPool, l
 	return p
 }
 
+// start runs the pool's background work until stop: closing idle
+// connections past their keep-alive timeout, and the health checks.
 func (p *pool) start(ctx context.Context) {
+	ctx, p.stopBG = context.WithCancel(ctx)
+	p.bgDone.Add(1)
+	go func() {
+		defer p.bgDone.Done()
+		p.closeExpired(ctx)
+	}()
 	if p.cfg.HealthCheck.Path == "" {
 		return
 	}
-	ctx, p.stopHC = context.WithCancel(ctx)
-	p.hcDone.Add(1)
+	p.bgDone.Add(1)
 	go func() {
-		defer p.hcDone.Done()
+		defer p.bgDone.Done()
 		p.runHealthChecks(ctx)
 	}()
 }
@@ -110,6 +121,9 @@ func (p *pool) forward(w http.ResponseWriter, r *http.Request, b *backend) {
 			defer s.upgrades.Done()
 		}
 	}
+	if bodyOf(r) == nil {
+		wrapBody(r)
+	}
 	b.active.Add(1)
 	defer b.active.Add(-1)
 	if fastPathOK(r) {
@@ -118,22 +132,45 @@ func (p *pool) forward(w http.ResponseWriter, r *http.Request, b *backend) {
 		}
 		return
 	}
-	b.rp.ServeHTTP(w, r)
+	b.rp.ServeHTTP(w, traced(r))
 }
 
-// upstreamError answers 502, 504 on a timeout, or 499 when the client is
-// gone; a request without a body whose connection could not even be made
+// upstreamError answers a request that could not be proxied: 499 when the
+// client is gone, 408 or 400 when reading its body failed (client errors,
+// never charged to the server), else 502, or 504 on a timeout. Failures of
+// the server count against it (max_fails) unless they happened on a reused
+// idle connection before any response byte (it closed the connection while
+// idle). A request without a body whose connection could not even be made
 // is retried once per other backend in service.
 func (p *pool) upstreamError(w http.ResponseWriter, r *http.Request, b *backend, err error) {
+	// ReverseProxy hands its outgoing request: go back to the client's.
+	if ct := traceOf(r); ct != nil {
+		r = ct.in
+	}
+	// A failed read of the client's body also cancels its context: the
+	// body's error says why.
+	if cerr := bodyOf(r).clientErr(); cerr != nil {
+		status := clientStatus(cerr, r.Context().Err() != nil)
+		p.log.Debug("client error", "upstream", p.name, "server", b.addr, "status", status, "err", cerr)
+		// The request's framing is lost: no further request on this
+		// connection.
+		w.Header().Set("Connection", "close")
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
 	if r.Context().Err() != nil {
 		w.WriteHeader(StatusClientClosed)
 		return
 	}
-	p.failed(b)
+	var stale *staleConnError
+	counted := !errors.As(err, &stale) && !staleOnReuse(r, err)
+	if counted {
+		p.failed(b)
+	}
 	var op *net.OpError
 	dialErr := errors.As(err, &op) && op.Op == "dial"
 	tries, _ := r.Context().Value(attemptsKey{}).(int)
-	if dialErr && (r.Body == nil || r.Body == http.NoBody) && tries+1 < len(p.backends) {
+	if dialErr && bodyOf(r) == nil && tries+1 < len(p.backends) {
 		if nb := p.pick(); nb != nil && nb != b {
 			r = r.WithContext(context.WithValue(r.Context(), attemptsKey{}, tries+1))
 			p.forward(w, r, nb)
@@ -141,10 +178,9 @@ func (p *pool) upstreamError(w http.ResponseWriter, r *http.Request, b *backend,
 		}
 	}
 	status := http.StatusBadGateway
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+	if isTimeout(err) {
 		status = http.StatusGatewayTimeout
 	}
-	p.log.Warn("upstream error", "upstream", p.name, "server", b.addr, "status", status, "err", err)
+	p.log.Warn("upstream error", "upstream", p.name, "server", b.addr, "status", status, "max_fails_counted", counted, "err", err)
 	http.Error(w, http.StatusText(status), status)
 }

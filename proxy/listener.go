@@ -100,19 +100,23 @@ func (l *listener) acceptLoop(log func(string, ...any)) {
 // queue is the net.Listener an http.Server serves: connections come from
 // the listener's accept loop; closing it does not close the socket.
 type queue struct {
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-	addr net.Addr
+	ch        chan net.Conn
+	done      chan struct{}
+	once      sync.Once
+	addr      net.Addr
+	plaintext bool // connections are wrapped in a headerConn
 }
 
-func newQueue(addr net.Addr) *queue {
-	return &queue{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr}
+func newQueue(addr net.Addr, plaintext bool) *queue {
+	return &queue{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr, plaintext: plaintext}
 }
 
 func (q *queue) Accept() (net.Conn, error) {
 	select {
 	case c := <-q.ch:
+		if q.plaintext {
+			return &headerConn{Conn: c}, nil
+		}
 		return c, nil
 	case <-q.done:
 		return nil, net.ErrClosed
@@ -125,7 +129,7 @@ func (q *queue) Addr() net.Addr { return q.addr }
 // newServer builds the http.Server for settings st.
 func (p *Proxy) newServer(l *listener, st settings) *server {
 	t := st.timeouts
-	s := &server{q: newQueue(l.sock.Addr()), settings: st}
+	s := &server{q: newQueue(l.sock.Addr(), !st.tls), settings: st}
 	base, cancel := context.WithCancel(context.WithValue(context.Background(), serverKey{}, s))
 	s.base = cancel
 	srv := &http.Server{
@@ -136,6 +140,7 @@ func (p *Proxy) newServer(l *listener, st settings) *server {
 		IdleTimeout:       t.Idle,
 		MaxHeaderBytes:    st.maxHeaderBytes,
 		ErrorLog:          p.errLog,
+		ConnState:         headerConnState,
 	}
 	if st.tls {
 		srv.TLSConfig = &tls.Config{

@@ -47,8 +47,9 @@ type pool struct {
 	transport   *http.Transport
 	bufs        *bufferPool
 	log         *slog.Logger
-	stopHC      context.CancelFunc
-	hcDone      sync.WaitGroup
+	keepalive   time.Duration // idle upstream connections
+	stopBG      context.CancelFunc
+	bgDone      sync.WaitGroup
 }
 
 func (b *backend) alive(now int64) bool {
@@ -110,12 +111,12 @@ func (b *backend) succeeded() {
 	}
 }
 
-func newTransport(t config.ProxyTimeouts) *http.Transport {
+func newTransport(t config.ProxyTimeouts, keepalive time.Duration) *http.Transport {
 	d := &net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		DialContext:           d.DialContext,
 		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       keepalive,
 		ResponseHeaderTimeout: t.Upstream,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
@@ -169,8 +170,26 @@ func (p *pool) closeIdle() {
 }
 
 func (p *pool) stop() {
-	if p.stopHC != nil {
-		p.stopHC()
-		p.hcDone.Wait()
+	if p.stopBG != nil {
+		p.stopBG()
+		p.bgDone.Wait()
+	}
+}
+
+// closeExpired closes the fast path's idle connections once they have been
+// idle for the keep-alive timeout (the Transport does so for its own), until
+// ctx is done.
+func (p *pool) closeExpired(ctx context.Context) {
+	t := time.NewTicker(max(p.keepalive/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, b := range p.backends {
+				b.conns.closeExpired(now)
+			}
+		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ipng/ipng-stats/exporter"
 )
 
 // TestProxyThroughAgent: the proxy as the agent runs it (proxy.enabled),
@@ -16,15 +18,7 @@ import (
 // (tag, vip, code), and each connection is counted once, by the program's
 // events, not a second time by the proxy.
 func TestProxyThroughAgent(t *testing.T) {
-	e := &proxyEnv{env: newEnv(t, "")}
-	e.down = e.distinctPorts(1, e.port, 9113)[0]
-	e.backend = proxyBackend(t, e.topo, "a")
-	e.writeProxyConfig(strings.Replace(proxyYAML, "proxy:\n", "proxy:\n  enabled: true\n", 1))
-	agent := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", e.cfgPath,
-		"--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir, "--attribution.mode", "bpf",
-		"--web.listen-address", "127.0.0.1:9113"), true)
-	agent.awaitRunning(t, `msg="agent running"`)
-
+	e := newAgentProxy(t, "")
 	requests, conns := map[string]uint64{}, map[string]uint64{}
 	for _, r := range []struct {
 		p      path
@@ -62,6 +56,63 @@ func TestProxyThroughAgent(t *testing.T) {
 			t.Fatalf("agent's counts (%v):\n requests %v\n want     %v\n connections %v\n want        %v", err, gotReq, requests, gotConns, conns)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// newAgentProxy runs the agent with the proxy enabled (extra is more YAML
+// for its configuration) in the attached cgroup with BPF attribution, its
+// metrics on 127.0.0.1:9113 in srv.
+func newAgentProxy(t *testing.T, extra string) *proxyEnv {
+	e := &proxyEnv{env: newEnv(t, "")}
+	e.down = e.distinctPorts(1, e.port, 9113)[0]
+	e.backend = proxyBackend(t, e.topo, "a")
+	e.writeProxyConfig(extra + strings.Replace(proxyYAML, "proxy:\n", "proxy:\n  enabled: true\n", 1))
+	agent := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", e.cfgPath,
+		"--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir, "--attribution.mode", "bpf",
+		"--web.listen-address", "127.0.0.1:9113"), true)
+	agent.awaitRunning(t, `msg="agent running"`)
+	// "agent running" may come before the metrics listener is up.
+	waitFor(t, 10*time.Second, "metrics served", func() bool { _, err := e.statsDoc(); return err == nil })
+	e.proc = agent
+	return e
+}
+
+// TestProxyOverflowOncePerConnection: with the series cap reached, each
+// connection to the proxy in the agent is folded into the overflow series
+// and counted once in ipng_series_overflow_total (docs/metrics.md), though
+// both the program's events and the proxy look it up.
+func TestProxyOverflowOncePerConnection(t *testing.T) {
+	e := newAgentProxy(t, "metrics:\n  max_series: 1\n")
+	// The first connection, a scrape (newAgentProxy's), took the only series.
+	first, err := e.statsDoc()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	for range n {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.topo.C1.Dial, DisableKeepAlives: true}}
+		resp, err := c.Get(e.url("ipv4", e.port, "/status/200"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	var doc *exporter.Document
+	waitFor(t, 10*time.Second, "the proxied requests counted", func() bool {
+		doc, err = e.statsDoc()
+		if err != nil {
+			return false
+		}
+		for _, s := range doc.Series {
+			if s.SourceTag == "tag1" && s.Codes["2xx"].Requests == n {
+				return true
+			}
+		}
+		return false
+	})
+	if got := doc.Meta.SeriesOverflow - first.Meta.SeriesOverflow; got != n {
+		t.Errorf("ipng_series_overflow_total rose by %d for %d connections, want %d", got, n, n)
 	}
 }
 

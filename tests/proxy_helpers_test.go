@@ -28,15 +28,34 @@ type proxyEnv struct {
 	proc    *proc
 }
 
-// proxyBackend serves /status/N, /slow (1 s), /big (32 MiB) and /ws (an
-// upgrade, then a line echo)
-// inside srv; it returns its 127.0.0.1:port.
+// proxyBackend serves /status/N, /slow (1 s), /big (32 MiB), /echo (reads
+// the whole body, then answers its length), /headers (the request headers
+// as JSON) and /ws (an upgrade, then a line echo) inside srv; it returns its
+// 127.0.0.1:port.
 func proxyBackend(t *testing.T, tp *topo.Topo, name string) string {
+	return startProxyBackend(t, tp, name, nil)
+}
+
+// startProxyBackend is proxyBackend with srv's settings taken from tune
+// (nil: none).
+func startProxyBackend(t *testing.T, tp *topo.Topo, name string, tune func(*http.Server)) string {
 	ln, err := tp.Srv.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			return // a truncated request gets no answer
+		}
+		w.Header().Set("X-Backend", name)
+		fmt.Fprint(w, n)
+	})
+	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		json.NewEncoder(w).Encode(r.Header)
+	})
 	mux.HandleFunc("/status/{code}", func(w http.ResponseWriter, r *http.Request) {
 		code, _ := strconv.Atoi(r.PathValue("code"))
 		w.Header().Set("X-Backend", name)
@@ -80,6 +99,9 @@ func proxyBackend(t *testing.T, tp *topo.Topo, name string) string {
 		}
 	})
 	srv := &http.Server{Handler: mux}
+	if tune != nil {
+		tune(srv)
+	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
@@ -96,12 +118,23 @@ func newProxyEnv(t *testing.T, proxyYAML string) *proxyEnv {
 // agent runs first (attached to the test cgroup) and the proxy reads its
 // pinned maps from inside that cgroup.
 func newProxyEnvMode(t *testing.T, proxyYAML, mode string) *proxyEnv {
+	return newProxyEnvWith(t, mode, nil, func(*topo.Topo) string { return proxyYAML })
+}
+
+// newProxyEnvWith is newProxyEnvMode with the backend made by backend (nil:
+// proxyBackend) and the proxy section by yamlOf, both once the topology
+// exists.
+func newProxyEnvWith(t *testing.T, mode string, backend, yamlOf func(*topo.Topo) string) *proxyEnv {
 	e := &proxyEnv{env: newEnv(t, "")}
 	ports := e.distinctPorts(3, e.port)
 	e.web, e.down = ports[0], ports[1]
 	agentWeb := ports[2]
-	e.backend = proxyBackend(t, e.topo, "a")
-	e.writeProxyConfig(proxyYAML)
+	if backend == nil {
+		e.backend = proxyBackend(t, e.topo, "a")
+	} else {
+		e.backend = backend(e.topo)
+	}
+	e.writeProxyConfig(yamlOf(e.topo))
 	if mode == "bpf" {
 		e.startAgent("--web.listen-address", fmt.Sprintf("127.0.0.1:%d", agentWeb))
 	}

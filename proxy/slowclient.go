@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// response408 is what a client that did not send its request line and
+// headers within timeouts.read_header gets. net/http itself closes such a
+// connection without a word (or answers 400 when the timeout hits the
+// request line); nginx logs 408 for it, and so do the proxy's counters.
+const response408 = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n408 Request Timeout"
+
+// headerConn is a plaintext client connection that answers 408 when the
+// server's read deadline passes while a request's first bytes have arrived
+// but its headers have not. Whatever the server writes after that (its own
+// 400) is dropped. active follows the server's ConnState: set from
+// StateActive (headers read) to StateIdle (response done).
+type headerConn struct {
+	net.Conn
+	active   atomic.Bool
+	started  atomic.Bool // bytes of the next request have arrived
+	answered atomic.Bool // 408 sent
+}
+
+// NetConn returns the wrapped connection (httpstats and attribution look
+// through it).
+func (c *headerConn) NetConn() net.Conn { return c.Conn }
+
+func (c *headerConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.active.Load() {
+		return n, err
+	}
+	if n > 0 {
+		c.started.Store(true)
+	}
+	if err != nil && c.started.Load() && errors.Is(err, os.ErrDeadlineExceeded) && c.answered.CompareAndSwap(false, true) {
+		c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(c.Conn, response408)
+	}
+	return n, err
+}
+
+func (c *headerConn) Write(p []byte) (int, error) {
+	if c.answered.Load() {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// ReadFrom keeps the sendfile/splice path of the wrapped connection.
+func (c *headerConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok && !c.answered.Load() {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c}, r)
+}
+
+// headerConnState is the http.Server ConnState hook that tells a
+// headerConn where its request is.
+func headerConnState(nc net.Conn, st http.ConnState) {
+	c, ok := nc.(*headerConn)
+	if !ok {
+		return
+	}
+	switch st {
+	case http.StateActive:
+		c.active.Store(true)
+	case http.StateIdle:
+		c.active.Store(false)
+		c.started.Store(false)
+	}
+}
