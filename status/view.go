@@ -18,15 +18,15 @@ type view struct {
 	JSONURL   string
 	Interval  int64
 	Generated string
-	Health    []fact
+	Health    []Fact
 	Bindings  []exporter.Binding
 	Classes   []string
 	Rows      []Row
 	Total     int // series before filtering
 }
 
-// fact is one item of the health header.
-type fact struct {
+// Fact is one item of the health header; Warn marks what needs attention.
+type Fact struct {
 	Name, Value string
 	Warn        bool
 }
@@ -98,26 +98,26 @@ func newView(d exporter.Document, filter, host string) view {
 }
 
 // HealthFacts are the items of the health header, in order.
-func HealthFacts(d exporter.Document) []fact {
+func HealthFacts(d exporter.Document) []Fact {
 	m := d.Meta
-	facts := []fact{{Name: "version", Value: m.Build.Version}, {Name: "uptime", Value: FormatUptime(m.UptimeSeconds)}}
+	facts := []Fact{{Name: "version", Value: m.Build.Version}, {Name: "uptime", Value: FormatUptime(m.UptimeSeconds)}}
 	if h := m.Health; h != nil {
 		bpf := "not attached"
 		if h.BPF {
 			bpf = "attached"
 		}
-		facts = append(facts, fact{Name: "component", Value: h.Component},
-			fact{Name: "BPF", Value: bpf, Warn: !h.BPF && h.AttributionMode != "fallback"},
-			fact{Name: "attribution", Value: attributionText(*h)})
+		facts = append(facts, Fact{Name: "component", Value: h.Component},
+			Fact{Name: "BPF", Value: bpf, Warn: !h.BPF && h.AttributionMode != "fallback"},
+			Fact{Name: "attribution", Value: attributionText(*h)})
 		if h.NginxBacklogBytes != nil {
-			facts = append(facts, fact{Name: "nginx backlog", Value: FormatBytes(float64(*h.NginxBacklogBytes)), Warn: *h.NginxBacklogBytes > 1<<20})
+			facts = append(facts, Fact{Name: "nginx backlog", Value: FormatBytes(float64(*h.NginxBacklogBytes)), Warn: *h.NginxBacklogBytes > 1<<20})
 		}
 	}
 	misses, fallbacks := total(m.IfindexMisses), total(m.AttributionFallbacks)
 	facts = append(facts,
-		fact{Name: "ifindex misses", Value: formatCount(misses)},
-		fact{Name: "fallbacks", Value: formatCount(fallbacks)},
-		fact{Name: "series", Value: formatCount(uint64(m.Series)) + " / " + formatCount(uint64(m.SeriesLimit)),
+		Fact{Name: "ifindex misses", Value: formatCount(misses)},
+		Fact{Name: "fallbacks", Value: formatCount(fallbacks)},
+		Fact{Name: "series", Value: formatCount(uint64(m.Series)) + " / " + formatCount(uint64(m.SeriesLimit)),
 			Warn: m.SeriesLimit > 0 && m.Series*10 >= m.SeriesLimit*9 || m.SeriesOverflow > 0})
 	return facts
 }
