@@ -217,6 +217,9 @@ func TestModelKeysAndLostConnection(t *testing.T) {
 		}
 	}
 	keys("/transit\n")
+	step(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("/x")}) // typed faster than read: one message
+	step(tea.KeyMsg{Type: tea.KeyBackspace})
+	step(tea.KeyMsg{Type: tea.KeyEnter})
 	if v := m.View(); strings.Contains(v, "maglev") || !strings.Contains(v, "transit-v4") || !strings.Contains(v, `filter "transit"`) {
 		t.Errorf("filtered:\n%s", v)
 	}
@@ -232,5 +235,22 @@ func TestModelKeysAndLostConnection(t *testing.T) {
 	}
 	if _, cmd := m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{'q'}}); cmd == nil || cmd() != tea.Quit() {
 		t.Error("q does not quit")
+	}
+}
+
+func TestFold(t *testing.T) {
+	for _, tc := range []struct {
+		s     string
+		width int
+		want  string
+	}{
+		{"short", 10, "short"},
+		{"connect: connection refused", 12, "connect:\nconnection\nrefused"},
+		{"abcdefghijkl", 5, "abcde\nfghij\nkl"},
+		{"no limit at all", 0, "no limit at all"},
+	} {
+		if got := fold(tc.s, tc.width); got != tc.want {
+			t.Errorf("fold(%q, %d) = %q, want %q", tc.s, tc.width, got, tc.want)
+		}
 	}
 }

@@ -96,6 +96,14 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 
 // key handles a key press; see the help line.
 func (m *model) key(k tea.KeyMsg) tea.Cmd {
+	if k.Type == tea.KeyRunes && len(k.Runes) > 1 {
+		// Keys typed faster than the terminal is read arrive as one message.
+		var cmds []tea.Cmd
+		for _, r := range k.Runes {
+			cmds = append(cmds, m.key(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}}))
+		}
+		return tea.Batch(cmds...)
+	}
 	if m.editing {
 		switch k.Type {
 		case tea.KeyEnter:
@@ -220,7 +228,8 @@ func wrap(s string, width int) string {
 	return strings.Join(append(out, strings.Join(line, " · ")), "\n")
 }
 
-// fold breaks s into lines of at most width runes (0: no limit).
+// fold breaks s into lines of at most width runes (0: no limit), at
+// spaces where it can.
 func fold(s string, width int) string {
 	r := []rune(s)
 	if width <= 0 || len(r) <= width {
@@ -228,8 +237,15 @@ func fold(s string, width int) string {
 	}
 	var lines []string
 	for len(r) > width {
-		lines = append(lines, string(r[:width]))
-		r = r[width:]
+		cut := width
+		for i := width; i > width/2; i-- {
+			if r[i] == ' ' {
+				cut = i
+				break
+			}
+		}
+		lines = append(lines, strings.TrimRight(string(r[:cut]), " "))
+		r = []rune(strings.TrimLeft(string(r[cut:]), " "))
 	}
 	return strings.Join(append(lines, string(r)), "\n")
 }
