@@ -210,15 +210,15 @@ func TestStatusPageInBrowser(t *testing.T) {
 	live := chromedp.Poll[chromedp.Void](`document.getElementById('state').textContent.indexOf('live') >= 0`,
 		chromedp.WithPollingTimeout(20*time.Second))
 	// The script has taken over once the state line says "live".
-	b.run(t, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(page), chromedp.WaitVisible("#traffic"), live)
+	b.run(t, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(page), chromedp.WaitVisible(chromedp.CSS("#traffic")), live)
 	b.waitRows(t, "tag1 "+vip+" 6\ntag2-v4 "+vip+" 3")
-	health := get(t, b, chromedp.Text("#health"))
+	health := get(t, b, chromedp.Text(chromedp.CSS("#health")))
 	for _, want := range []string{"BPF", "attached", "attribution", "bpf (bpf)", "series", "uptime"} {
 		if !strings.Contains(health, want) {
 			t.Errorf("health header %q lacks %q", health, want)
 		}
 	}
-	bindings := get(t, b, chromedp.Text("#bindings tbody"))
+	bindings := get(t, b, chromedp.Text(chromedp.CSS("#bindings tbody")))
 	for _, dev := range []string{"eth1", "eth2", "tun0"} {
 		if want := fmt.Sprint(e.topo.Srv.Ifindex(t, dev)); !strings.Contains(bindings, dev) || !strings.Contains(bindings, want) {
 			t.Errorf("bindings %q lack %s with ifindex %s", bindings, dev, want)
@@ -239,7 +239,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 
 	// The filter, live and kept in the URL.
-	b.run(t, chromedp.SendKeys("#q", "tag2"))
+	b.run(t, chromedp.SendKeys(chromedp.CSS("#q"), "tag2"))
 	b.waitRows(t, "tag2-v4 "+vip+" 7")
 	if loc := get(t, b, chromedp.Location()); !strings.HasSuffix(loc, "?q=tag2") {
 		t.Errorf("location %s does not keep the filter", loc)
@@ -267,7 +267,7 @@ document.dispatchEvent(new Event('visibilitychange')); true`, hidden)))
 
 	// A phone: the page itself does not scroll sideways (the table does, inside its region).
 	b.run(t, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(3), chromedp.EmulateMobile), chromedp.Navigate(page),
-		chromedp.WaitVisible("#traffic"))
+		chromedp.WaitVisible(chromedp.CSS("#traffic")))
 	if get(t, b, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`)) {
 		t.Error("on a 390 px wide screen the page scrolls sideways")
 	}
@@ -276,14 +276,14 @@ document.dispatchEvent(new Event('visibilitychange')); true`, hidden)))
 	t.Run("scripting disabled", func(t *testing.T) {
 		nb := newBrowser(t, e.topo.Srv)
 		nb.run(t, call(emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}),
-			chromedp.Navigate(page), chromedp.WaitVisible("#traffic"))
-		html := get(t, nb, chromedp.OuterHTML("#traffic tbody"))
+			chromedp.Navigate(page), chromedp.WaitVisible(chromedp.CSS("#traffic")))
+		html := get(t, nb, chromedp.OuterHTML(chromedp.CSS("#traffic tbody")))
 		for _, want := range []string{`data-tag="tag1"`, `<td class="num req">6</td>`, `data-tag="tag2-v4"`, `<td class="num req">7</td>`} {
 			if !strings.Contains(html, want) {
 				t.Errorf("server-rendered table lacks %s:\n%s", want, html)
 			}
 		}
-		if state := get(t, nb, chromedp.Text("#state")); strings.Contains(state, "live") {
+		if state := get(t, nb, chromedp.Text(chromedp.CSS("#state"))); strings.Contains(state, "live") {
 			t.Errorf("state %q: the script ran", state)
 		}
 		if nb.requestCount("format=json") != 0 {

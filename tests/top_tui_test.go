@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/status"
 	"github.com/ipng/ipng-stats/tests/internal/topo"
@@ -149,7 +151,7 @@ func TestTopInTerminal(t *testing.T) {
 		t.Errorf("rows by rate: %s\n%s", got, screen)
 	}
 	saveArtifact(t, "top.txt", []byte(screen))
-	saveArtifact(t, "top.ansi", []byte(tm.screen(true)))
+	screenshotTerminal(t, e.topo.Srv, strings.TrimRight(tm.screen(true), "\n"))
 
 	// e: by 5xx share, tag2-v4 (1 of 3) first; n: by requests, tag1 first.
 	tm.keys("e")
@@ -200,4 +202,13 @@ func TestTopInTerminal(t *testing.T) {
 		_, err := tm.tmux("has-session", "-t", "top")
 		return err != nil
 	})
+}
+
+// screenshotTerminal renders a capture with escapes in chromium and saves
+// the picture as top.png (the one in the docs).
+func screenshotTerminal(t *testing.T, ns *topo.NS, capture string) {
+	t.Helper()
+	b := newBrowser(t, ns)
+	b.run(t, chromedp.EmulateViewport(1400, 400), chromedp.Navigate("about:blank"), writeDocument(ansiHTML(capture)), chromedp.WaitVisible(chromedp.CSS("pre")))
+	saveArtifact(t, "top.png", get(t, b, chromedp.Screenshot(chromedp.CSS("pre"))))
 }
