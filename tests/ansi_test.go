@@ -116,7 +116,7 @@ func cmpOr(a, b string) string {
 func writeDocument(page string) chromedp.Action[chromedp.Void] {
 	js, _ := json.Marshal(page)
 	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-		_, err := chromedp.Evaluate[bool]("document.open(); document.write(" + string(js) + "); document.close(); true")(ctx, tg)
+		_, err := chromedp.Evaluate[bool]("document.open(); document.write("+string(js)+"); document.close(); true")(ctx, tg)
 		return err
 	})
 }
