@@ -254,3 +254,44 @@ func TestFold(t *testing.T) {
 		}
 	}
 }
+
+func TestRising(t *testing.T) {
+	var r rising
+	doc := func(misses, fallbacks uint64) *exporter.Document {
+		return &exporter.Document{Meta: exporter.DocumentMeta{IfindexMisses: map[string]uint64{"ipv4": misses},
+			AttributionFallbacks: map[string]uint64{"unresolved": fallbacks}}}
+	}
+	r.update(doc(5, 1))
+	if got := r.text(Styles{}); got != "" {
+		t.Errorf("first document: %q", got)
+	}
+	r.update(doc(7, 1))
+	if got := r.text(Styles{}); got != " · misses rising !" {
+		t.Errorf("misses up: %q", got)
+	}
+	r.update(doc(7, 2))
+	if got := r.text(Styles{}); got != " · fallbacks rising !" {
+		t.Errorf("fallbacks up: %q", got)
+	}
+}
+
+// TestModelHeight: rows beyond the terminal's height are summarised in one line.
+func TestModelHeight(t *testing.T) {
+	hs := httptest.NewServer(testServer(t, "").Handler())
+	defer hs.Close()
+	src, _ := NewSource(hs.URL, "", time.Second)
+	m := &model{opts: Options{Source: src, Interval: time.Second}, ctx: context.Background()}
+	m.Update(tea.WindowSizeMsg{Width: 200, Height: 6})
+	d, err := src.Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Update(fetched{doc: d})
+	v := m.View()
+	if n := strings.Count(v, "\n") + 1; n > 6 {
+		t.Errorf("%d lines on a 6-line terminal:\n%s", n, v)
+	}
+	if !strings.Contains(v, "… 2 more rows") {
+		t.Errorf("no summary of the rows left out:\n%s", v)
+	}
+}

@@ -55,6 +55,7 @@ type model struct {
 	lastOK        time.Time
 	width, height int
 	editing       bool // typing a filter after "/"
+	rising        rising
 }
 
 type fetched struct {
@@ -83,6 +84,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if msg.err != nil {
 			m.err = msg.err
 		} else {
+			m.rising.update(msg.doc)
 			m.doc, m.err, m.lastOK = msg.doc, nil, time.Now()
 		}
 		return m, tea.Tick(m.opts.Interval, func(time.Time) tea.Msg { return tick{} })
@@ -159,19 +161,20 @@ func (m *model) View() string {
 		b.WriteString(m.st.apply(m.st.Error, fold("cannot reach the agent: "+m.err.Error(), m.width)) + "\n")
 		b.WriteString(fmt.Sprintf("retrying every %v; q quits\n", m.opts.Interval))
 	default:
-		b.WriteString(wrap(HealthLine(m.doc, m.st), m.width) + "\n")
+		b.WriteString(wrap(HealthLine(m.doc, m.st)+m.rising.text(m.st), m.width) + "\n")
 		if m.err != nil {
 			b.WriteString(m.st.apply(m.st.Error, fold(fmt.Sprintf("connection lost, showing data from %s ago, retrying: %v",
 				time.Since(m.lastOK).Round(time.Second), m.err), m.width)) + "\n")
 		}
-		b.WriteString(m.body())
+		// The rest of the screen, less the help line.
+		b.WriteString(m.body(m.height - strings.Count(b.String(), "\n") - 1))
 	}
 	b.WriteString(m.st.apply(m.st.Dim, clip(m.help(), m.width)))
 	return b.String()
 }
 
-// body is the table, cut to the terminal's height.
-func (m *model) body() string {
+// body is the table, cut to room lines (when the height is known).
+func (m *model) body(room int) string {
 	rows := Rows(m.doc, m.view)
 	if len(rows) == 0 {
 		if m.view.Filter != "" {
@@ -181,7 +184,6 @@ func (m *model) body() string {
 	}
 	lines := strings.SplitAfter(Table(rows, m.view.PerTag, m.width, m.st), "\n")
 	lines = lines[:len(lines)-1] // after the last newline
-	room := m.height - 4         // title, health, help, and one spare
 	if m.height > 0 && len(lines) > room && room > 1 {
 		more := len(lines) - room + 1
 		lines = append(lines[:room-1], fmt.Sprintf("… %d more rows (/ filters)\n", more))
@@ -248,4 +250,41 @@ func fold(s string, width int) string {
 		r = []rune(strings.TrimLeft(string(r[cut:]), " "))
 	}
 	return strings.Join(append(lines, string(r)), "\n")
+}
+
+// rising tells whether ifindex misses or attribution fallbacks went up
+// between the last two documents: something new arrives unbound or
+// unattributed.
+type rising struct {
+	seen                  bool
+	misses, fallbacks     uint64
+	missesUp, fallbacksUp bool
+}
+
+func (r *rising) update(d *exporter.Document) {
+	m, f := sum(d.Meta.IfindexMisses), sum(d.Meta.AttributionFallbacks)
+	r.missesUp, r.fallbacksUp = r.seen && m > r.misses, r.seen && f > r.fallbacks
+	r.seen, r.misses, r.fallbacks = true, m, f
+}
+
+func (r *rising) text(st Styles) string {
+	var parts []string
+	if r.missesUp {
+		parts = append(parts, "misses rising")
+	}
+	if r.fallbacksUp {
+		parts = append(parts, "fallbacks rising")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " · " + st.apply(st.Warn, strings.Join(parts, ", ")+" !")
+}
+
+func sum(m map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
