@@ -113,7 +113,7 @@ func HealthFacts(d exporter.Document) []Fact {
 			facts = append(facts, Fact{Name: "nginx backlog", Value: FormatBytes(float64(*h.NginxBacklogBytes)), Warn: *h.NginxBacklogBytes > 1<<20})
 		}
 	}
-	misses, fallbacks := total(m.IfindexMisses), total(m.AttributionFallbacks)
+	misses, fallbacks := Total(m.IfindexMisses), Total(m.AttributionFallbacks)
 	facts = append(facts,
 		Fact{Name: "ifindex misses", Value: formatCount(misses)},
 		Fact{Name: "fallbacks", Value: formatCount(fallbacks)},
@@ -136,7 +136,8 @@ func attributionText(h exporter.Health) string {
 	return h.AttributionMode + " (" + strings.Join(methods, "+") + ")"
 }
 
-func total(m map[string]uint64) uint64 {
+// Total adds up a map of counters (misses per family, fallbacks per reason).
+func Total(m map[string]uint64) uint64 {
 	var n uint64
 	for _, v := range m {
 		n += v

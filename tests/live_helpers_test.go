@@ -63,6 +63,20 @@ func (e *liveEnv) send(ns *topo.NS, code, n int) {
 	}
 }
 
+// traffic sends 6 requests from c1 (tag1: 5×200, 1×404) and 3 from c2
+// (tag2-v4, of which errors5xx are 500s) to the IPv4 VIP, waits until the
+// agent counts them, and returns the VIP.
+func (e *liveEnv) traffic(errors5xx int) string {
+	e.t.Helper()
+	vip := e.topo.VIP4.String()
+	e.send(e.topo.C1, 200, 5)
+	e.send(e.topo.C1, 404, 1)
+	e.send(e.topo.C2, 200, 3-errors5xx)
+	e.send(e.topo.C2, 500, errors5xx)
+	e.waitRequests(map[string]uint64{"tag1 " + vip: 6, "tag2-v4 " + vip: 3})
+	return vip
+}
+
 // waitRequests waits until the agent's JSON counts want requests per
 // "tag vip" of the topology's VIPs (the agent also counts the connections
 // to its own metrics port on 127.0.0.1, which is in the test cgroup).

@@ -199,11 +199,7 @@ func (b *browser) waitRows(t *testing.T, want string) {
 // the same page with scripting disabled.
 func TestStatusPageInBrowser(t *testing.T) {
 	e := newLiveEnv(t)
-	vip := e.topo.VIP4.String()
-	e.send(e.topo.C1, 200, 5)
-	e.send(e.topo.C1, 404, 1)
-	e.send(e.topo.C2, 200, 3)
-	e.waitRequests(map[string]uint64{"tag1 " + vip: 6, "tag2-v4 " + vip: 3})
+	vip := e.traffic(0)
 
 	b := newBrowser(t, e.topo.Srv)
 	page := e.base + "/status/"

@@ -105,12 +105,7 @@ func rows(screen string) (order []string, rates map[string]string) {
 // gives a clear message in the UI and an error from --once, not a crash.
 func TestTopInTerminal(t *testing.T) {
 	e := newLiveEnv(t)
-	vip := e.topo.VIP4.String()
-	e.send(e.topo.C1, 200, 5)
-	e.send(e.topo.C1, 404, 1)
-	e.send(e.topo.C2, 200, 2)
-	e.send(e.topo.C2, 500, 1)
-	e.waitRequests(map[string]uint64{"tag1 " + vip: 6, "tag2-v4 " + vip: 3})
+	vip := e.traffic(1)
 
 	tm := newTerminal(t, e.topo.Srv, 160, 24, agentBin, "top", "--url", e.base)
 	// Rates: the 1-minute averages move every 5 s; wait until both tags

@@ -11,6 +11,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/status"
 )
 
 // Options configure the terminal UI.
@@ -262,7 +263,7 @@ type rising struct {
 }
 
 func (r *rising) update(d *exporter.Document) {
-	m, f := sum(d.Meta.IfindexMisses), sum(d.Meta.AttributionFallbacks)
+	m, f := status.Total(d.Meta.IfindexMisses), status.Total(d.Meta.AttributionFallbacks)
 	r.missesUp, r.fallbacksUp = r.seen && m > r.misses, r.seen && f > r.fallbacks
 	r.seen, r.misses, r.fallbacks = true, m, f
 }
@@ -279,12 +280,4 @@ func (r *rising) text(st Styles) string {
 		return ""
 	}
 	return " · " + st.apply(st.Warn, strings.Join(parts, ", ")+" !")
-}
-
-func sum(m map[string]uint64) uint64 {
-	var n uint64
-	for _, v := range m {
-		n += v
-	}
-	return n
 }
