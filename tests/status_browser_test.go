@@ -84,7 +84,7 @@ func newBrowser(t *testing.T, ns *topo.NS) *browser {
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 5*time.Minute)
 	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
 	b := &browser{ctx: ctx}
 	err = chromedp.Listen(ctx, func(ev any) {
@@ -178,7 +178,7 @@ const rowsJS = `Array.from(document.querySelectorAll('#traffic tbody tr[data-vip
 func (b *browser) waitRows(t *testing.T, want string) {
 	t.Helper()
 	var got string
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got = get(t, b, chromedp.Evaluate[string](rowsJS))
 		if got == want {

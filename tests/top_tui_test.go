@@ -72,7 +72,7 @@ func (tm *terminal) keys(keys ...string) {
 func (tm *terminal) waitScreen(what string, cond func(screen string) bool) string {
 	tm.t.Helper()
 	var s string
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if s = tm.screen(false); cond(s) {
 			return s
