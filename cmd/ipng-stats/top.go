@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/top"
 )
@@ -60,6 +61,11 @@ func runTop(c *cli.Context) error {
 		}
 		_, err = fmt.Fprint(c.App.Writer, top.Snapshot(d, v, c.Int("width"), top.Styles{}))
 		return err
+	}
+	for _, f := range []*os.File{os.Stdin, os.Stdout} {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+			return fmt.Errorf("top needs a terminal on standard input and output (%s is not one); use --once for scripts", f.Name())
+		}
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
