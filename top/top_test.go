@@ -3,6 +3,7 @@ package top
 import (
 	"context"
 	"flag"
+	"io"
 	"net"
 	"net/http/httptest"
 	"net/netip"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+	"github.com/muesli/termenv"
 
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/exporter"
@@ -293,5 +296,35 @@ func TestModelHeight(t *testing.T) {
 	}
 	if !strings.Contains(v, "… 2 more rows") {
 		t.Errorf("no summary of the rows left out:\n%s", v)
+	}
+}
+
+// TestColours: code classes are coloured on a colour terminal, and nothing
+// is on a terminal without colours (or with --no-color).
+func TestColours(t *testing.T) {
+	hs := httptest.NewServer(testServer(t, "").Handler())
+	defer hs.Close()
+	src, _ := NewSource(hs.URL, "", 5*time.Second)
+	d, err := src.Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := lipgloss.NewRenderer(io.Discard)
+	r.SetColorProfile(termenv.ANSI)
+	coloured := Table(Rows(d, View{}), false, 0, NewStyles(r))
+	for class, code := range map[string]string{"2xx": "\x1b[32m", "4xx": "\x1b[33m", "5xx": "\x1b[31m"} {
+		if !strings.Contains(coloured, code) {
+			t.Errorf("%s not coloured %q:\n%q", class, code, coloured)
+		}
+	}
+	ascii := lipgloss.NewRenderer(io.Discard)
+	ascii.SetColorProfile(termenv.Ascii)
+	for name, out := range map[string]string{
+		"no colour profile": Table(Rows(d, View{}), false, 0, NewStyles(ascii)),
+		"--no-color":        Snapshot(d, View{}, 0, Styles{}),
+	} {
+		if strings.Contains(out, "\x1b[3") {
+			t.Errorf("%s: colour escapes in\n%q", name, out)
+		}
 	}
 }
