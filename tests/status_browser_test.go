@@ -174,6 +174,39 @@ const rowsJS = `Array.from(document.querySelectorAll('#traffic tbody tr[data-vip
   return r.getAttribute('data-tag') + ' ' + r.getAttribute('data-vip') + ' ' + r.querySelector('td.req').textContent;
 }).join('\n')`
 
+// a11yJS lists what breaks the page's accessibility basics: text below a
+// 4.5:1 contrast ratio (WCAG AA), header cells without scope, a table
+// without caption or header, a form field without label.
+const a11yJS = `(function () {
+  function rgb(s) { var m = s.match(/[0-9.]+/g).map(Number); return {r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1}; }
+  function lum(c) {
+    var f = function (v) { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+  }
+  function background(el) {
+    for (; el; el = el.parentElement) {
+      var c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.a > 0) { return c; }
+    }
+    return {r: 255, g: 255, b: 255, a: 1};
+  }
+  var bad = [];
+  document.querySelectorAll('h1, h2, a, p, label, button, caption, th, td, dt, dd, abbr, span, input').forEach(function (el) {
+    if (!el.textContent.trim() && el.tagName !== 'INPUT') { return; }
+    var style = getComputedStyle(el);
+    var fg = rgb(style.color), bg = background(el), l1 = lum(fg), l2 = lum(bg);
+    var ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05) * (style.opacity < 1 ? 0 : 1);
+    if (ratio < 4.5) { bad.push('contrast ' + ratio.toFixed(2) + ' of ' + el.tagName + ' "' + el.textContent.trim().slice(0, 20) + '"'); }
+  });
+  document.querySelectorAll('thead th').forEach(function (th) { if (th.getAttribute('scope') !== 'col') { bad.push('th without scope: ' + th.textContent); } });
+  document.querySelectorAll('tbody th').forEach(function (th) { if (th.getAttribute('scope') !== 'row') { bad.push('row th without scope: ' + th.textContent); } });
+  document.querySelectorAll('table').forEach(function (t) { if (!t.tHead) { bad.push('table without thead: ' + t.id); } });
+  if (!document.querySelector('#traffic caption')) { bad.push('traffic table without caption'); }
+  document.querySelectorAll('input').forEach(function (i) { if (!document.querySelector('label[for="' + i.id + '"]')) { bad.push('input without label: ' + i.id); } });
+  if (!document.documentElement.lang) { bad.push('no lang'); }
+  return bad.join('\n');
+})()`
+
 // waitRows polls the page (without reloading it) until its rows are want.
 func (b *browser) waitRows(t *testing.T, want string) {
 	t.Helper()
@@ -232,6 +265,24 @@ func TestStatusPageInBrowser(t *testing.T) {
 	shares := get(t, b, chromedp.Evaluate[string](`Array.from(document.querySelectorAll('#traffic tr[data-tag="tag2-v4"] td.share')).map(function (c) { return c.textContent; }).join(' ')`))
 	if shares != "42.9% – – 57.1% –" {
 		t.Errorf("tag2-v4 shares 2xx 3xx 4xx 5xx other = %q", shares)
+	}
+
+	// Contrast and table semantics, in the light and the dark colour scheme.
+	for _, scheme := range []string{"light", "dark"} {
+		b.run(t, call(emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}}))
+		if bad := get(t, b, chromedp.Evaluate[string](a11yJS)); bad != "" {
+			t.Errorf("accessibility (%s):\n%s", scheme, bad)
+		}
+	}
+	b.run(t, call(emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{}))
+	// The check itself sees a pale text and a header without scope (set
+	// through the CSSOM: the page's CSP refuses inline style attributes).
+	bad := get(t, b, chromedp.Evaluate[string](`var p = document.createElement('p'); p.textContent = 'pale';
+p.style.color = '#ddd'; document.querySelector('main').appendChild(p);
+document.querySelector('main').insertAdjacentHTML('beforeend', '<table><thead><tr><th>x</th></tr></thead></table>'); ` + a11yJS))
+	if !strings.Contains(bad, `contrast 1.`) || !strings.Contains(bad, "th without scope: x") {
+		t.Errorf("the accessibility check misses planted faults: %q", bad)
 	}
 
 	// The filter, live and kept in the URL.
