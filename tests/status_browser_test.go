@@ -280,7 +280,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	// through the CSSOM: the page's CSP refuses inline style attributes).
 	bad := get(t, b, chromedp.Evaluate[string](`var p = document.createElement('p'); p.textContent = 'pale';
 p.style.color = '#ddd'; document.querySelector('main').appendChild(p);
-document.querySelector('main').insertAdjacentHTML('beforeend', '<table><thead><tr><th>x</th></tr></thead></table>'); ` + a11yJS))
+document.querySelector('main').insertAdjacentHTML('beforeend', '<table><thead><tr><th>x</th></tr></thead></table>'); `+a11yJS))
 	if !strings.Contains(bad, `contrast 1.`) || !strings.Contains(bad, "th without scope: x") {
 		t.Errorf("the accessibility check misses planted faults: %q", bad)
 	}
