@@ -9,6 +9,7 @@
   var interval = parseInt(root.getAttribute('data-interval'), 10) || 2000;
   var input = document.getElementById('q');
   var state = document.getElementById('state');
+  var updated = document.getElementById('updated');
   var tbody = document.querySelector('#traffic tbody');
   var shown = document.getElementById('shown');
   var health = document.getElementById('health');
@@ -129,17 +130,23 @@
     shown.textContent = '(' + n + ' of ' + doc.series.length + ' series)';
   }
 
+  // setState changes the live region only when the state changes, so that
+  // a screen reader announces "live", "lost" or "paused", not every poll.
+  function setState(text, cls) {
+    if (state.textContent !== text) { state.textContent = text; }
+    state.className = cls || '';
+  }
+
   function render(doc) {
     last = doc;
     renderHealth(doc);
     renderTable(doc);
-    state.className = '';
-    state.textContent = 'Updated ' + doc.meta.generated_at.substring(11, 19) + ' UTC · live';
+    setState('Live ·');
+    updated.textContent = 'updated ' + doc.meta.generated_at.substring(11, 19) + ' UTC';
   }
 
   function lost(err) {
-    state.className = 'lost';
-    state.textContent = 'Connection to the agent lost (' + err.message + '); retrying…';
+    setState('Connection to the agent lost (' + err.message + '); retrying…', 'lost');
   }
 
   function schedule() {
@@ -172,7 +179,7 @@
     if (document.hidden) {
       clearTimeout(timer);
       timer = null;
-      state.textContent = 'Paused while the tab is hidden';
+      setState('Paused while the tab is hidden ·');
     } else {
       poll();
     }
