@@ -40,7 +40,7 @@ func artifactDir(t *testing.T) string {
 }
 
 // saveArtifact writes a screenshot or capture as a test artifact and, with
-// -update-docs, into docs/images.
+// -update-docs, a screenshot (.png) into docs/images.
 func saveArtifact(t *testing.T, name string, data []byte) {
 	t.Helper()
 	path := filepath.Join(artifactDir(t), name)
@@ -48,7 +48,7 @@ func saveArtifact(t *testing.T, name string, data []byte) {
 		t.Fatal(err)
 	}
 	t.Logf("artifact: %s", path)
-	if *updateDocs {
+	if *updateDocs && filepath.Ext(name) == ".png" {
 		if err := os.WriteFile(filepath.Join("..", "docs", "images", name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
