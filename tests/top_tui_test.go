@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -17,7 +18,7 @@ import (
 	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
-// terminal is a tmux server of the test's own (socket -L) with one
+// terminal is a tmux server of the test's own (socket -S) with one
 // session running a command inside a namespace, read with capture-pane.
 type terminal struct {
 	t      *testing.T
@@ -29,7 +30,8 @@ func newTerminal(t *testing.T, ns *topo.NS, width, height int, args ...string) *
 	if _, err := exec.LookPath("tmux"); err != nil {
 		testenv.Skip(t, "needs tmux (make deps)")
 	}
-	tm := &terminal{t: t, socket: "ipngt-" + randHex()}
+	// A socket in the test's directory: removed with it, whatever happens.
+	tm := &terminal{t: t, socket: filepath.Join(t.TempDir(), "tmux")}
 	cmd := append([]string{"-f", "/dev/null", "new-session", "-d", "-s", "top", "-x", fmt.Sprint(width), "-y", fmt.Sprint(height),
 		"--", "nsenter", "--net=" + ns.Path, "--"}, args...)
 	if _, err := tm.tmux(cmd...); err != nil {
@@ -42,7 +44,7 @@ func newTerminal(t *testing.T, ns *topo.NS, width, height int, args ...string) *
 func (tm *terminal) tmux(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "tmux", append([]string{"-L", tm.socket}, args...)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "tmux", append([]string{"-S", tm.socket}, args...)...).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("tmux %s: %w: %s", strings.Join(args, " "), err, out)
 	}
