@@ -34,6 +34,8 @@ type DocumentMeta struct {
 	AttributionFallbacks map[string]uint64 `json:"attribution_fallbacks"`
 	OutcomesRejected     map[string]uint64 `json:"outcomes_rejected"`
 	BPFEvents            map[string]uint64 `json:"bpf_events"`
+	// Health is absent when the server was built without Options.Health.
+	Health *Health `json:"health,omitempty"`
 }
 
 // Build is ipng_build_info.
@@ -61,6 +63,8 @@ type DocumentSeries struct {
 	RequestsReading *int64 `json:"requests_reading,omitempty"`
 	RequestsWriting *int64 `json:"requests_writing,omitempty"`
 	Rate            Rate   `json:"rate"`
+	// Summary is derived from the fields above (see Summarize).
+	Summary Summary `json:"summary"`
 }
 
 // CodeStats are the counters of one code class.
@@ -106,8 +110,8 @@ type Rate struct {
 	M15 float64 `json:"m15"`
 }
 
-// newDocument converts a snapshot.
-func newDocument(s *collector.Snapshot, f collector.Filter) Document {
+// newDocument converts a snapshot; health may be nil.
+func newDocument(s *collector.Snapshot, f collector.Filter, health *Health) Document {
 	nonNil := func(m map[string]uint64) map[string]uint64 {
 		if m == nil {
 			return map[string]uint64{}
@@ -135,6 +139,7 @@ func newDocument(s *collector.Snapshot, f collector.Filter) Document {
 			AttributionFallbacks: nonNil(s.Meta.AttributionFallbacks),
 			OutcomesRejected:     nonNil(s.Meta.OutcomesRejected),
 			BPFEvents:            nonNil(s.Meta.BPFEvents),
+			Health:               health,
 		},
 		Series: make([]DocumentSeries, 0, len(s.Series)),
 	}
@@ -164,6 +169,7 @@ func newDocument(s *collector.Snapshot, f collector.Filter) Document {
 		if f := ss.InFlight; f != nil {
 			ds.RequestsReading, ds.RequestsWriting = &f.Reading, &f.Writing
 		}
+		ds.Summary = Summarize(ds)
 		d.Series = append(d.Series, ds)
 	}
 	return d
@@ -177,7 +183,6 @@ func histogram(h collector.Histogram) Histogram {
 	return out
 }
 
-func writeJSON(w io.Writer, s *collector.Snapshot, f collector.Filter) error {
-	enc := json.NewEncoder(w)
-	return enc.Encode(newDocument(s, f))
+func writeJSON(w io.Writer, d Document) error {
+	return json.NewEncoder(w).Encode(d)
 }

@@ -3,24 +3,13 @@ package exporter
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/internal/testenv"
@@ -51,59 +40,6 @@ func serve(t *testing.T, s *Server, scheme string) string {
 	return scheme + "://" + ln.Addr().String()
 }
 
-// writeWebConfig writes an exporter-toolkit web config with user alice
-// (password "secret") and, if tlsDir is set, a self-signed certificate.
-func writeWebConfig(t *testing.T, withTLS bool) string {
-	t.Helper()
-	dir := t.TempDir()
-	hash, err := bcrypt.GenerateFromPassword([]byte("secret"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := "basic_auth_users:\n  alice: " + string(hash) + "\n"
-	if withTLS {
-		cert, key := selfSigned(t)
-		for name, data := range map[string][]byte{"cert.pem": cert, "key.pem": key} {
-			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		cfg += "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"
-	}
-	path := filepath.Join(dir, "web.yml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
 func TestBasicAuthAndTLS(t *testing.T) {
 	for _, withTLS := range []bool{false, true} {
 		name, scheme := "basic auth", "http"
@@ -113,12 +49,14 @@ func TestBasicAuthAndTLS(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := newTestCollector(t, collector.Config{})
 			populate(c)
-			s, err := New(Options{Collector: c, WebConfigFile: writeWebConfig(t, withTLS), ListenAddress: "127.0.0.1:0"})
+			s, err := New(Options{Collector: c, WebConfigFile: webConfig(t, withTLS), ListenAddress: "127.0.0.1:0"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			base := serve(t, s, scheme)
-			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			// An unknown user is checked against exporter-toolkit's cost-10
+			// bcrypt hash: seconds under -race on a busy machine.
+			client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{
 				TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed test certificate
 			}}
 			tests := []struct {
@@ -238,4 +176,9 @@ func TestRunShutdown(t *testing.T) {
 	if err := busy.Run(context.Background()); err == nil {
 		t.Error("Run on a busy port returned nil")
 	}
+}
+
+func webConfig(t *testing.T, withTLS bool) string {
+	path, _ := testenv.WebConfig(t, withTLS)
+	return path
 }

@@ -53,6 +53,9 @@ type Options struct {
 	Ready func() error
 	// Version is shown on the landing page.
 	Version string
+	// Health reports the agent's state for the JSON document's meta.health
+	// (and the status page). nil leaves meta.health out.
+	Health func() Health
 }
 
 // Server is the exporter's HTTP server.
@@ -60,6 +63,9 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	handler http.Handler
+	mux     *http.ServeMux
+	links   []web.LandingLinks
+	landing http.Handler // rebuilt by Mount
 }
 
 // New checks opts (including the web configuration file) and builds the
@@ -84,12 +90,48 @@ func New(opts Options) (*Server, error) {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s.log = s.log.With("component", "exporter")
-	h, err := s.routes()
-	if err != nil {
+	if err := s.routes(); err != nil {
 		return nil, err
 	}
-	s.handler = h
 	return s, nil
+}
+
+// Document is the JSON document of the series matching f, with meta.health
+// when Options.Health is set.
+func (s *Server) Document(f collector.Filter) Document {
+	var h *Health
+	if s.opts.Health != nil {
+		v := s.opts.Health()
+		h = &v
+	}
+	return newDocument(s.opts.Collector.Snapshot(f), f, h)
+}
+
+// Mount serves h at path (GET and HEAD, and everything below path when it
+// ends in "/") and links it from the landing page. It must be called before
+// Run or Serve.
+func (s *Server) Mount(path, text, description string, h http.Handler) error {
+	s.links = append(s.links, web.LandingLinks{Address: path, Text: text, Description: description})
+	if err := s.buildLanding(); err != nil {
+		return err
+	}
+	s.mux.Handle("GET "+path, h)
+	return nil
+}
+
+func (s *Server) buildLanding() error {
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "ipng-stats",
+		Description: "Per-interface, per-VIP HTTP traffic accounting",
+		Version:     s.opts.Version,
+		Profiling:   "false",
+		Links:       s.links,
+	})
+	if err != nil {
+		return fmt.Errorf("exporter: landing page: %w", err)
+	}
+	s.landing = landing
+	return nil
 }
 
 // Handler returns the exporter's routes without TLS or authentication (for
@@ -153,25 +195,20 @@ func (s *Server) serve(ctx context.Context, run func(*http.Server, *web.FlagConf
 
 // routes builds the mux. GET patterns also answer HEAD; other methods get
 // 405 from the mux.
-func (s *Server) routes() (http.Handler, error) {
-	landing, err := web.NewLandingPage(web.LandingConfig{
-		Name:        "ipng-stats",
-		Description: "Per-interface, per-VIP HTTP traffic accounting",
-		Version:     s.opts.Version,
-		Profiling:   "false",
-		Links: []web.LandingLinks{
-			{Address: MetricsPath, Text: "Metrics", Description: "Prometheus text, OpenMetrics or protobuf by Accept; ?format=json for JSON"},
-			{Address: StatszPath, Text: "Statsz", Description: "the same document; filter with ?source_tag= and ?vip="},
-			{Address: StatszPath + "?format=json", Text: "Statsz (JSON)", Description: "JSON, schema 1"},
-			{Address: HealthyPath, Text: "Health"},
-			{Address: ReadyPath, Text: "Readiness"},
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("exporter: landing page: %w", err)
+func (s *Server) routes() error {
+	s.links = []web.LandingLinks{
+		{Address: MetricsPath, Text: "Metrics", Description: "Prometheus text, OpenMetrics or protobuf by Accept; ?format=json for JSON"},
+		{Address: StatszPath, Text: "Statsz", Description: "the same document; filter with ?source_tag= and ?vip="},
+		{Address: StatszPath + "?format=json", Text: "Statsz (JSON)", Description: "JSON, schema 1"},
+		{Address: HealthyPath, Text: "Health"},
+		{Address: ReadyPath, Text: "Readiness"},
+	}
+	if err := s.buildLanding(); err != nil {
+		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /{$}", landing)
+	s.mux, s.handler = mux, mux
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { s.landing.ServeHTTP(w, r) })
 	mux.HandleFunc("GET "+MetricsPath, s.serveStats)
 	mux.HandleFunc("GET "+StatszPath, s.serveStats)
 	mux.HandleFunc("GET "+HealthyPath, func(w http.ResponseWriter, _ *http.Request) {
@@ -188,5 +225,5 @@ func (s *Server) routes() (http.Handler, error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "Ready\n")
 	})
-	return mux, nil
+	return nil
 }

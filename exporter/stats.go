@@ -23,13 +23,14 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Add("Vary", "Accept, Accept-Encoding")
-	snap := s.opts.Collector.Snapshot(q.filter)
 	if wantJSON(q, r.Header) {
+		d := s.Document(q.filter)
 		s.respond(w, r, "application/json; charset=utf-8", func(out io.Writer) error {
-			return writeJSON(out, snap, q.filter)
+			return writeJSON(out, d)
 		})
 		return
 	}
+	snap := s.opts.Collector.Snapshot(q.filter)
 	mfs := snap.MetricFamilies()
 	if s.opts.Registry != nil {
 		extra, err := s.opts.Registry.Gather()

@@ -26,6 +26,7 @@ import (
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/nginxlog"
 	"github.com/ipng/ipng-stats/proxy"
+	"github.com/ipng/ipng-stats/status"
 )
 
 func agentCommand() *cli.Command {
@@ -84,6 +85,7 @@ func runAgent(c *cli.Context) error {
 	srv, err := exporter.New(exporter.Options{
 		ListenAddress: cfg.Web.ListenAddress, WebConfigFile: cfg.Web.ConfigFile,
 		Collector: a.col, Registry: reg, Logger: a.logger, Version: version,
+		Health: liveHealth("agent", cfg.Attribution.Mode, a.attr, a.tags, reg),
 		Ready: func() error {
 			if !a.ready.Load() {
 				return errors.New("starting")
@@ -92,6 +94,9 @@ func runAgent(c *cli.Context) error {
 		},
 	})
 	if err != nil {
+		return err
+	}
+	if err := status.Mount(srv, a.logger); err != nil {
 		return err
 	}
 

@@ -33,6 +33,7 @@ func newApp() *cli.App {
 			checkCommand(),
 			detachCommand(),
 			proxyCommand(),
+			topCommand(),
 			nginxSnippetCommand(),
 			versionCommand(),
 		},

@@ -17,6 +17,7 @@ import (
 	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/proxy"
+	"github.com/ipng/ipng-stats/status"
 )
 
 func proxyCommand() *cli.Command {
@@ -96,8 +97,12 @@ func runProxy(c *cli.Context) error {
 		return err
 	}
 	srv, err := exporter.New(exporter.Options{ListenAddress: cfg.Web.ListenAddress, WebConfigFile: cfg.Web.ConfigFile,
-		Collector: col, Registry: reg, Logger: logger, Version: version})
+		Collector: col, Registry: reg, Logger: logger, Version: version,
+		Health: liveHealth("proxy", cfg.Attribution.Mode, attr, tags, reg)})
 	if err != nil {
+		return err
+	}
+	if err := status.Mount(srv, logger); err != nil {
 		return err
 	}
 	p.run("exporter", srv.Run)
