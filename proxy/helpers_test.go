@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -111,14 +112,27 @@ func codes(c *collector.Collector) map[string]uint64 {
 func waitCodes(t testing.TB, c *collector.Collector, want map[string]uint64) {
 	t.Helper()
 	var got map[string]uint64
-	for i := 0; i < 300; i++ {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		got = codes(c)
 		if fmt.Sprint(got) == fmt.Sprint(want) {
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("codes = %v, want %v", got, want)
+}
+
+// waitLines waits until file holds n lines: a request is counted before it
+// is logged, and the file is flushed every fileFlushInterval.
+func waitLines(t testing.TB, file string, n int) {
+	t.Helper()
+	var lines int
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		data, _ := os.ReadFile(file)
+		if lines = strings.Count(string(data), "\n"); lines >= n {
+			return
+		}
+	}
+	t.Fatalf("%s: %d lines, want %d", file, lines, n)
 }
 
 // writeCert writes a self-signed certificate for names and returns it.

@@ -346,7 +346,8 @@ func TestAccessLogReopen(t *testing.T) {
 	}
 	running(t, p)
 	get(t, &http.Client{}, "http://"+addr+"/status/200")
-	waitCodes(t, deps.Collector, map[string]uint64{"loopback 127.0.0.1 2xx": 1}) // logged with the outcome
+	waitCodes(t, deps.Collector, map[string]uint64{"loopback 127.0.0.1 2xx": 1})
+	waitLines(t, logFile, 1) // logged after it is counted
 	if err := os.Rename(logFile, logFile+".1"); err != nil {
 		t.Fatal(err)
 	}
@@ -355,6 +356,7 @@ func TestAccessLogReopen(t *testing.T) {
 	}
 	get(t, &http.Client{}, "http://"+addr+"/status/200")
 	waitCodes(t, deps.Collector, map[string]uint64{"loopback 127.0.0.1 2xx": 2})
+	waitLines(t, logFile, 1)
 	if err := p.Reload(config.ProxyConfig{Listeners: cfg.Listeners, Upstreams: cfg.Upstreams}); err != nil {
 		t.Fatal(err) // closes (flushes) the access log
 	}
