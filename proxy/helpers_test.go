@@ -13,8 +13,8 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"strings"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
