@@ -48,13 +48,17 @@ func newNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...strin
 	if _, err := exec.LookPath("nginx"); err != nil {
 		testenv.Skip(t, "nginx not installed (apt-get install nginx)")
 	}
-	n := &nginxEnv{env: newEnv(t, strings.Join(agentYAML, ""))}
 	dir, err := os.MkdirTemp("/run", "ipngt-nginx-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
+	// The helper consumes nginx's log from the agent's pins; the agent
+	// keeps the 4-tuple map only when its own ingest is on, so it runs one
+	// on a log nobody writes.
+	idle := fmt.Sprintf("nginx:\n  enabled: true\n  log_file: %s\n", filepath.Join(dir, "agent-idle", "access.log"))
+	n := &nginxEnv{env: newEnv(t, idle+strings.Join(agentYAML, ""))}
 	n.dir, n.spool = dir, filepath.Join(dir, "spool")
 	if err := os.Mkdir(n.spool, 0o755); err != nil {
 		t.Fatal(err)
