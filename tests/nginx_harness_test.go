@@ -43,6 +43,9 @@ type nginxEnv struct {
 // codes are the status codes the test server returns, by path.
 var nginxCodes = []int{200, 301, 404, 503}
 
+// newNginxEnv starts nginx with workers workers and the access_log
+// directive accessLog ("": the shipped one; "{log}" stands for the spool's
+// log file), and an agent with agentYAML added to its configuration.
 func newNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...string) *nginxEnv {
 	t.Helper()
 	if _, err := exec.LookPath("nginx"); err != nil {
@@ -73,6 +76,7 @@ func newNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...strin
 	if accessLog == "" {
 		accessLog = nginxlog.AccessLog(n.logFile)
 	}
+	accessLog = strings.ReplaceAll(accessLog, "{log}", n.logFile)
 	n.conf = filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(n.conf, []byte(n.nginxConf(workers, accessLog)), 0o644); err != nil {
 		t.Fatal(err)
