@@ -13,7 +13,9 @@
 #   log-off    JSON log written, no agent (nobody reads it; truncated per round)
 #   ingest     JSON log, agent with nginx.enabled consuming it
 # wrk -t1 -c16 -d5s -H 'Connection: close' (every request a new connection),
-# and one keep-alive arm pair (-c16, no Connection: close) off / default.
+# and one keep-alive arm pair (-c16, no Connection: close) off / default, and
+# a pair through `ipng-stats proxy` (GOMAXPROCS=1, IP_PKTINFO, in front of the
+# access_log-off nginx) without / with the agent.
 # Per arm with an agent: agent CPU per connection (utime+stime over the wrk
 # run) and the sock_ops program's run time per accepted connection from
 # kernel.bpf_stats_enabled, with the agent (its real consumer) running.
@@ -23,6 +25,7 @@ command -v nginx >/dev/null && command -v wrk >/dev/null && command -v bpftool >
 tmp=$(mktemp -d); apid=""; stats_was=$(sysctl -n kernel.bpf_stats_enabled)
 cleanup() {
   [ -n "$apid" ] && kill -9 "$apid" 2>/dev/null
+  [ -n "${ppid_:-}" ] && kill "$ppid_" 2>/dev/null
   for c in off log; do nginx -c "$tmp/$c.conf" -s stop 2>/dev/null; done
   [ -n "${pins:-}" ] && "$tmp/ipng-stats" detach --bpf.pin-dir "$pins" >/dev/null 2>&1
   [ -n "$old" ] && [ -n "${oldpins:-}" ] && "$old" detach --bpf.pin-dir "$oldpins" >/dev/null 2>&1
@@ -49,6 +52,17 @@ http { $logline server { listen 127.0.0.1:$p; location / { return 200 "ok\n"; } 
 CONF
   nginx -c "$tmp/$c.conf" || { echo "nginx ($c) failed"; cat "$tmp/$c.err"; exit 1; }
 done
+pport=$((port + 2))
+cat > "$tmp/proxy.yml" <<YML
+web: {listen_address: 127.0.0.1:$((web + 1))}
+attribution: {mode: fallback}
+proxy:
+  listeners: [{address: "127.0.0.1:$pport", upstream: be}]
+  upstreams: [{name: be, servers: ["127.0.0.1:$port"]}]
+YML
+GOMAXPROCS=1 "$tmp/ipng-stats" proxy --config "$tmp/proxy.yml" >"$tmp/proxy.log" 2>&1 &
+ppid_=$!
+for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$pport/" && break; sleep 0.1; done
 sysctl -qw kernel.bpf_stats_enabled=1
 sleep 0.3
 
@@ -94,4 +108,7 @@ for r in $(seq "$rounds"); do
   [ -n "$old" ] && { : > "$tmp/spool/access.log"; run old-ingest "$old" "$oldpins" "$tmp/ingest.yml" $lport -H 'Connection: close'; }
   run ka-off "" "" "" $port
   run ka-default "$tmp/ipng-stats" "$pins" "" $port
+  run proxy-off "" "" "" $pport -H 'Connection: close'
+  run proxy-default "$tmp/ipng-stats" "$pins" "" $pport -H 'Connection: close'
+
 done
