@@ -2,8 +2,9 @@
 // into per (source tag, VIP) connection series of the collector, so that the
 // agent counts connections of every server on the host, including servers
 // that report nothing themselves. The program counts connections opened and
-// closed per (tag id, VIP) on each CPU; Sync reads them (at every scrape and
-// periodically) and adds what changed since the last read. Nothing is sent
+// closed per (tag id, VIP) on each CPU; Sync reads them (the agent calls it
+// at every snapshot of the collector) and adds what changed since the last
+// read. Nothing is sent
 // to user space per connection. It does not load the program (package
 // loader) nor decide tags (package bindings, through the program's map).
 package connstats

@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,9 +100,6 @@ func runAgent(c *cli.Context) error {
 	p.run("exporter", srv.Run)
 	p.run("collector", a.col.Run)
 	p.run("bindings", func(ctx context.Context) error { return a.tags.Run(ctx, cfg.Bindings.RescanInterval) })
-	if a.prog != nil {
-		p.run("connections", a.syncConns)
-	}
 	var maps *loader.Maps
 	var tagNames func(uint32) (string, bool)
 	if a.prog != nil {
@@ -206,25 +202,11 @@ func (a *agent) setup() error {
 	return nil
 }
 
-// refreshConns adds the kernel's connection counts to the collector.
+// refreshConns adds the kernel's connection counts to the collector. It runs
+// at every snapshot (scrape, JSON, status page): nothing else reads them.
 func (a *agent) refreshConns() {
 	if err := a.conns.Sync(); err != nil {
 		a.logger.Warn("reading the program's connection counts", "err", err)
-	}
-}
-
-// syncConns reads the kernel's connection counts every second between
-// scrapes, so that the collector's rates follow them.
-func (a *agent) syncConns(ctx context.Context) error {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			a.refreshConns()
-		}
 	}
 }
 
