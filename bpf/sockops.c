@@ -362,9 +362,9 @@ static __always_inline void closed(struct bpf_sock_ops *skops)
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct ipng_stamp *st;
 
-	if (!skops->sk)
-		return;
-	st = bpf_sk_storage_get(&ipng_sk, skops->sk, 0, 0);
+	st = skops->sk ? bpf_sk_storage_get(&ipng_sk, skops->sk, 0, 0) : 0;
+	if (!st) // socket storage could not be created at accept (storage_failed)
+		st = bpf_map_lookup_elem(&ipng_by_cookie, &cookie);
 	if (!st)
 		return;
 	if (st->tuple.netns_cookie == own_netns)
