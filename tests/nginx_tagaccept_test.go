@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,18 +23,19 @@ import (
 // ingestAgent is an `ipng-stats agent` with the nginx ingest, its own pins
 // (kept on exit) and its scrape port, beside the agent newNginxEnv started.
 type ingestAgent struct {
-	n    *nginxEnv
-	cfg  string
-	pins string
-	proc *proc
+	n       *nginxEnv
+	cfg     string
+	pins    string
+	logtail string // nginx.logtail.target, "" for none
+	proc    *proc
 }
 
 const ingestAgentAddr = "127.0.0.1:9114" // inside srv's network namespace
 
-func newIngestAgent(n *nginxEnv, extraYAML string) *ingestAgent {
-	a := &ingestAgent{n: n, cfg: filepath.Join(n.dir, "agent-nginx.yml"), pins: filepath.Join(loader.DefaultBPFFS, "ipngt-"+randHex())}
+func newIngestAgent(n *nginxEnv, logtail string) *ingestAgent {
+	a := &ingestAgent{n: n, cfg: filepath.Join(n.dir, "agent-nginx.yml"), pins: filepath.Join(loader.DefaultBPFFS, "ipngt-"+randHex()), logtail: logtail}
 	n.t.Cleanup(func() { loader.Detach(a.pins) })
-	a.writeConfig(bindingsYAML + extraYAML)
+	a.writeConfig(bindingsYAML)
 	a.start()
 	return a
 }
@@ -41,7 +43,11 @@ func newIngestAgent(n *nginxEnv, extraYAML string) *ingestAgent {
 // writeConfig writes the agent's configuration: yml plus the ingest.
 func (a *ingestAgent) writeConfig(yml string) {
 	a.n.t.Helper()
-	yml += fmt.Sprintf("nginx:\n  enabled: true\n  log_file: %s\n  poll_interval: 20ms\nbpf:\n  keep_on_exit: true\n", a.n.logFile)
+	yml += fmt.Sprintf("nginx:\n  enabled: true\n  log_file: %s\n  poll_interval: 20ms\n", a.n.logFile)
+	if a.logtail != "" {
+		yml += "  logtail:\n    target: " + a.logtail + "\n"
+	}
+	yml += "bpf:\n  keep_on_exit: true\n"
 	if err := os.WriteFile(a.cfg, []byte(yml), 0o644); err != nil {
 		a.n.t.Fatal(err)
 	}
@@ -112,7 +118,13 @@ func (a *ingestAgent) waitRequests(step string, want map[string]uint64) {
 // after the change it must not be affected by.
 func TestNginxTagAtAccept(t *testing.T) {
 	n := newNginxEnv(t, 1, "access_log {log} "+nginxlog.LogFormatName+" buffer=64k;")
-	a := newIngestAgent(n, "")
+	// The logtail receiver, in the agent's network namespace.
+	var tail net.PacketConn
+	if err := n.topo.Srv.Do(t, func() (err error) { tail, err = net.ListenPacket("udp", "127.0.0.1:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer tail.Close()
+	a := newIngestAgent(n, tail.LocalAddr().String())
 	vip := n.vipLabel("ipv4")
 	want := map[string]uint64{}
 	send := func(from string, count int) {
@@ -168,6 +180,10 @@ func TestNginxTagAtAccept(t *testing.T) {
 	n.signalNginx("reopen")
 	want["tag2-v4 "+vip+" 2xx"] += 5
 	a.waitRequests("interface renamed", want)
+	// The logtail carries the device's name at accept, not its new name.
+	if got := logtailDevices(t, tail, `"source_tag":"tag2-v4"`, 5); got["eth2"] != 5 || len(got) != 1 {
+		t.Errorf("logtail devices of the renamed interface's lines: %v, want eth2: 5", got)
+	}
 
 	// Agent stopped, traffic served, bindings changed, agent started: the
 	// backlog keeps the tags of when it was served.
@@ -190,4 +206,33 @@ func renameLink(t *testing.T, n *nginxEnv, from, to string) {
 	n.topo.Srv.Run(t, "link", "set", from, "down")
 	n.topo.Srv.Run(t, "link", "set", from, "name", to)
 	n.topo.Srv.Run(t, "link", "set", to, "up")
+}
+
+// logtailDevices reads logtail datagrams until want of them contain match
+// (bounded), and counts the "device" of those.
+func logtailDevices(t *testing.T, pc net.PacketConn, match string, want int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	buf := make([]byte, 64<<10)
+	deadline := time.Now().Add(10 * time.Second)
+	for n := 0; n < want && time.Now().Before(deadline); {
+		pc.SetReadDeadline(deadline)
+		k, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		line := string(buf[:k])
+		if !strings.Contains(line, match) {
+			continue
+		}
+		var rec struct {
+			Device string `json:"device"`
+		}
+		if err := json.Unmarshal(buf[:k], &rec); err != nil {
+			t.Errorf("logtail datagram %q: %v", line, err)
+		}
+		got[rec.Device]++
+		n++
+	}
+	return got
 }
