@@ -34,6 +34,8 @@ type Resolver struct {
 	spec  Spec
 	links map[uint32]string
 	run   *runState // non-nil while Run is active
+	// onChange is called with every new table (OnChange).
+	onChange func(*Table)
 	// announced is set by the first rebuild, which logs every binding
 	// (bound or absent) instead of only the changes.
 	announced bool
@@ -73,6 +75,24 @@ func (r *Resolver) Lookup(ifindex uint32, fam Family) Result {
 		r.misses[slotOf(fam)].Add(1)
 	}
 	return res
+}
+
+// CountMisses adds n misses of family fam, for lookups made elsewhere (the
+// sock_ops program reads the table through its own map).
+func (r *Resolver) CountMisses(fam Family, n uint64) {
+	r.misses[slotOf(fam)].Add(n)
+}
+
+// OnChange calls fn with the current table, then with every new table, in
+// order, under the writers' lock: fn must not call SetSpec, SetLinks or Scan.
+// A later call replaces fn; nil removes it.
+func (r *Resolver) OnChange(fn func(*Table)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onChange = fn
+	if fn != nil {
+		fn(r.table.Load())
+	}
 }
 
 // Misses returns how many lookups fell back to the default tag, per family.
@@ -145,6 +165,9 @@ func (r *Resolver) rebuildLocked() {
 	}
 	next := NewTable(r.spec, links)
 	prev := r.table.Swap(next)
+	if r.onChange != nil {
+		r.onChange(next)
+	}
 	if !r.announced {
 		r.announced = true
 		prev = &Table{}

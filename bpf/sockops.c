@@ -3,18 +3,25 @@
 // SPDX-License-Identifier: GPL-2.0
 //
 // ipng-stats sock_ops program: stamp every passively established (accepted)
-// TCP socket with the interface its handshake arrived on.
+// TCP socket with the interface its handshake arrived on and, for sockets of
+// the agent's network namespace, the source tag that interface was bound to
+// at that moment, and count connections per (tag, VIP) in the kernel.
 //
-// The stamp is stored three ways so that every kind of consumer can find it:
+// The stamp is stored where each kind of consumer can find it:
 //   ipng_sk         SK_STORAGE, looked up from user space by socket fd, freed
 //                   with the socket;
 //   ipng_by_cookie  LRU hash keyed by socket cookie (SO_COOKIE), deleted when
-//                   the socket closes;
+//                   the socket closes (`ipng-stats conns` lists it);
 //   ipng_by_tuple   LRU hash keyed by (netns cookie, 4-tuple), left behind when
 //                   the socket closes so that consumers that learn of a
 //                   connection late (an access log line) still find it.
-// ipng_events is a ring buffer of open/close events, so that the agent can
-// count connections per interface for servers it knows nothing about.
+//                   Written only when the load-time constant tuple_enabled is
+//                   set (the nginx ingest is on).
+// ipng_ifaces (written by the agent) maps (ifindex, family) to the tag id and
+// device name of the binding; ipng_tag_names (agent) names the tag ids, which
+// stay stable across reloads and restarts because the map is pinned.
+// ipng_conns counts connections opened and closed per (tag id, VIP) on each
+// CPU; the agent reads it at scrape. Nothing wakes user space per connection.
 // ipng_counters is a per-CPU array of the program's own counters.
 //
 // No vmlinux.h: the two kernel structs read through BTF are declared below
@@ -58,7 +65,9 @@ enum ipng_counter {
 	IPNG_CNT_COOKIE_FAILED,      // update of ipng_by_cookie failed
 	IPNG_CNT_TUPLE_FAILED,       // update of ipng_by_tuple failed
 	IPNG_CNT_CLOSED,             // stamped sockets seen closing
-	IPNG_CNT_EVENT_LOST,         // ipng_events ring buffer full (no reader, or a slow one)
+	IPNG_CNT_OTHER_NETNS,        // stamped sockets of other network namespaces (not counted per tag)
+	IPNG_CNT_CONNS_FAILED,       // ipng_conns full: a connection not counted per (tag, VIP)
+	IPNG_CNT_UNTAGGED,           // stamped in the agent's namespace, ifindex not in ipng_ifaces
 	IPNG_CNT_MAX,
 };
 
@@ -78,19 +87,50 @@ struct ipng_stamp {
 	__u32 ifindex;        // ingress interface
 	enum ipng_source source;
 	__u8 family;          // IP version of the connection: 4 or 6 (v4-mapped is 4)
-	__u8 _pad[7];
+	__u8 bound;           // 1: a binding matched at accept; 0: default tag (or tag_id 0)
+	__u8 _pad[2];
+	__u32 tag_id;         // tag at accept (ipng_tag_names); 0: not known at accept
+	char device[16];      // interface name at accept; "" when tag_id is 0
 };
 
-enum ipng_event_type {
-	IPNG_EVENT_OPEN = 1,
-	IPNG_EVENT_CLOSE = 2,
+#define IPNG_NAME_LEN 64
+
+// ipng_ifaces: what the agent says about one (ifindex, family).
+struct ipng_iface_key {
+	__u32 ifindex;
+	__u32 family;         // 4 or 6
 };
 
-struct ipng_event {
-	struct ipng_stamp stamp;
-	enum ipng_event_type type;
-	__u32 _pad;
+struct ipng_iface {
+	__u32 tag_id;
+	__u32 bound;          // 1: a binding matched; 0: the default tag
+	char device[16];
 };
+
+struct ipng_tag_name {
+	char name[IPNG_NAME_LEN];
+};
+
+// ipng_conns: one series of connection counts.
+struct ipng_conn_key {
+	__u8 vip[16];         // local address, IPv4 v4-mapped
+	__u32 tag_id;         // 0: not known at accept, then ifindex says where
+	__u32 ifindex;        // only when tag_id is 0
+	__u8 family;
+	__u8 bound;
+	__u8 _pad[6];
+};
+
+struct ipng_conn_count {
+	__u64 opened;
+	__u64 closed;
+};
+
+// Set at load time. own_netns: the cookie of the network namespace whose
+// interfaces ipng_ifaces describes (the agent's); sockets of other
+// namespaces are stamped with tag_id 0 and counted only as other_netns.
+volatile const __u64 own_netns = 0;
+volatile const __u8 tuple_enabled = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -121,9 +161,25 @@ struct {
 } ipng_counters SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
-} ipng_events SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ipng_iface_key);
+	__type(value, struct ipng_iface);
+} ipng_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct ipng_tag_name);
+} ipng_tag_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ipng_conn_key);
+	__type(value, struct ipng_conn_count);
+} ipng_conns SEC(".maps");
 
 static __always_inline void count(enum ipng_counter idx)
 {
@@ -133,26 +189,50 @@ static __always_inline void count(enum ipng_counter idx)
 		*v += 1;
 }
 
-// A real (noinline) function, so that struct ipng_event and its enum are
+// count_conn adds one opened or closed connection to its (tag, VIP) series.
+// A real (noinline) function, so that the key and value structs are
 // described in the object's BTF for bpf2go -type.
-static __noinline void fill_event(struct ipng_event *ev, const struct ipng_stamp *st,
-				  enum ipng_event_type type)
+static __noinline int count_conn(const struct ipng_stamp *st, int closing)
 {
-	ev->stamp = *st;
-	ev->type = type;
-	ev->_pad = 0;
+	struct ipng_conn_key key = {};
+	struct ipng_conn_count *c, zero = {};
+
+	__builtin_memcpy(key.vip, st->tuple.local_addr, 16);
+	key.tag_id = st->tag_id;
+	key.ifindex = st->tag_id ? 0 : st->ifindex;
+	key.family = st->family;
+	key.bound = st->bound;
+	c = bpf_map_lookup_elem(&ipng_conns, &key);
+	if (!c) {
+		// Another CPU may create it at the same time: then NOEXIST
+		// fails and the lookup finds theirs.
+		bpf_map_update_elem(&ipng_conns, &key, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&ipng_conns, &key);
+		if (!c) {
+			count(IPNG_CNT_CONNS_FAILED);
+			return 0;
+		}
+	}
+	if (closing)
+		c->closed += 1;
+	else
+		c->opened += 1;
+	return 0;
 }
 
-static __always_inline void emit(const struct ipng_stamp *st, enum ipng_event_type type)
+// tag_at_accept copies the agent's binding of (ifindex, family) into st.
+static __always_inline void tag_at_accept(struct ipng_stamp *st)
 {
-	struct ipng_event *ev = bpf_ringbuf_reserve(&ipng_events, sizeof(*ev), 0);
+	struct ipng_iface_key key = { .ifindex = st->ifindex, .family = st->family };
+	struct ipng_iface *ifc = bpf_map_lookup_elem(&ipng_ifaces, &key);
 
-	if (!ev) {
-		count(IPNG_CNT_EVENT_LOST);
+	if (!ifc) {
+		count(IPNG_CNT_UNTAGGED);
 		return;
 	}
-	fill_event(ev, st, type);
-	bpf_ringbuf_submit(ev, 0);
+	st->tag_id = ifc->tag_id;
+	st->bound = ifc->bound ? 1 : 0;
+	__builtin_memcpy(st->device, ifc->device, sizeof(st->device));
 }
 
 static __always_inline void put_v4mapped(__u8 dst[16], __u32 addr_be)
@@ -203,6 +283,7 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 	struct ipng_stamp *stored;
 	__u32 l6[4], r6[4];
 	__u32 l4, r4, lport, rport, family;
+	int own;
 
 	// Read every context field before branching: clang may otherwise merge
 	// the v4 and v6 loads into one variable-offset ctx access, which the
@@ -247,6 +328,9 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 	st.tuple.netns_cookie = bpf_get_netns_cookie(skops);
 	st.cookie = bpf_get_socket_cookie(skops);
 	st.stamped_ns = bpf_ktime_get_ns();
+	own = st.tuple.netns_cookie == own_netns;
+	if (own)
+		tag_at_accept(&st);
 
 	if (skops->sk) {
 		stored = bpf_sk_storage_get(&ipng_sk, skops->sk, &st,
@@ -260,24 +344,31 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 	}
 	if (bpf_map_update_elem(&ipng_by_cookie, &st.cookie, &st, BPF_ANY))
 		count(IPNG_CNT_COOKIE_FAILED);
-	if (bpf_map_update_elem(&ipng_by_tuple, &st.tuple, &st, BPF_ANY))
+	if (tuple_enabled && bpf_map_update_elem(&ipng_by_tuple, &st.tuple, &st, BPF_ANY))
 		count(IPNG_CNT_TUPLE_FAILED);
 
 	// Ask for state changes so the cookie entry goes when the socket does.
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 					 BPF_SOCK_OPS_STATE_CB_FLAG);
 	count(IPNG_CNT_STAMPED);
-	emit(&st, IPNG_EVENT_OPEN);
+	if (own)
+		count_conn(&st, 0);
+	else
+		count(IPNG_CNT_OTHER_NETNS);
 }
 
 static __always_inline void closed(struct bpf_sock_ops *skops)
 {
 	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct ipng_stamp *st = bpf_map_lookup_elem(&ipng_by_cookie, &cookie);
+	struct ipng_stamp *st;
 
+	st = skops->sk ? bpf_sk_storage_get(&ipng_sk, skops->sk, 0, 0) : 0;
+	if (!st) // socket storage could not be created at accept (storage_failed)
+		st = bpf_map_lookup_elem(&ipng_by_cookie, &cookie);
 	if (!st)
 		return;
-	emit(st, IPNG_EVENT_CLOSE);
+	if (st->tuple.netns_cookie == own_netns)
+		count_conn(st, 1);
 	bpf_map_delete_elem(&ipng_by_cookie, &cookie);
 	count(IPNG_CNT_CLOSED);
 }

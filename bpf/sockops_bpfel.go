@@ -13,6 +13,22 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type SockopsIpngConnCount struct {
+	_      structs.HostLayout
+	Opened uint64
+	Closed uint64
+}
+
+type SockopsIpngConnKey struct {
+	_       structs.HostLayout
+	Vip     [16]uint8
+	TagId   uint32
+	Ifindex uint32
+	Family  uint8
+	Bound   uint8
+	Pad     [6]uint8
+}
+
 type SockopsIpngCounter uint32
 
 const (
@@ -23,23 +39,24 @@ const (
 	SockopsIpngCounterIPNG_CNT_COOKIE_FAILED  SockopsIpngCounter = 4
 	SockopsIpngCounterIPNG_CNT_TUPLE_FAILED   SockopsIpngCounter = 5
 	SockopsIpngCounterIPNG_CNT_CLOSED         SockopsIpngCounter = 6
-	SockopsIpngCounterIPNG_CNT_EVENT_LOST     SockopsIpngCounter = 7
-	SockopsIpngCounterIPNG_CNT_MAX            SockopsIpngCounter = 8
+	SockopsIpngCounterIPNG_CNT_OTHER_NETNS    SockopsIpngCounter = 7
+	SockopsIpngCounterIPNG_CNT_CONNS_FAILED   SockopsIpngCounter = 8
+	SockopsIpngCounterIPNG_CNT_UNTAGGED       SockopsIpngCounter = 9
+	SockopsIpngCounterIPNG_CNT_MAX            SockopsIpngCounter = 10
 )
 
-type SockopsIpngEvent struct {
-	_     structs.HostLayout
-	Stamp SockopsIpngStamp
-	Type  SockopsIpngEventType
-	Pad   uint32
+type SockopsIpngIface struct {
+	_      structs.HostLayout
+	TagId  uint32
+	Bound  uint32
+	Device [16]int8
 }
 
-type SockopsIpngEventType uint32
-
-const (
-	SockopsIpngEventTypeIPNG_EVENT_OPEN  SockopsIpngEventType = 1
-	SockopsIpngEventTypeIPNG_EVENT_CLOSE SockopsIpngEventType = 2
-)
+type SockopsIpngIfaceKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Family  uint32
+}
 
 type SockopsIpngSource uint32
 
@@ -56,7 +73,15 @@ type SockopsIpngStamp struct {
 	Ifindex   uint32
 	Source    SockopsIpngSource
 	Family    uint8
-	Pad       [7]uint8
+	Bound     uint8
+	Pad       [2]uint8
+	TagId     uint32
+	Device    [16]int8
+}
+
+type SockopsIpngTagName struct {
+	_    structs.HostLayout
+	Name [64]int8
 }
 
 type SockopsIpngTuple struct {
@@ -75,10 +100,14 @@ type SockopsIpngTuple struct {
 const (
 	SockopsMapIpngByCookie = "ipng_by_cookie"
 	SockopsMapIpngByTuple  = "ipng_by_tuple"
+	SockopsMapIpngConns    = "ipng_conns"
 	SockopsMapIpngCounters = "ipng_counters"
-	SockopsMapIpngEvents   = "ipng_events"
+	SockopsMapIpngIfaces   = "ipng_ifaces"
 	SockopsMapIpngSk       = "ipng_sk"
+	SockopsMapIpngTagNames = "ipng_tag_names"
 	SockopsProgIpngSockops = "ipng_sockops"
+	SockopsVarOwnNetns     = "own_netns"
+	SockopsVarTupleEnabled = "tuple_enabled"
 )
 
 // LoadSockops returns the embedded CollectionSpec for Sockops.
@@ -132,15 +161,19 @@ type SockopsProgramSpecs struct {
 type SockopsMapSpecs struct {
 	IpngByCookie *ebpf.MapSpec `ebpf:"ipng_by_cookie"`
 	IpngByTuple  *ebpf.MapSpec `ebpf:"ipng_by_tuple"`
+	IpngConns    *ebpf.MapSpec `ebpf:"ipng_conns"`
 	IpngCounters *ebpf.MapSpec `ebpf:"ipng_counters"`
-	IpngEvents   *ebpf.MapSpec `ebpf:"ipng_events"`
+	IpngIfaces   *ebpf.MapSpec `ebpf:"ipng_ifaces"`
 	IpngSk       *ebpf.MapSpec `ebpf:"ipng_sk"`
+	IpngTagNames *ebpf.MapSpec `ebpf:"ipng_tag_names"`
 }
 
 // SockopsVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockopsVariableSpecs struct {
+	OwnNetns     *ebpf.VariableSpec `ebpf:"own_netns"`
+	TupleEnabled *ebpf.VariableSpec `ebpf:"tuple_enabled"`
 }
 
 // SockopsObjects contains all objects after they have been loaded into the kernel.
@@ -165,18 +198,22 @@ func (o *SockopsObjects) Close() error {
 type SockopsMaps struct {
 	IpngByCookie *ebpf.Map `ebpf:"ipng_by_cookie"`
 	IpngByTuple  *ebpf.Map `ebpf:"ipng_by_tuple"`
+	IpngConns    *ebpf.Map `ebpf:"ipng_conns"`
 	IpngCounters *ebpf.Map `ebpf:"ipng_counters"`
-	IpngEvents   *ebpf.Map `ebpf:"ipng_events"`
+	IpngIfaces   *ebpf.Map `ebpf:"ipng_ifaces"`
 	IpngSk       *ebpf.Map `ebpf:"ipng_sk"`
+	IpngTagNames *ebpf.Map `ebpf:"ipng_tag_names"`
 }
 
 func (m *SockopsMaps) Close() error {
 	return _SockopsClose(
 		m.IpngByCookie,
 		m.IpngByTuple,
+		m.IpngConns,
 		m.IpngCounters,
-		m.IpngEvents,
+		m.IpngIfaces,
 		m.IpngSk,
+		m.IpngTagNames,
 	)
 }
 
@@ -184,6 +221,8 @@ func (m *SockopsMaps) Close() error {
 //
 // It can be passed to LoadSockopsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockopsVariables struct {
+	OwnNetns     *ebpf.Variable `ebpf:"own_netns"`
+	TupleEnabled *ebpf.Variable `ebpf:"tuple_enabled"`
 }
 
 // SockopsPrograms contains all programs after they have been loaded into the kernel.

@@ -32,6 +32,10 @@ type Sources struct {
 	// BPFEvents: counter name (e.g. "stamped") → value summed over CPUs.
 	// ipng_bpf_events_total{event}.
 	BPFEvents func() map[string]uint64
+	// Refresh, when set, runs at the start of every snapshot (each scrape),
+	// before anything is read: the agent adds the kernel's connection
+	// counts there.
+	Refresh func()
 }
 
 // Collector owns all series and meta counters. Create it with New; it is

@@ -169,6 +169,18 @@ func (s Series) ConnOpened() {
 	s.sh.w[s.sh.lay.offConns+connActive].Add(1)
 }
 
+// AddConns counts opened connections and closes closed ones at once (the
+// sock_ops program counts them in the kernel; the agent adds what it counted
+// since its last read).
+func (s Series) AddConns(opened, closed uint64) {
+	if s.sh == nil || s.sh.reject != nil || opened == 0 && closed == 0 {
+		return
+	}
+	s.sh.e.markConns()
+	s.sh.w[s.sh.lay.offConns+connTotal].Add(opened)
+	s.sh.w[s.sh.lay.offConns+connActive].Add(opened - closed) // two's complement, as in addConn
+}
+
 // ConnClosed ends a connection counted by ConnOpened.
 func (s Series) ConnClosed() { s.addConn(connActive, -1) }
 

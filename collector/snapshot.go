@@ -92,6 +92,9 @@ type Meta struct {
 // Snapshot copies the series selected by f and all meta counters.
 func (c *Collector) Snapshot(f Filter) *Snapshot {
 	src := c.sources.Load()
+	if src.Refresh != nil {
+		src.Refresh()
+	}
 	call := func(fn func() map[string]uint64) map[string]uint64 {
 		if fn == nil {
 			return nil

@@ -1,118 +1,93 @@
-// Package connstats turns the sock_ops program's open/close events into
-// per (source tag, VIP) connection counts in the collector, so that the agent
-// counts connections of every server on the host, including servers that
-// report nothing themselves. It remembers the series each open connection
-// was counted in, so that its close decrements the same series even when the
-// bindings changed in between. It does not read the ring buffer (package
-// loader) nor decide tags (package bindings).
+// Package connstats turns the sock_ops program's in-kernel connection counts
+// into per (source tag, VIP) connection series of the collector, so that the
+// agent counts connections of every server on the host, including servers
+// that report nothing themselves. The program counts connections opened and
+// closed per (tag id, VIP) on each CPU; Sync reads them (the agent calls it
+// at every snapshot of the collector) and adds what changed since the last
+// read. Nothing is sent
+// to user space per connection. It does not load the program (package
+// loader) nor decide tags (package bindings, through the program's map).
 package connstats
 
 import (
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/loader"
 )
 
-// Tracker counts connections. Its methods are safe for concurrent use.
+// Tracker adds the program's connection counts to the collector. Its
+// methods are safe for concurrent use.
 type Tracker struct {
 	col   *collector.Collector
 	tags  *bindings.Resolver
-	netns uint64 // connections of other network namespaces are not ours to tag
+	names func(id uint32) (string, bool)
+	read  func() ([]loader.ConnCount, error)
 
 	mu   sync.Mutex
-	open map[uint64]conn // by socket cookie
-
-	otherNetns atomic.Uint64
+	seen map[loader.ConnKey]*counted
 }
 
-// conn is an open connection: the series it was counted in, and when it was
-// stamped (CLOCK_MONOTONIC), which Reconcile compares with its snapshot.
-type conn struct {
-	series    collector.Series
-	stampedAt time.Duration
+// counted is one kernel series: the collector series it is added to (fixed
+// at first sight, so that opens and closes land in the same series) and
+// what was added so far.
+type counted struct {
+	series         collector.Series
+	bound          bool
+	fam            bindings.Family
+	opened, closed uint64
 }
 
-// New returns a Tracker for connections of the network namespace whose
-// cookie is netns (loader.NetnsCookie).
-func New(col *collector.Collector, tags *bindings.Resolver, netns uint64) *Tracker {
-	return &Tracker{col: col, tags: tags, netns: netns, open: make(map[uint64]conn)}
+// New returns a Tracker that reads counts with read (loader.Maps.ReadConns),
+// names tag ids with names (loader.TagTable.Name) and resolves counts of
+// tag id 0 (interfaces the program did not know) with tags.
+func New(col *collector.Collector, tags *bindings.Resolver, names func(uint32) (string, bool),
+	read func() ([]loader.ConnCount, error)) *Tracker {
+	return &Tracker{col: col, tags: tags, names: names, read: read, seen: map[loader.ConnKey]*counted{}}
 }
 
-// Handle counts one event.
-func (t *Tracker) Handle(ev loader.Event) {
-	if ev.Stamp.NetnsCookie != t.netns {
-		if ev.Open {
-			t.otherNetns.Add(1)
+// Sync reads the kernel counts and adds what changed since the last Sync.
+// The first Sync adds everything the pinned map holds: connections counted
+// while no agent ran are counted too, and the active gauges start right.
+func (t *Tracker) Sync() error {
+	counts, err := t.read()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range counts {
+		e, ok := t.seen[c.Key]
+		if !ok {
+			e = t.newCounted(c.Key)
+			t.seen[c.Key] = e
 		}
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if ev.Open {
-		t.opened(ev.Stamp)
-		return
-	}
-	if c, ok := t.open[ev.Stamp.Cookie]; ok {
-		delete(t.open, ev.Stamp.Cookie)
-		c.series.ConnClosed()
-	}
-}
-
-func (t *Tracker) opened(st loader.Stamp) {
-	if _, ok := t.open[st.Cookie]; ok {
-		return // already counted (Seed, then the event)
-	}
-	r := t.tags.Lookup(st.Ifindex, st.Family)
-	s := t.col.Series(r.Tag, st.Local.Addr())
-	s.ConnOpened()
-	t.open[st.Cookie] = conn{series: s, stampedAt: st.StampedAt}
-}
-
-// Seed counts connections that were open before the tracker started (the
-// agent took over pinned maps). It takes loader.Maps.LiveStamps.
-func (t *Tracker) Seed(live []loader.Stamp) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, st := range live {
-		if st.NetnsCookie == t.netns {
-			t.opened(st)
+		// Counts only grow while the map exists; a smaller value would
+		// mean another map, and is taken as the new base.
+		opened, closed := sub(c.Opened, e.opened), sub(c.Closed, e.closed)
+		e.series.AddConns(opened, closed)
+		if !e.bound && opened > 0 {
+			t.tags.CountMisses(e.fam, opened)
 		}
+		e.opened, e.closed = c.Opened, c.Closed
 	}
+	return err
 }
 
-// Reconcile forgets connections that are no longer open because their close
-// event was lost, closing them in their series. live is a listing of
-// loader.Maps.LiveStamps that started at CLOCK_MONOTONIC time before:
-// connections stamped after that may be missing from it without being
-// closed, so only older ones are considered.
-func (t *Tracker) Reconcile(live []loader.Stamp, before time.Duration) (closed int) {
-	alive := make(map[uint64]struct{}, len(live))
-	for _, st := range live {
-		alive[st.Cookie] = struct{}{}
+func sub(now, before uint64) uint64 {
+	if now < before {
+		return 0
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for cookie, c := range t.open {
-		if _, ok := alive[cookie]; !ok && c.stampedAt < before {
-			delete(t.open, cookie)
-			c.series.ConnClosed()
-			closed++
-		}
-	}
-	return closed
+	return now - before
 }
 
-// Open is the number of connections currently counted as open.
-func (t *Tracker) Open() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.open)
+func (t *Tracker) newCounted(k loader.ConnKey) *counted {
+	tag, bound := "", k.Bound
+	if k.TagID != 0 {
+		tag, _ = t.names(k.TagID)
+	}
+	if tag == "" {
+		// Not known at accept: the interface's tag now.
+		r := t.tags.Table().Lookup(k.Ifindex, k.Family)
+		tag, bound = r.Tag, r.Bound
+	}
+	return &counted{series: t.col.Series(tag, k.VIP), bound: bound, fam: k.Family}
 }
-
-// OtherNetns is the number of connections seen in other network namespaces
-// (not counted).
-func (t *Tracker) OtherNetns() uint64 { return t.otherNetns.Load() }

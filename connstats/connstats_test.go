@@ -4,20 +4,11 @@ import (
 	"maps"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/loader"
 )
-
-const ownNetns = 7
-
-// stamp makes a stamp; its StampedAt is its cookie in seconds.
-func stamp(cookie uint64, ifindex uint32, vip string, netns uint64) loader.Stamp {
-	return loader.Stamp{Cookie: cookie, NetnsCookie: netns, Ifindex: ifindex, Family: bindings.FamilyIPv4,
-		Local: netip.AddrPortFrom(netip.MustParseAddr(vip), 80), StampedAt: time.Duration(cookie) * time.Second}
-}
 
 // conns returns (total, active) per "tag vip".
 func conns(t *testing.T, c *collector.Collector) map[string][2]uint64 {
@@ -38,48 +29,53 @@ func TestTracker(t *testing.T) {
 	}
 	tags := bindings.NewResolver(bindings.Spec{DefaultTag: "direct", Bindings: []bindings.Binding{{Device: "tun0", Tag: "maglev"}}}, nil)
 	tags.SetLinks([]bindings.Link{{Index: 5, Name: "tun0"}, {Index: 2, Name: "eth0"}})
-	tr := New(col, tags, ownNetns)
+	names := map[uint32]string{1: "maglev", 2: "direct"}
+	vip4, vip6 := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")
+	maglev4 := loader.ConnKey{VIP: vip4, TagID: 1, Family: bindings.FamilyIPv4, Bound: true}
+	maglev6 := loader.ConnKey{VIP: vip6, TagID: 1, Family: bindings.FamilyIPv6, Bound: true}
+	direct4 := loader.ConnKey{VIP: vip4, TagID: 2, Family: bindings.FamilyIPv4}
+	untagged := loader.ConnKey{VIP: vip6, Ifindex: 5, Family: bindings.FamilyIPv6} // tag id 0: resolved by ifindex
+	kernel := map[loader.ConnKey][2]uint64{}
+	read := func() ([]loader.ConnCount, error) {
+		var out []loader.ConnCount
+		for k, v := range kernel {
+			out = append(out, loader.ConnCount{Key: k, Opened: v[0], Closed: v[1]})
+		}
+		return out, nil
+	}
+	tr := New(col, tags, func(id uint32) (string, bool) { n, ok := names[id]; return n, ok }, read)
 
-	// Two connections were open before the agent started.
-	tr.Seed([]loader.Stamp{stamp(1, 5, "192.0.2.10", ownNetns), stamp(2, 2, "192.0.2.10", ownNetns), stamp(3, 5, "192.0.2.10", 99)})
-	tr.Handle(loader.Event{Open: true, Stamp: stamp(1, 5, "192.0.2.10", ownNetns)}) // its event arrives late: not twice
-	tr.Handle(loader.Event{Open: true, Stamp: stamp(4, 5, "::ffff:192.0.2.10", ownNetns)})
-	tr.Handle(loader.Event{Open: true, Stamp: stamp(5, 5, "2001:db8::10", ownNetns)})
-	tr.Handle(loader.Event{Open: true, Stamp: stamp(6, 5, "192.0.2.10", 99)}) // another namespace
+	// What the pinned map held when the agent started is counted at once.
+	kernel[maglev4] = [2]uint64{10, 8}
+	kernel[direct4] = [2]uint64{3, 3}
+	if err := tr.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]uint64{"maglev 192.0.2.10": {10, 2}, "direct 192.0.2.10": {3, 0}}
+	if got := conns(t, col); !maps.Equal(got, want) {
+		t.Errorf("first sync: %v, want %v", got, want)
+	}
+	v4, _ := tags.Misses()
+	if v4 != 3 {
+		t.Errorf("ipv4 misses %d, want 3 (the direct connections)", v4)
+	}
 
-	// The binding changes: the close still lands in the series of the open.
+	// Later syncs add what changed. The untagged series resolves its
+	// ifindex once; a binding changed later does not move it (its closes
+	// land where its opens did).
+	kernel[maglev4] = [2]uint64{12, 12}
+	kernel[maglev6] = [2]uint64{1, 0}
+	kernel[untagged] = [2]uint64{2, 0}
+	if err := tr.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	tags.SetSpec(bindings.Spec{DefaultTag: "direct"})
-	tr.Handle(loader.Event{Open: false, Stamp: stamp(4, 5, "192.0.2.10", ownNetns)})
-	tr.Handle(loader.Event{Open: false, Stamp: stamp(42, 5, "192.0.2.10", ownNetns)}) // unknown: ignored
-
-	want := map[string][2]uint64{
-		"maglev 192.0.2.10":   {2, 1},
-		"maglev 2001:db8::10": {1, 1},
-		"direct 192.0.2.10":   {1, 1},
+	kernel[untagged] = [2]uint64{2, 2}
+	if err := tr.Sync(); err != nil {
+		t.Fatal(err)
 	}
+	want = map[string][2]uint64{"maglev 192.0.2.10": {12, 0}, "direct 192.0.2.10": {3, 0}, "maglev 2001:db8::10": {3, 1}}
 	if got := conns(t, col); !maps.Equal(got, want) {
-		t.Errorf("after events: %v, want %v", got, want)
-	}
-	if tr.Open() != 3 || tr.OtherNetns() != 1 {
-		t.Errorf("Open() = %d, OtherNetns() = %d; want 3, 1", tr.Open(), tr.OtherNetns())
-	}
-
-	// A connection opens after the listing for Reconcile was taken: it is
-	// not in the listing, but must not be closed.
-	listing := []loader.Stamp{stamp(1, 5, "192.0.2.10", ownNetns)}
-	snapshotAt := 6 * time.Second
-	tr.Handle(loader.Event{Open: true, Stamp: stamp(7, 2, "2001:db8::10", ownNetns)})
-	// Close events were lost for 2 and 5: Reconcile closes them.
-	if n := tr.Reconcile(listing, snapshotAt); n != 2 {
-		t.Errorf("Reconcile closed %d, want 2", n)
-	}
-	want = map[string][2]uint64{
-		"maglev 192.0.2.10":   {2, 1},
-		"maglev 2001:db8::10": {1, 0},
-		"direct 192.0.2.10":   {1, 0},
-		"direct 2001:db8::10": {1, 1},
-	}
-	if got := conns(t, col); !maps.Equal(got, want) {
-		t.Errorf("after Reconcile: %v, want %v", got, want)
+		t.Errorf("later syncs: %v, want %v", got, want)
 	}
 }

@@ -6,12 +6,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
@@ -21,7 +23,10 @@ import (
 // The program runs for every sock_ops callback of both ends (timeouts, RTT,
 // state changes, ...), not only when a socket is accepted, so the same loop
 // also runs with a program that only returns, and the difference is what
-// stamping costs. Reported: sockops-ns/call (mean per invocation) and
+// stamping costs. The program runs with what the agent does beside it (the
+// interfaces' tags written to ipng_ifaces, the connection counts read once a
+// second): there is no per-connection consumer any more. "ipng+tuples" is
+// the nginx-ingest configuration (the 4-tuple map written too). Reported: sockops-ns/call (mean per invocation) and
 // sockops-ns/conn (program time per accepted connection).
 func BenchmarkSockopsRunTime(b *testing.B) {
 	testenv.RequireRoot(b)
@@ -50,19 +55,66 @@ func BenchmarkSockopsRunTime(b *testing.B) {
 		connectLoop(b)
 		reportStats(b, prog, uint64(b.N))
 	})
-	b.Run("ipng", func(b *testing.B) {
-		p, err := Load(Config{Cgroup: cgroup, PinDir: filepath.Join(DefaultBPFFS, "ipng-bench-"+strconv.Itoa(os.Getpid()))}, nil)
-		if err != nil {
-			b.Fatalf("%+v", err)
+	for _, tuples := range []bool{false, true} {
+		name := "ipng"
+		if tuples {
+			name = "ipng+tuples"
 		}
-		defer p.Close()
-		connectLoop(b)
-		counters, err := p.Maps().ReadCounters()
-		if err != nil {
-			b.Fatal(err)
+		b.Run(name, func(b *testing.B) {
+			p, err := Load(Config{Cgroup: cgroup, Tuples: tuples, PinDir: filepath.Join(DefaultBPFFS, "ipng-bench-"+strconv.Itoa(os.Getpid()))}, nil)
+			if err != nil {
+				b.Fatalf("%+v", err)
+			}
+			defer p.Close()
+			stop := runConsumer(b, p)
+			connectLoop(b)
+			stop()
+			counters, err := p.Maps().ReadCounters()
+			if err != nil {
+				b.Fatal(err)
+			}
+			reportStats(b, p.objs.IpngSockops, counters["stamped"])
+		})
+	}
+}
+
+// runConsumer does what the agent does beside the program: it tells the
+// program the tag of every link (so that stamps copy a tag and a device) and
+// reads the connection counts once a second. The returned func stops it.
+func runConsumer(b *testing.B, p *Program) func() {
+	tt, err := NewTagTable(p.Maps())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var links []bindings.Link
+	for _, i := range ifs {
+		links = append(links, bindings.Link{Index: uint32(i.Index), Name: i.Name})
+	}
+	if err := tt.Sync(bindings.NewTable(bindings.Spec{Bindings: []bindings.Binding{{Device: "lo", Tag: "loopback"}}}, links)); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if _, err := p.Maps().ReadConns(); err != nil {
+					b.Error(err)
+				}
+			}
 		}
-		reportStats(b, p.objs.IpngSockops, counters["stamped"])
-	})
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // connectLoop accepts and closes b.N loopback connections.

@@ -17,7 +17,9 @@ var CounterNames = [ipngbpf.SockopsIpngCounterIPNG_CNT_MAX]string{
 	ipngbpf.SockopsIpngCounterIPNG_CNT_COOKIE_FAILED:  "cookie_update_failed",
 	ipngbpf.SockopsIpngCounterIPNG_CNT_TUPLE_FAILED:   "tuple_update_failed",
 	ipngbpf.SockopsIpngCounterIPNG_CNT_CLOSED:         "closed",
-	ipngbpf.SockopsIpngCounterIPNG_CNT_EVENT_LOST:     "event_lost",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_OTHER_NETNS:    "other_netns",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_CONNS_FAILED:   "conns_update_failed",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_UNTAGGED:       "untagged",
 }
 
 // Counters sums the per-CPU program counters: name → value.

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -28,8 +27,16 @@ const (
 	PinByCookie = ipngbpf.SockopsMapIpngByCookie
 	PinByTuple  = ipngbpf.SockopsMapIpngByTuple
 	PinCounters = ipngbpf.SockopsMapIpngCounters
-	PinEvents   = ipngbpf.SockopsMapIpngEvents
+	PinIfaces   = ipngbpf.SockopsMapIpngIfaces
+	PinTagNames = ipngbpf.SockopsMapIpngTagNames
+	PinConns    = ipngbpf.SockopsMapIpngConns
+	// pinEvents is the ring buffer of versions before the in-kernel
+	// connection counts; Load and Detach remove a leftover pin.
+	pinEvents = "ipng_events"
 )
+
+// mapPins are the pins of every map, in the order Detach removes them.
+var mapPins = []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinIfaces, PinTagNames, PinConns, pinEvents}
 
 // Config says where to attach and pin.
 type Config struct {
@@ -44,6 +51,11 @@ type Config struct {
 	// compiled-in size.
 	CookieMapEntries uint32
 	TupleMapEntries  uint32
+	// Tuples keeps the 4-tuple map (ipng_by_tuple) that the nginx ingest
+	// reads. Without it the program does not write it and the map is
+	// created with one entry: servers that do not need it do not pay for
+	// it.
+	Tuples bool
 }
 
 // Program is the loaded, attached and pinned sock_ops program.
@@ -53,9 +65,10 @@ type Program struct {
 	cfg    Config
 	cgroup string
 	reused bool
-	log    *slog.Logger
-
-	malformed atomic.Uint64 // ring-buffer records ReadEvents skipped
+	// replaced is set when pinned maps of another layout or size were
+	// replaced (an upgrade, or changed map sizes).
+	replaced bool
+	log      *slog.Logger
 }
 
 // Load loads the program, reusing pinned maps and the pinned link when they
@@ -76,30 +89,18 @@ func Load(cfg Config, logger *slog.Logger) (*Program, error) {
 	if err := ensurePinDir(cfg.PinDir); err != nil {
 		return nil, err
 	}
-	spec, err := ipngbpf.LoadSockops()
+	spec, err := programSpec(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("reading embedded BPF object: %w", err)
+		return nil, err
 	}
-	for name, m := range spec.Maps {
-		m.Pinning = ebpf.PinByName
-		switch name {
-		case PinByCookie:
-			if cfg.CookieMapEntries != 0 {
-				m.MaxEntries = cfg.CookieMapEntries
-			}
-		case PinByTuple:
-			if cfg.TupleMapEntries != 0 {
-				m.MaxEntries = cfg.TupleMapEntries
-			}
+	for _, name := range mapPins {
+		if m, ok := spec.Maps[name]; ok {
+			m.Pinning = ebpf.PinByName
 		}
 	}
 	p := &Program{cfg: cfg, cgroup: cgroup, log: logger}
-	err = spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}})
-	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return nil, fmt.Errorf("pinned maps in %s do not match this version or the configured map sizes: %w; stop the agent and remove them (ipng-stats detach --bpf.pin-dir %s), then start again", cfg.PinDir, err, cfg.PinDir)
-	}
-	if err != nil {
-		return nil, explain("loading sock_ops program", err)
+	if err := p.loadObjects(spec); err != nil {
+		return nil, err
 	}
 	if err := p.attach(); err != nil {
 		p.objs.Close()
@@ -114,8 +115,80 @@ func Load(cfg Config, logger *slog.Logger) (*Program, error) {
 		p.Close()
 		return nil, err
 	}
-	logger.Info("sock_ops program attached", "cgroup", cgroup, "pin_dir", cfg.PinDir, "reused_pins", p.reused)
+	logger.Info("sock_ops program attached", "cgroup", cgroup, "pin_dir", cfg.PinDir, "reused_pins", p.reused,
+		"replaced_pins", p.replaced, "tuple_map", cfg.Tuples)
 	return p, nil
+}
+
+// programSpec is the embedded program with the configured map sizes and
+// load-time constants: the network namespace whose interfaces the agent
+// tags (the caller's) and whether the 4-tuple map is written.
+func programSpec(cfg Config) (*ebpf.CollectionSpec, error) {
+	spec, err := ipngbpf.LoadSockops()
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded BPF object: %w", err)
+	}
+	if cfg.CookieMapEntries != 0 {
+		spec.Maps[PinByCookie].MaxEntries = cfg.CookieMapEntries
+	}
+	tuples := uint8(0)
+	switch {
+	case !cfg.Tuples:
+		spec.Maps[PinByTuple].MaxEntries = 1
+	case cfg.TupleMapEntries != 0:
+		spec.Maps[PinByTuple].MaxEntries = cfg.TupleMapEntries
+		tuples = 1
+	default:
+		tuples = 1
+	}
+	netns, err := NetnsCookie()
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.Variables[ipngbpf.SockopsVarOwnNetns].Set(netns); err != nil {
+		return nil, fmt.Errorf("setting own_netns: %w", err)
+	}
+	if err := spec.Variables[ipngbpf.SockopsVarTupleEnabled].Set(tuples); err != nil {
+		return nil, fmt.Errorf("setting tuple_enabled: %w", err)
+	}
+	return spec, nil
+}
+
+// loadObjects loads the program and its maps, reusing the pinned maps.
+// Pinned maps of another layout (a version upgrade) or size (changed
+// configuration) are replaced one by one: the pinned link keeps the old
+// program attached until attach swaps in the new one, so no connection goes
+// unstamped, but what the replaced maps held is lost.
+func (p *Program) loadObjects(spec *ebpf.CollectionSpec) error {
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue // .rodata: the load-time constants
+		}
+		pin := filepath.Join(p.cfg.PinDir, name)
+		m, err := ebpf.LoadPinnedMap(pin, nil)
+		if err != nil {
+			continue // absent (created by the load), or unreadable (the load says why)
+		}
+		cerr := ms.Compatible(m)
+		m.Close()
+		if cerr == nil {
+			continue
+		}
+		p.log.Warn("pinned map does not match this version or the configured size: replacing it", "map", name, "reason", cerr)
+		if err := os.Remove(pin); err != nil {
+			return fmt.Errorf("replacing pinned map %s: %w", name, err)
+		}
+		p.replaced = true
+	}
+	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: p.cfg.PinDir}}); err != nil {
+		return explain("loading sock_ops program", err)
+	}
+	// A ring buffer pinned by a version before in-kernel counting has no
+	// reader any more.
+	if rerr := os.Remove(filepath.Join(p.cfg.PinDir, pinEvents)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		return fmt.Errorf("removing stale pin: %w", rerr)
+	}
+	return nil
 }
 
 // attach replaces the program of a pinned link on the same cgroup, or
@@ -175,7 +248,7 @@ func (p *Program) sameCgroup(l link.Link) (bool, string) {
 // chmodMaps makes the pinned maps readable by unprivileged readers; the link
 // stays root-only.
 func (p *Program) chmodMaps() error {
-	for _, name := range []string{PinSk, PinByCookie, PinByTuple, PinCounters} {
+	for _, name := range []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinTagNames, PinConns, PinIfaces} {
 		if err := os.Chmod(filepath.Join(p.cfg.PinDir, name), 0o644); err != nil {
 			return fmt.Errorf("making pinned map readable: %w", err)
 		}
@@ -188,6 +261,10 @@ func (p *Program) linkWasPinned() bool {
 	return err == nil
 }
 
+// ReplacedPins reports whether Load replaced pinned maps of another layout
+// or size.
+func (p *Program) ReplacedPins() bool { return p.replaced }
+
 // Reused reports whether Load found an attached, pinned program and took it over.
 func (p *Program) Reused() bool { return p.reused }
 
@@ -196,7 +273,12 @@ func (p *Program) Cgroup() string { return p.cgroup }
 
 // Maps gives read access to the program's maps. They stay owned by p.
 func (p *Program) Maps() *Maps {
-	return &Maps{Sk: p.objs.IpngSk, ByCookie: p.objs.IpngByCookie, ByTuple: p.objs.IpngByTuple, Counters: p.objs.IpngCounters, Events: p.objs.IpngEvents, owned: false}
+	var tuple *ebpf.Map
+	if p.cfg.Tuples {
+		tuple = p.objs.IpngByTuple
+	}
+	return &Maps{Sk: p.objs.IpngSk, ByCookie: p.objs.IpngByCookie, ByTuple: tuple, Counters: p.objs.IpngCounters,
+		Ifaces: p.objs.IpngIfaces, TagNames: p.objs.IpngTagNames, Conns: p.objs.IpngConns, owned: false}
 }
 
 // Close releases the program. Unless KeepOnExit is set, it detaches the
@@ -223,7 +305,7 @@ func (p *Program) Close() error {
 // pins are not an error.
 func Detach(pinDir string) error {
 	var errs []error
-	for _, name := range []string{PinLink, PinSk, PinByCookie, PinByTuple, PinCounters, PinEvents} {
+	for _, name := range append([]string{PinLink}, mapPins...) {
 		if err := os.Remove(filepath.Join(pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("removing pin: %w", err))
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 }
 
 // helperServer listens on loopback, prints its port and keeps every accepted
-// connection open until stdin closes.
+// connection open until its client closes it, until stdin closes.
 func helperServer() {
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
@@ -46,7 +47,11 @@ func helperServer() {
 			if err != nil {
 				return
 			}
-			defer c.Close()
+			// Open until the client closes it.
+			go func() {
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
 		}
 	}()
 	bufio.NewReader(os.Stdin).ReadString('\n')
@@ -284,16 +289,37 @@ func TestLoadErrors(t *testing.T) {
 	if _, err := Load(Config{PinDir: "/tmp/ipng-not-bpffs"}, nil); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
 		t.Errorf("pin dir outside bpffs: %v", err)
 	}
-	// Pins made with other map sizes are refused with a way out.
+}
+
+// TestLoadReplacesIncompatiblePins: pinned maps made with another size (or
+// by another version, with another layout) are replaced in place; the
+// pinned link is kept, so the program is swapped without a gap, and maps
+// that still fit keep what they hold.
+func TestLoadReplacesIncompatiblePins(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := pinDir(t)
 	cg := testCgroup(t)
-	p, err := Load(Config{Cgroup: cg, PinDir: dir, KeepOnExit: true, TupleMapEntries: 4096}, nil)
+	p, err := Load(Config{Cgroup: cg, PinDir: dir, KeepOnExit: true, Tuples: true, TupleMapEntries: 4096}, nil)
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}
+	port := startServer(t, cg)
+	c := dial(t, port)
+	findStamp(t, p.Maps(), c.LocalAddr().(*net.TCPAddr).AddrPort())
 	p.Close()
-	if _, err := Load(Config{Cgroup: cg, PinDir: dir, TupleMapEntries: 8192}, nil); err == nil || !strings.Contains(err.Error(), "ipng-stats detach") {
-		t.Errorf("incompatible pins: %v", err)
+	p2, err := Load(Config{Cgroup: cg, PinDir: dir, Tuples: true, TupleMapEntries: 8192}, nil)
+	if err != nil {
+		t.Fatalf("incompatible pins: %+v", err)
 	}
+	defer p2.Close()
+	if !p2.ReplacedPins() || !p2.Reused() {
+		t.Errorf("replaced %v, reused link %v; want both", p2.ReplacedPins(), p2.Reused())
+	}
+	if n := p2.Maps().ByTuple.MaxEntries(); n != 8192 {
+		t.Errorf("tuple map has %d entries, want 8192", n)
+	}
+	// The cookie map fitted: the connection accepted before is still there.
+	findStamp(t, p2.Maps(), c.LocalAddr().(*net.TCPAddr).AddrPort())
 }
 
 func TestProbe(t *testing.T) {

@@ -21,7 +21,9 @@ type Maps struct {
 	ByCookie *ebpf.Map // socket cookie → stamp, live sockets
 	ByTuple  *ebpf.Map // (netns cookie, 4-tuple) → stamp, outlives the socket
 	Counters *ebpf.Map // per-CPU program counters
-	Events   *ebpf.Map // ring buffer of open/close events; nil when opened read-only
+	Ifaces   *ebpf.Map // (ifindex, family) → tag id and device, written by the agent; nil when opened read-only
+	TagNames *ebpf.Map // tag id → tag name, written by the agent
+	Conns    *ebpf.Map // per-CPU connections opened and closed per (tag id, VIP)
 	owned    bool
 }
 
@@ -33,7 +35,8 @@ func OpenPinned(dir string) (*Maps, error) {
 	for _, t := range []struct {
 		name string
 		dst  **ebpf.Map
-	}{{PinSk, &m.Sk}, {PinByCookie, &m.ByCookie}, {PinByTuple, &m.ByTuple}, {PinCounters, &m.Counters}} {
+	}{{PinSk, &m.Sk}, {PinByCookie, &m.ByCookie}, {PinByTuple, &m.ByTuple}, {PinCounters, &m.Counters},
+		{PinTagNames, &m.TagNames}, {PinConns, &m.Conns}} {
 		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
 		if errors.Is(err, os.ErrPermission) {
 			m.Close()
@@ -54,7 +57,7 @@ func (m *Maps) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, mp := range []*ebpf.Map{m.Sk, m.ByCookie, m.ByTuple, m.Counters, m.Events} {
+	for _, mp := range []*ebpf.Map{m.Sk, m.ByCookie, m.ByTuple, m.Counters, m.Ifaces, m.TagNames, m.Conns} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}
@@ -72,6 +75,15 @@ type Stamp struct {
 	Family      bindings.Family
 	Source      string        // "skb" or "rx_dst": where the ifindex was read
 	StampedAt   time.Duration // CLOCK_MONOTONIC at accept
+	// TagID is the source tag of the interface's binding at accept
+	// (TagTable.Name names it); 0 when the program did not know the
+	// interface (another network namespace, or a link the agent had not
+	// yet seen): then the tag is resolved from Ifindex when it is read.
+	TagID uint32
+	// Bound: a binding matched at accept (false: the default tag).
+	Bound bool
+	// Device is the interface's name at accept; "" when TagID is 0.
+	Device string
 }
 
 // DecodeStamp converts the raw map value.
@@ -85,7 +97,22 @@ func DecodeStamp(r *ipngbpf.SockopsIpngStamp) Stamp {
 		Family:      bindings.Family(r.Family),
 		Source:      sourceName(r.Source),
 		StampedAt:   time.Duration(r.StampedNs),
+		TagID:       r.TagId,
+		Bound:       r.Bound != 0,
+		Device:      cString(r.Device[:]),
 	}
+}
+
+// cString is the NUL-terminated string in b.
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
 }
 
 func unmap(a [16]byte) netip.Addr { return netip.AddrFrom16(a).Unmap() }
@@ -117,6 +144,9 @@ func TupleKey(netnsCookie uint64, local, remote netip.AddrPort) ipngbpf.SockopsI
 func (m *Maps) LookupTuple(netnsCookie uint64, local, remote netip.AddrPort) (Stamp, bool, error) {
 	key := TupleKey(netnsCookie, local, remote)
 	var raw ipngbpf.SockopsIpngStamp
+	if m.ByTuple == nil {
+		return Stamp{}, false, errors.New("looking up 4-tuple: the 4-tuple map is off (nginx ingest disabled)")
+	}
 	if err := m.ByTuple.Lookup(&key, &raw); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return Stamp{}, false, nil

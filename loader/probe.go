@@ -19,15 +19,9 @@ func Probe(cfg Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	spec, err := ipngbpf.LoadSockops()
+	spec, err := programSpec(cfg)
 	if err != nil {
-		return cgroup, fmt.Errorf("reading embedded BPF object: %w", err)
-	}
-	if m := spec.Maps[PinByCookie]; cfg.CookieMapEntries != 0 {
-		m.MaxEntries = cfg.CookieMapEntries
-	}
-	if m := spec.Maps[PinByTuple]; cfg.TupleMapEntries != 0 {
-		m.MaxEntries = cfg.TupleMapEntries
+		return cgroup, err
 	}
 	var objs ipngbpf.SockopsObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {

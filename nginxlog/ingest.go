@@ -24,7 +24,12 @@ type Deps struct {
 	Collector *collector.Collector // required
 	Bindings  *bindings.Resolver   // required
 	Maps      *loader.Maps         // nil when the BPF program is unavailable
-	Logger    *slog.Logger         // nil discards
+	// TagNames names the tag ids the program stamps at accept
+	// (loader.TagTable.Name, or loader.Maps.PinnedTagNames in a process
+	// that reads the pins); nil: lines resolve their ifindex with the
+	// current bindings instead. Called from the ingest goroutine only.
+	TagNames func(uint32) (string, bool)
+	Logger   *slog.Logger // nil discards
 }
 
 // Ingest consumes one nginx access log. Create it with New, run it with Run;
@@ -95,6 +100,7 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 			return nil, fmt.Errorf("nginx ingest: %w", err)
 		}
 		in.tuples = newTupleLookup(deps.Maps, cookie)
+		in.tuples.names = deps.TagNames
 	}
 	if err := os.MkdirAll(in.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("nginx ingest: creating spool directory: %w", err)
@@ -295,9 +301,15 @@ func (in *Ingest) tooLong() {
 func (in *Ingest) attribute(r *Record) (tag, device string) {
 	reason := ReasonNoBPF
 	if in.tuples != nil {
-		ifindex, fam, why := in.tuples.lookup(r, &in.clock)
+		c, why := in.tuples.lookup(r, &in.clock)
 		if why == "" {
-			res := in.tags.Lookup(ifindex, fam)
+			if c.tag != "" { // the tag of the interface when the connection was accepted
+				if !c.bound {
+					in.tags.CountMisses(c.fam, 1)
+				}
+				return c.tag, c.device
+			}
+			res := in.tags.Lookup(c.ifindex, c.fam)
 			return res.Tag, res.Device
 		}
 		reason = why

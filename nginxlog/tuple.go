@@ -46,6 +46,8 @@ type tupleLookup struct {
 	stamp    ipngbpf.SockopsIpngStamp
 	capacity uint64
 	cache    []connEntry // by nginx connection serial, see lookup
+	names    func(uint32) (string, bool)
+	lastDev  string
 	// Eviction estimate, refreshed about once a second.
 	stamped  uint64        // program's "stamped" counter
 	lifetime time.Duration // capacity / stamping rate; 0: unknown
@@ -91,31 +93,73 @@ const connCacheSize = 4096
 type connEntry struct {
 	conn          uint64
 	local, remote netip.AddrPort
-	ifindex       uint32
-	fam           bindings.Family
+	connInfo
 }
 
-// lookup returns the ingress interface of r's connection, or why not.
-func (t *tupleLookup) lookup(r *Record, clk *clockOffset) (uint32, bindings.Family, string) {
+// connInfo is what the stamp says about a connection: the tag and device
+// of its interface at accept (tag "" when the program did not know them),
+// and the ifindex.
+type connInfo struct {
+	tag, device string
+	bound       bool
+	ifindex     uint32
+	fam         bindings.Family
+}
+
+// lookup returns what the stamp of r's connection says, or why there is none.
+func (t *tupleLookup) lookup(r *Record, clk *clockOffset) (connInfo, string) {
 	var e *connEntry
 	if r.Conn != 0 {
 		e = &t.cache[r.Conn&(connCacheSize-1)]
 		if e.conn == r.Conn && e.local == r.Local && e.remote == r.Remote {
-			return e.ifindex, e.fam, ""
+			return e.connInfo, ""
 		}
 	}
 	t.key = loader.TupleKey(t.netns, r.Local, r.Remote)
 	err := t.m.Lookup(unsafe.Pointer(&t.key), unsafe.Pointer(&t.stamp))
 	switch {
 	case err == nil:
-		if e != nil {
-			*e = connEntry{conn: r.Conn, local: r.Local, remote: r.Remote, ifindex: t.stamp.Ifindex, fam: bindings.Family(t.stamp.Family)}
+		c := connInfo{ifindex: t.stamp.Ifindex, fam: bindings.Family(t.stamp.Family), bound: t.stamp.Bound != 0}
+		if t.stamp.TagId != 0 && t.names != nil {
+			if tag, ok := t.names(t.stamp.TagId); ok {
+				c.tag, c.device = tag, t.device()
+			}
 		}
-		return t.stamp.Ifindex, bindings.Family(t.stamp.Family), ""
+		if e != nil {
+			*e = connEntry{conn: r.Conn, local: r.Local, remote: r.Remote, connInfo: c}
+		}
+		return c, ""
 	case !errors.Is(err, ebpf.ErrKeyNotExist):
-		return 0, 0, ReasonLookupError
+		return connInfo{}, ReasonLookupError
 	}
-	return 0, 0, t.missReason(r, clk)
+	return connInfo{}, t.missReason(r, clk)
+}
+
+// device is the stamp's device name; it allocates only when the name
+// differs from the last one.
+func (t *tupleLookup) device() string {
+	n := 0
+	for n < len(t.stamp.Device) && t.stamp.Device[n] != 0 {
+		n++
+	}
+	if n == len(t.lastDev) {
+		same := true
+		for i := range n {
+			if byte(t.stamp.Device[i]) != t.lastDev[i] {
+				same = false
+				break
+			}
+		}
+		if same {
+			return t.lastDev
+		}
+	}
+	b := make([]byte, n)
+	for i := range n {
+		b[i] = byte(t.stamp.Device[i])
+	}
+	t.lastDev = string(b)
+	return t.lastDev
 }
 
 // lruSlack: an LRU hash map may evict before it is full (per-CPU free

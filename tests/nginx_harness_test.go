@@ -43,6 +43,9 @@ type nginxEnv struct {
 // codes are the status codes the test server returns, by path.
 var nginxCodes = []int{200, 301, 404, 503}
 
+// newNginxEnv starts nginx with workers workers and the access_log
+// directive accessLog ("": the shipped one; "{log}" stands for the spool's
+// log file), and an agent with agentYAML added to its configuration.
 func newNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...string) *nginxEnv {
 	t.Helper()
 	n := setupNginxEnv(t, workers, accessLog, agentYAML...)
@@ -58,13 +61,17 @@ func setupNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...str
 	if _, err := exec.LookPath("nginx"); err != nil {
 		testenv.Skip(t, "nginx not installed (apt-get install nginx)")
 	}
-	n := &nginxEnv{env: newEnv(t, strings.Join(agentYAML, ""))}
 	dir, err := os.MkdirTemp("/run", "ipngt-nginx-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
+	// The helper consumes nginx's log from the agent's pins; the agent
+	// keeps the 4-tuple map only when its own ingest is on, so it runs one
+	// on a log nobody writes.
+	idle := fmt.Sprintf("nginx:\n  enabled: true\n  log_file: %s\n", filepath.Join(dir, "agent-idle", "access.log"))
+	n := &nginxEnv{env: newEnv(t, idle+strings.Join(agentYAML, ""))}
 	n.dir, n.spool = dir, filepath.Join(dir, "spool")
 	if err := os.Mkdir(n.spool, 0o755); err != nil {
 		t.Fatal(err)
@@ -79,6 +86,7 @@ func setupNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...str
 	if accessLog == "" {
 		accessLog = nginxlog.AccessLog(n.logFile)
 	}
+	accessLog = strings.ReplaceAll(accessLog, "{log}", n.logFile)
 	n.conf = filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(n.conf, []byte(n.nginxConf(workers, accessLog)), 0o644); err != nil {
 		t.Fatal(err)

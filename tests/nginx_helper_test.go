@@ -65,7 +65,7 @@ func nginxHelper() error {
 	if err != nil {
 		return err
 	}
-	in, err := nginxlog.New(cfg.Nginx, nginxlog.Deps{Collector: coll, Bindings: tags, Maps: maps, Logger: logger})
+	in, err := nginxlog.New(cfg.Nginx, nginxlog.Deps{Collector: coll, Bindings: tags, Maps: maps, TagNames: maps.PinnedTagNames(), Logger: logger})
 	if err != nil {
 		return err
 	}

@@ -3,19 +3,16 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/attribution"
 	"github.com/ipng/ipng-stats/bindings"
@@ -53,6 +50,7 @@ type agent struct {
 	attr   *attribution.Attributor
 	col    *collector.Collector
 	conns  *connstats.Tracker // nil without BPF
+	tagIDs *loader.TagTable   // nil without BPF
 	ready  atomic.Bool
 }
 
@@ -107,15 +105,12 @@ func runAgent(c *cli.Context) error {
 	p.run("exporter", srv.Run)
 	p.run("collector", a.col.Run)
 	p.run("bindings", func(ctx context.Context) error { return a.tags.Run(ctx, cfg.Bindings.RescanInterval) })
-	if a.prog != nil {
-		p.run("events", func(ctx context.Context) error { return a.prog.ReadEvents(ctx, a.event) })
-		p.run("reconcile", a.reconcile)
-	}
 	var maps *loader.Maps
+	var tagNames func(uint32) (string, bool)
 	if a.prog != nil {
-		maps = a.prog.Maps()
+		maps, tagNames = a.prog.Maps(), a.tagIDs.Name
 	}
-	ingest, err := startNginx(cfg, a.col, a.tags, maps, reg, a.logger, p.run)
+	ingest, err := startNginx(cfg, a.col, a.tags, maps, tagNames, reg, a.logger, p.run)
 	if err != nil {
 		return err
 	}
@@ -188,33 +183,35 @@ func (a *agent) setup() error {
 	if err != nil {
 		return err
 	}
-	a.col.SetSources(collector.Sources{
+	src := collector.Sources{
 		IfindexMisses:        a.misses,
 		AttributionFallbacks: a.attr.Fallbacks,
 		BPFEvents:            a.bpfCounters,
-	})
+	}
 	if a.prog != nil {
-		netns, err := loader.NetnsCookie()
-		if err != nil {
+		if a.tagIDs, err = loader.NewTagTable(maps); err != nil {
 			return err
 		}
-		a.conns = connstats.New(a.col, a.tags, netns)
-		live, err := maps.LiveStamps()
-		if err != nil {
-			a.logger.Warn("listing connections open before the agent started", "err", err)
-		}
-		a.conns.Seed(live)
+		// The program stamps each connection with its interface's tag
+		// at accept: it learns every new bindings table at once.
+		a.tags.OnChange(func(t *bindings.Table) {
+			if err := a.tagIDs.Sync(t); err != nil {
+				a.logger.Warn("telling the program the interfaces' tags (connections on them get their tag when counted instead)", "err", err)
+			}
+		})
+		a.conns = connstats.New(a.col, a.tags, a.tagIDs.Name, maps.ReadConns)
+		src.Refresh = a.refreshConns
+		a.refreshConns()
 	}
+	a.col.SetSources(src)
 	return nil
 }
 
-// event counts one open/close event, and logs it at debug level.
-func (a *agent) event(ev loader.Event) {
-	a.conns.Handle(ev)
-	if a.logger.Enabled(context.Background(), slog.LevelDebug) {
-		r := a.tags.Table().Lookup(ev.Stamp.Ifindex, ev.Stamp.Family)
-		a.logger.Debug("connection", "open", ev.Open, "local", ev.Stamp.Local, "remote", ev.Stamp.Remote,
-			"ifindex", ev.Stamp.Ifindex, "device", r.Device, "source_tag", r.Tag)
+// refreshConns adds the kernel's connection counts to the collector. It runs
+// at every snapshot (scrape, JSON, status page): nothing else reads them.
+func (a *agent) refreshConns() {
+	if err := a.conns.Sync(); err != nil {
+		a.logger.Warn("reading the program's connection counts", "err", err)
 	}
 }
 
@@ -232,34 +229,7 @@ func (a *agent) bpfCounters() map[string]uint64 {
 		a.logger.Warn("reading BPF counters", "err", err)
 		return nil
 	}
-	m["event_malformed"] = a.prog.MalformedEvents()
 	return m
-}
-
-// reconcile periodically closes connections whose close event was lost
-// (ring buffer full), so that the active gauges cannot drift.
-func (a *agent) reconcile(ctx context.Context) error {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			var now unix.Timespec
-			if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
-				return fmt.Errorf("reading clock: %w", err)
-			}
-			live, err := a.prog.Maps().LiveStamps()
-			if err != nil {
-				a.logger.Warn("listing open connections", "err", err)
-				continue
-			}
-			if n := a.conns.Reconcile(live, time.Duration(now.Nano())); n > 0 {
-				a.logger.Info("closed connections whose close event was lost", "count", n)
-			}
-		}
-	}
 }
 
 func loaderConfig(cfg *config.Config) loader.Config {
@@ -269,6 +239,9 @@ func loaderConfig(cfg *config.Config) loader.Config {
 		KeepOnExit:       cfg.BPF.KeepOnExit,
 		CookieMapEntries: cfg.BPF.CookieMapEntries,
 		TupleMapEntries:  cfg.BPF.TupleMapEntries,
+		// An ingest outside the agent reads the pins: a configured size
+		// keeps the map too.
+		Tuples: cfg.Nginx.Enabled || cfg.BPF.TupleMapEntries != 0,
 	}
 }
 

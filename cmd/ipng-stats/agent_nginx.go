@@ -22,14 +22,15 @@ import (
 // collector must have been created with nginxlog.RejectReasons() and
 // nginxlog.FallbackReasons() among its Options, so those reasons are
 // exposed at 0. maps is nil without BPF (every line then gets the default
-// tag, counted as nginx_bpf_unavailable). On SIGHUP call
+// tag, counted as nginx_bpf_unavailable); tagNames names the tags the program
+// stamped at accept (nil without BPF). On SIGHUP call
 // (*nginxlog.Ingest).Reload(cfg.Nginx) on the result.
-func startNginx(cfg *config.Config, coll *collector.Collector, tags *bindings.Resolver, maps *loader.Maps,
+func startNginx(cfg *config.Config, coll *collector.Collector, tags *bindings.Resolver, maps *loader.Maps, tagNames func(uint32) (string, bool),
 	reg prometheus.Registerer, logger *slog.Logger, goRun func(string, func(context.Context) error)) (*nginxlog.Ingest, error) {
 	if !cfg.Nginx.Enabled {
 		return nil, nil
 	}
-	in, err := nginxlog.New(cfg.Nginx, nginxlog.Deps{Collector: coll, Bindings: tags, Maps: maps, Logger: logger})
+	in, err := nginxlog.New(cfg.Nginx, nginxlog.Deps{Collector: coll, Bindings: tags, Maps: maps, TagNames: tagNames, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

@@ -17,8 +17,9 @@ func connsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "conns",
 		Usage: "list open accepted TCP connections with the interface they arrived on and their source tag",
-		Description: "Reads the maps the agent pinned (read-only; no privilege needed) and resolves devices and tags " +
-			"with the configured bindings in the current network namespace. Only connections of the current network " +
+		Description: "Reads the maps the agent pinned (read-only; no privilege needed). Each connection shows the source tag " +
+			"and device its interface had when it was accepted (what its requests are counted under); connections " +
+			"the program could not tag at accept are resolved with the configured bindings in the current network namespace. Only connections of the current network " +
 			"namespace are listed unless --all-namespaces is given.",
 		Flags: concat(configFlags(), []cli.Flag{
 			stringFlag(flagPinDir, "bpffs `DIR` of the pinned maps (config bpf.pin_dir)"),
@@ -74,6 +75,7 @@ func runConns(c *cli.Context) error {
 		return fmt.Errorf("reading clock: %w", err)
 	}
 	table := tags.Table()
+	names := maps.PinnedTagNames()
 	rows := make([]connRow, 0, len(stamps))
 	for _, s := range stamps {
 		if s.NetnsCookie != own && !c.Bool("all-namespaces") {
@@ -84,7 +86,11 @@ func runConns(c *cli.Context) error {
 			Ifindex: s.Ifindex, Netns: s.NetnsCookie, Cookie: s.Cookie, stamped: s.StampedAt,
 			AgeSec: (time.Duration(now.Nano()) - s.StampedAt).Seconds(),
 		}
-		if s.NetnsCookie == own {
+		if tag, ok := names(s.TagID); ok && s.TagID != 0 {
+			// The tag the interface had when the connection was accepted,
+			// which is what its requests and its count are recorded under.
+			row.Device, row.Tag, row.Bound = s.Device, tag, s.Bound
+		} else if s.NetnsCookie == own {
 			r := table.Lookup(s.Ifindex, s.Family)
 			row.Device, row.Tag, row.Bound = r.Device, r.Tag, r.Bound
 		} else {
