@@ -78,7 +78,7 @@ func Alerts(cfg Config) []Rule {
 		"ipng-stats on {{ $labels.instance }} runs without its BPF program.",
 		"The sock_ops program is not attached on {{ $labels.instance }} (mode auto after a load error): connections of nginx and other servers not using IP_PKTINFO get the default tag.")
 	add("IpngStatsBPFEventsFailing", "warning", anchorBPFEvents,
-		`instance_event:ipng_bpf_events:rate10m{event=~"event_lost|event_malformed|.*_failed|no_ifindex|skb_missing"} > 0`, "15m",
+		`instance_event:ipng_bpf_events:rate10m{event=~".*_failed|no_ifindex|skb_missing"} > 0`, "15m",
 		"BPF program on {{ $labels.instance }} reports {{ $labels.event }}.",
 		"The sock_ops program counted {{ $value | humanize }} {{ $labels.event }} events per second over 10 minutes on {{ $labels.instance }}: connections are not stamped or not counted.")
 	add("IpngStatsAttributionFallingBack", "warning", anchorFallbacks,

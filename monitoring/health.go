@@ -61,7 +61,7 @@ func AgentHealth(cfg Config) (dashboard.Dashboard, error) {
 			"Connections or log lines attributed other than by a BPF stamp, by reason: not_stamped / bpf_unavailable (IP_PKTINFO used), unresolved and nginx_* (default tag). Anything but zero on a node with the program attached: check that servers run in the attached cgroup and network namespace.",
 			unitPerSec, query(rate("ipng_attribution_fallbacks_total", selInstance, "instance, reason"), "{{reason}} {{instance}}"))).
 		WithPanel(graph("BPF program events",
-			"The sock_ops program's own counters per second. `stamped` follows new connections; event_lost (ring buffer full: agent too slow), *_failed, no_ifindex, skb_missing and event_malformed should stay at zero: see the runbook.",
+			"The sock_ops program's own counters per second. `stamped` follows new connections and `closed` closes; *_failed (a map full: conns_update_failed means a connection not counted per tag), no_ifindex and skb_missing should stay at zero; `untagged` rises briefly after an interface appears: see the runbook.",
 			unitPerSec, query(rate("ipng_bpf_events_total", selInstance, "instance, event"), "{{event}} {{instance}}"))).
 		WithPanel(graph("Rejected request outcomes by reason",
 			"Requests that could not be recorded, by reason: invalid_source_tag / invalid_vip (from embedding servers) and nginx_* (access-log lines that do not parse). nginx_missing_field means the log_format is not the shipped one.",
