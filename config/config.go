@@ -92,6 +92,10 @@ const (
 	MaxMapEntries = 1 << 24
 )
 
+// MaxBuckets bounds each histogram's list of boundaries (the collector's
+// limit): every boundary is a series per (source_tag, vip).
+const MaxBuckets = 64
+
 // MinRescanInterval is the shortest accepted bindings.rescan_interval.
 const MinRescanInterval = time.Second
 

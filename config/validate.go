@@ -156,11 +156,15 @@ func (v *validator) devices(devs []DeviceBinding) {
 	}
 }
 
-// buckets checks histogram boundaries: non-empty, finite, positive,
-// strictly increasing.
+// buckets checks histogram boundaries: at least one and at most
+// MaxBuckets, finite, positive, strictly increasing.
 func (v *validator) buckets(path string, bs []float64) {
 	if len(bs) == 0 {
 		v.errorf(path, "must list at least one bucket boundary")
+		return
+	}
+	if len(bs) > MaxBuckets {
+		v.errorf(path, "lists %d boundaries, at most %d are allowed (each one is a series per source_tag and vip)", len(bs), MaxBuckets)
 		return
 	}
 	prev, havePrev := 0.0, false

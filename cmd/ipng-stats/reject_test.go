@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/exporter"
 )
 
 // badConfig is a --config that check, the agent's start and a SIGHUP reload
@@ -36,7 +38,18 @@ func badConfigs(t *testing.T) []badConfig {
 	if err := os.WriteFile(big, bytes.Repeat([]byte("#\n"), config.MaxFileSize), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	var buckets strings.Builder
+	buckets.WriteString("metrics:\n  duration_buckets: [1")
+	for i := 2; i <= 100000; i++ {
+		fmt.Fprintf(&buckets, ", %d", i)
+	}
+	buckets.WriteString("]\n")
+	many := filepath.Join(dir, "buckets.yml")
+	if err := os.WriteFile(many, []byte(buckets.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return []badConfig{
+		{"100000-buckets", many, many + ":2:21: metrics.duration_buckets: lists 100000 boundaries, at most 64 are allowed"},
 		{"fifo", fifo, fifo + " is a FIFO, not a regular file"},
 		{"dev-zero", "/dev/zero", "/dev/zero is a character device, not a regular file"},
 		{"directory", dir, dir + " is a directory, not a regular file"},
@@ -89,6 +102,25 @@ func TestBadConfigRefusedEverywhere(t *testing.T) {
 	}
 }
 
+// TestReloadRefusesBadWebConfig: the start refuses a web.config_file that
+// exporter-toolkit cannot use; a reload to it is refused with the same
+// message instead of being accepted until the next restart fails.
+func TestReloadRefusesBadWebConfig(t *testing.T) {
+	web := writeFile(t, "tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n")
+	cfg := writeFile(t, "web:\n  config_file: "+web+"\n")
+	want := "exporter: web config " + web + ":"
+	logs := reloadWith(t, cfg)
+	if !strings.Contains(logs, "reload failed, keeping the running configuration") ||
+		!strings.Contains(logs, want) || strings.Contains(logs, "configuration reloaded") {
+		t.Errorf("reload logged:\n%s\nwant a refusal containing %q", logs, want)
+	}
+	// The agent's start says the same (through exporter.New).
+	if _, err := exporter.New(exporter.Options{WebConfigFile: web, Collector: newTestCollector(t)}); err == nil ||
+		!strings.Contains(err.Error(), want) {
+		t.Errorf("exporter.New = %v, want %q", err, want)
+	}
+}
+
 // reloadWith starts from the default configuration and runs the SIGHUP
 // reload with --config path, as the agent and proxy commands do. It
 // returns the log.
@@ -104,10 +136,7 @@ func reloadWith(t *testing.T, path string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	col, err := collector.New(collectorConfig(cfg), collector.Options{Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
+	col := newTestCollector(t)
 	app := &cli.App{Flags: configFlags(), Action: func(c *cli.Context) error {
 		within(t, "reload", func() {
 			reloadConfig(c, bindings.NewResolver(spec, logger), new(slog.LevelVar), col, logger)
@@ -120,6 +149,15 @@ func reloadWith(t *testing.T, path string) string {
 	mu.Lock()
 	defer mu.Unlock()
 	return buf.String()
+}
+
+func newTestCollector(t *testing.T) *collector.Collector {
+	t.Helper()
+	col, err := collector.New(collectorConfig(config.Default()), collector.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return col
 }
 
 type syncWriter struct {
