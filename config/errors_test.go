@@ -73,6 +73,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{`c.yml:2:10: log.level: want a string, got a list`}},
 		{"map for list", "metrics:\n  size_buckets: {a: 1}\n",
 			[]string{`c.yml:2:17: metrics.size_buckets: want a list of numbers like [0.1, 0.5, 1], got a mapping`}},
+		{"pin_dir climbing out of bpffs", "bpf:\n  pin_dir: /sys/fs/bpf/../../../etc\n",
+			[]string{`c.yml:2:12: bpf.pin_dir: must not contain "..": "/sys/fs/bpf/../../../etc" is "/etc", which may leave the bpf filesystem; write the path it means`}},
 		{"too many buckets", "metrics:\n  duration_buckets: " + seq(100000) + "\n",
 			[]string{`c.yml:2:21: metrics.duration_buckets: lists 100000 boundaries, at most 64 are allowed (each one is a series per source_tag and vip)`}},
 		{"bucket limit", "metrics:\n  size_buckets: " + seq(65) + "\n  duration_buckets: " + seq(64) + "\n",

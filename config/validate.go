@@ -94,9 +94,21 @@ func (v *validator) pinDir(path, dir string) {
 		v.errorf(path, "contains a NUL byte")
 	case !filepath.IsAbs(dir):
 		v.errorf(path, "must be an absolute path, got %s", quote(dir))
+	case hasDotDot(dir):
+		v.errorf(path, "must not contain \"..\": %s is %s, which may leave the bpf filesystem; write the path it means", quote(dir), quote(filepath.Clean(dir)))
 	case filepath.Clean(dir) == "/" || filepath.Clean(dir) == "/sys/fs/bpf":
 		v.errorf(path, "must be a directory of its own below the bpf filesystem, e.g. /sys/fs/bpf/ipng-stats; got %s", quote(dir))
 	}
+}
+
+// hasDotDot reports whether a slash-separated path has a ".." element.
+func hasDotDot(p string) bool {
+	for _, el := range strings.Split(p, "/") {
+		if el == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *validator) mapEntries(path string, n uint32) {

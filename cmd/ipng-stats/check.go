@@ -49,6 +49,9 @@ func runCheck(c *cli.Context) error {
 	}
 	fmt.Fprintf(w, "ok    config %s\n", configName(c))
 	failed := checkBindings(w, cfg, quietLogger(c))
+	if !checkPinDir(w, cfg) {
+		failed = true
+	}
 	if !checkBPF(w, cfg) {
 		failed = true
 	}
