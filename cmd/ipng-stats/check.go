@@ -49,10 +49,11 @@ func runCheck(c *cli.Context) error {
 	}
 	fmt.Fprintf(w, "ok    config %s\n", configName(c))
 	failed := checkBindings(w, cfg, quietLogger(c))
-	if !checkPinDir(w, cfg) {
+	pinOK := checkPinDir(w, cfg)
+	if !pinOK {
 		failed = true
 	}
-	if !checkBPF(w, cfg) {
+	if !checkBPF(w, cfg, pinOK) {
 		failed = true
 	}
 	if !checkWeb(w, cfg) {
@@ -94,7 +95,9 @@ func checkBindings(w io.Writer, cfg *config.Config, logger *slog.Logger) (failed
 }
 
 // checkBPF loads and attaches the program with private maps and detaches it.
-func checkBPF(w io.Writer, cfg *config.Config) (ok bool) {
+// pinOK is checkPinDir's verdict: without a usable pin directory the
+// attribution mode is not reported as working.
+func checkBPF(w io.Writer, cfg *config.Config, pinOK bool) (ok bool) {
 	mode, _ := attribution.ParseMode(cfg.Attribution.Mode) // validated by config
 	if mode == attribution.ModeFallback {
 		fmt.Fprintln(w, "ok    attribution mode fallback: IP_PKTINFO, no BPF needed")
@@ -122,7 +125,9 @@ func checkBPF(w io.Writer, cfg *config.Config) (ok bool) {
 		return true
 	}
 	fmt.Fprintf(w, "ok    bpf: sock_ops program loaded, attached to cgroup %s and detached\n", cgroup)
-	fmt.Fprintf(w, "ok    attribution mode %s: BPF socket stamps\n", mode)
+	if pinOK {
+		fmt.Fprintf(w, "ok    attribution mode %s: BPF socket stamps\n", mode)
+	}
 	return true
 }
 
