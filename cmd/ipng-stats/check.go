@@ -30,7 +30,7 @@ func checkCommand() *cli.Command {
 		Usage: "validate the configuration, bind its listeners and, when privileged, load, attach and detach the BPF program (like nginx -t)",
 		Description: "Prints one line per check. Exit status: 0 when everything works, 1 when the configuration is " +
 			"invalid, 2 when it is valid but something the agent needs does not work here (the BPF program cannot " +
-			"be loaded in mode bpf, the cgroup does not exist, web.listen_address or a proxy listener cannot be " +
+			"be loaded in mode bpf, the cgroup does not exist, bpf.pin_dir is not on a bpf filesystem, web.listen_address or a proxy listener cannot be " +
 			"bound, ...). Pins of a running agent are not touched; an address a running ipng-stats holds is a warning.",
 		Flags:  concat(configFlags(), webFlags(), bpfFlags()),
 		Action: runCheck,
