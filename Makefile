@@ -6,13 +6,16 @@ REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 PKGS      := ./...
 BENCHTIME ?= 1s
+FUZZTIME  ?= 2m
+# package:target of every fuzz target (docs/reliability.md).
+FUZZ      := config:FuzzParse nginxlog:FuzzParse exporter:FuzzQuery bindings:FuzzSpec
 
 # Packages Debian needs for building the BPF object, running every test and
 # packaging. `go build` alone needs none of them: the BPF object is committed.
 DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus wrk systemd \
         debhelper dpkg-dev ca-certificates git make gcc libc6-dev chromium tmux
 
-.PHONY: help build generate generate-bpf generate-monitoring check-generated test test-e2e bench lint deps deb clean run
+.PHONY: help build generate generate-bpf generate-monitoring check-generated test test-e2e bench fuzz lint deps deb clean run
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +46,10 @@ test-e2e: ## the network-namespace end-to-end tests (root)
 
 bench: ## benchmarks (see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+fuzz: ## run each fuzz target for FUZZTIME (default 2m), one after the other; new findings land in testdata/fuzz/
+	@set -e; for t in $(FUZZ); do echo "== $${t%%:*} $${t#*:}"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}; done
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

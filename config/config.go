@@ -9,7 +9,10 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/ipng/ipng-stats/bindings"
@@ -89,6 +92,10 @@ const (
 	MaxMapEntries = 1 << 24
 )
 
+// MaxBuckets bounds each histogram's list of boundaries (the collector's
+// limit): every boundary is a series per (source_tag, vip).
+const MaxBuckets = 64
+
 // MinRescanInterval is the shortest accepted bindings.rescan_interval.
 const MinRescanInterval = time.Second
 
@@ -121,13 +128,70 @@ func Parse(data []byte, filename string) (*Config, error) {
 	return c, nil
 }
 
-// Load reads and parses the configuration file at path.
+// MaxFileSize bounds the configuration file Load reads (1 MiB). A real
+// configuration is a few kilobytes; the bound keeps a wrong path (a log
+// file, /dev/zero) from growing the agent's memory.
+const MaxFileSize = 1 << 20
+
+// Load reads and parses the configuration file at path. It refuses what is
+// not a regular file (after following symlinks: a directory, a FIFO, a
+// device) and files larger than MaxFileSize, so a wrong path neither hangs
+// nor grows memory. check, the agent's start and its SIGHUP reload all read
+// the file here.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config file: %w", err)
 	}
 	return Parse(data, path)
+}
+
+// readFile reads a regular file of at most MaxFileSize bytes. It opens
+// with O_NONBLOCK, so opening a FIFO without a writer does not block, and
+// checks the type of what it opened (not of the path, which may change).
+func readFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(fi.Mode()))
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, fmt.Errorf("%s is %d bytes, larger than the %d bytes (1 MiB) a configuration file may have", path, fi.Size(), MaxFileSize)
+	}
+	// The size may change between Stat and read: read one byte more than
+	// allowed to notice a file that grew.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("%s is larger than the %d bytes (1 MiB) a configuration file may have", path, MaxFileSize)
+	}
+	return data, nil
+}
+
+// fileKind names the type of a file that is not regular, for messages.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "of type " + m.Type().String()
 }
 
 // parseInto overlays data onto c and validates the result.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -72,6 +73,12 @@ func TestParseErrors(t *testing.T) {
 			[]string{`c.yml:2:10: log.level: want a string, got a list`}},
 		{"map for list", "metrics:\n  size_buckets: {a: 1}\n",
 			[]string{`c.yml:2:17: metrics.size_buckets: want a list of numbers like [0.1, 0.5, 1], got a mapping`}},
+		{"pin_dir climbing out of bpffs", "bpf:\n  pin_dir: /sys/fs/bpf/../../../etc\n",
+			[]string{`c.yml:2:12: bpf.pin_dir: must not contain "..": "/sys/fs/bpf/../../../etc" is "/etc", which may leave the bpf filesystem; write the path it means`}},
+		{"too many buckets", "metrics:\n  duration_buckets: " + seq(100000) + "\n",
+			[]string{`c.yml:2:21: metrics.duration_buckets: lists 100000 boundaries, at most 64 are allowed (each one is a series per source_tag and vip)`}},
+		{"bucket limit", "metrics:\n  size_buckets: " + seq(65) + "\n  duration_buckets: " + seq(64) + "\n",
+			[]string{`c.yml:2:17: metrics.size_buckets: lists 65 boundaries, at most 64 are allowed (each one is a series per source_tag and vip)`}},
 		{"string in buckets", "metrics:\n  duration_buckets: [0.1, 1s, 2]\n",
 			[]string{`c.yml:2:27: metrics.duration_buckets[1]: want a number, got "1s"`}},
 		{"duration without unit", "bindings:\n  rescan_interval: 60\n",
@@ -298,4 +305,18 @@ func TestQuote(t *testing.T) {
 	if got := quote("a\nb"); got != `"a\nb"` {
 		t.Errorf("quote = %s", got)
 	}
+}
+
+// seq is the YAML flow list [1, 2, ..., n].
+func seq(n int) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Itoa(i))
+	}
+	b.WriteByte(']')
+	return b.String()
 }

@@ -94,9 +94,21 @@ func (v *validator) pinDir(path, dir string) {
 		v.errorf(path, "contains a NUL byte")
 	case !filepath.IsAbs(dir):
 		v.errorf(path, "must be an absolute path, got %s", quote(dir))
+	case hasDotDot(dir):
+		v.errorf(path, "must not contain \"..\": %s is %s, which may leave the bpf filesystem; write the path it means", quote(dir), quote(filepath.Clean(dir)))
 	case filepath.Clean(dir) == "/" || filepath.Clean(dir) == "/sys/fs/bpf":
 		v.errorf(path, "must be a directory of its own below the bpf filesystem, e.g. /sys/fs/bpf/ipng-stats; got %s", quote(dir))
 	}
+}
+
+// hasDotDot reports whether a slash-separated path has a ".." element.
+func hasDotDot(p string) bool {
+	for _, el := range strings.Split(p, "/") {
+		if el == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *validator) mapEntries(path string, n uint32) {
@@ -156,11 +168,15 @@ func (v *validator) devices(devs []DeviceBinding) {
 	}
 }
 
-// buckets checks histogram boundaries: non-empty, finite, positive,
-// strictly increasing.
+// buckets checks histogram boundaries: at least one and at most
+// MaxBuckets, finite, positive, strictly increasing.
 func (v *validator) buckets(path string, bs []float64) {
 	if len(bs) == 0 {
 		v.errorf(path, "must list at least one bucket boundary")
+		return
+	}
+	if len(bs) > MaxBuckets {
+		v.errorf(path, "lists %d boundaries, at most %d are allowed (each one is a series per source_tag and vip)", len(bs), MaxBuckets)
 		return
 	}
 	prev, havePrev := 0.0, false

@@ -80,10 +80,8 @@ func New(opts Options) (*Server, error) {
 	if _, _, err := net.SplitHostPort(opts.ListenAddress); err != nil && !strings.HasPrefix(opts.ListenAddress, "vsock://") {
 		return nil, fmt.Errorf("exporter: listen address %q: %w", opts.ListenAddress, err)
 	}
-	if opts.WebConfigFile != "" {
-		if err := web.Validate(opts.WebConfigFile); err != nil {
-			return nil, fmt.Errorf("exporter: web config %s: %w", opts.WebConfigFile, err)
-		}
+	if err := ValidateWebConfig(opts.WebConfigFile); err != nil {
+		return nil, err
 	}
 	s := &Server{opts: opts, log: opts.Logger}
 	if s.log == nil {
@@ -225,5 +223,18 @@ func (s *Server) routes() error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "Ready\n")
 	})
+	return nil
+}
+
+// ValidateWebConfig checks an exporter-toolkit web configuration file (TLS,
+// basic auth) as New does; "" (plain HTTP) is valid. A reload calls it so
+// that it accepts only what the next start accepts.
+func ValidateWebConfig(file string) error {
+	if file == "" {
+		return nil
+	}
+	if err := web.Validate(file); err != nil {
+		return fmt.Errorf("exporter: web config %s: %w", file, err)
+	}
 	return nil
 }

@@ -30,7 +30,7 @@ func checkCommand() *cli.Command {
 		Usage: "validate the configuration, bind its listeners and, when privileged, load, attach and detach the BPF program (like nginx -t)",
 		Description: "Prints one line per check. Exit status: 0 when everything works, 1 when the configuration is " +
 			"invalid, 2 when it is valid but something the agent needs does not work here (the BPF program cannot " +
-			"be loaded in mode bpf, the cgroup does not exist, web.listen_address or a proxy listener cannot be " +
+			"be loaded in mode bpf, the cgroup does not exist, bpf.pin_dir is not on a bpf filesystem, web.listen_address or a proxy listener cannot be " +
 			"bound, ...). Pins of a running agent are not touched; an address a running ipng-stats holds is a warning.",
 		Flags:  concat(configFlags(), webFlags(), bpfFlags()),
 		Action: runCheck,
@@ -49,7 +49,11 @@ func runCheck(c *cli.Context) error {
 	}
 	fmt.Fprintf(w, "ok    config %s\n", configName(c))
 	failed := checkBindings(w, cfg, quietLogger(c))
-	if !checkBPF(w, cfg) {
+	pinOK := checkPinDir(w, cfg)
+	if !pinOK {
+		failed = true
+	}
+	if !checkBPF(w, cfg, pinOK) {
 		failed = true
 	}
 	if !checkWeb(w, cfg) {
@@ -91,7 +95,9 @@ func checkBindings(w io.Writer, cfg *config.Config, logger *slog.Logger) (failed
 }
 
 // checkBPF loads and attaches the program with private maps and detaches it.
-func checkBPF(w io.Writer, cfg *config.Config) (ok bool) {
+// pinOK is checkPinDir's verdict: without a usable pin directory the
+// attribution mode is not reported as working.
+func checkBPF(w io.Writer, cfg *config.Config, pinOK bool) (ok bool) {
 	mode, _ := attribution.ParseMode(cfg.Attribution.Mode) // validated by config
 	if mode == attribution.ModeFallback {
 		fmt.Fprintln(w, "ok    attribution mode fallback: IP_PKTINFO, no BPF needed")
@@ -119,7 +125,9 @@ func checkBPF(w io.Writer, cfg *config.Config) (ok bool) {
 		return true
 	}
 	fmt.Fprintf(w, "ok    bpf: sock_ops program loaded, attached to cgroup %s and detached\n", cgroup)
-	fmt.Fprintf(w, "ok    attribution mode %s: BPF socket stamps\n", mode)
+	if pinOK {
+		fmt.Fprintf(w, "ok    attribution mode %s: BPF socket stamps\n", mode)
+	}
 	return true
 }
 

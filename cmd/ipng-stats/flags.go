@@ -104,6 +104,11 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration (after flags and environment):\n%w", err)
 	}
+	// config.Validate covers what the collector checks; this keeps the two
+	// from drifting apart (check, start and reload all come through here).
+	if err := collectorConfig(cfg).Validate(); err != nil {
+		return nil, fmt.Errorf("invalid metrics configuration: %w", err)
+	}
 	return cfg, nil
 }
 

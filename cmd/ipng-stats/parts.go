@@ -13,6 +13,7 @@ import (
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/exporter"
 )
 
 // parts runs the long-lived parts of a command (exporter, watchers,
@@ -67,7 +68,8 @@ func newCollector(cfg *config.Config, logger *slog.Logger, opts collector.Option
 
 // reloadConfig re-reads the configuration file and applies what every
 // command can change at run time: the bindings, the log level and the series
-// cap. It returns the new configuration for the command's other parts, or
+// cap. It validates the file exactly as a start does (loadConfig, the
+// bindings spec, the web config file) before applying anything. It returns the new configuration for the command's other parts, or
 // nil when the file is bad: that is logged, and the command keeps running on
 // its previous configuration.
 func reloadConfig(c *cli.Context, tags *bindings.Resolver, level *slog.LevelVar, col *collector.Collector, logger *slog.Logger) *config.Config {
@@ -75,6 +77,11 @@ func reloadConfig(c *cli.Context, tags *bindings.Resolver, level *slog.LevelVar,
 	var spec bindings.Spec
 	if err == nil {
 		spec, err = next.BindingsSpec()
+	}
+	if err == nil {
+		// The start refuses a bad web config file (exporter.New); so does a
+		// reload, or the next restart would fail on a file SIGHUP accepted.
+		err = exporter.ValidateWebConfig(next.Web.ConfigFile)
 	}
 	if err != nil {
 		logger.Error("reload failed, keeping the running configuration", "err", err)

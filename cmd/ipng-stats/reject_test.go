@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/collector"
+	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/exporter"
+)
+
+// badConfig is a --config that check, the agent's start and a SIGHUP reload
+// must all refuse with the same message.
+type badConfig struct {
+	name, path, want string
+}
+
+// badConfigs returns the files every entry point must refuse.
+func badConfigs(t *testing.T) []badConfig {
+	t.Helper()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.yml")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("#\n"), config.MaxFileSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buckets strings.Builder
+	buckets.WriteString("metrics:\n  duration_buckets: [1")
+	for i := 2; i <= 100000; i++ {
+		fmt.Fprintf(&buckets, ", %d", i)
+	}
+	buckets.WriteString("]\n")
+	many := filepath.Join(dir, "buckets.yml")
+	if err := os.WriteFile(many, []byte(buckets.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []badConfig{
+		{"100000-buckets", many, many + ":2:21: metrics.duration_buckets: lists 100000 boundaries, at most 64 are allowed"},
+		{"fifo", fifo, fifo + " is a FIFO, not a regular file"},
+		{"dev-zero", "/dev/zero", "/dev/zero is a character device, not a regular file"},
+		{"directory", dir, dir + " is a directory, not a regular file"},
+		{"too-big", big, "larger than the 1048576 bytes (1 MiB) a configuration file may have"},
+	}
+}
+
+// within runs fn and fails the test if it has not returned after a bound far
+// above its normal run time (a FIFO used to block forever).
+func within(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); fn() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still running after 30s", what)
+	}
+}
+
+// TestBadConfigRefusedEverywhere: check, agent start and SIGHUP reload
+// refuse the same files with the same message, and none of them hangs.
+func TestBadConfigRefusedEverywhere(t *testing.T) {
+	for _, bc := range badConfigs(t) {
+		t.Run(bc.name, func(t *testing.T) {
+			t.Run("check", func(t *testing.T) {
+				var out string
+				var code int
+				within(t, "check", func() { out, _, code = run(t, "check", "--config", bc.path) })
+				if code != checkBadConfig || !strings.Contains(out, "FAIL  config") || !strings.Contains(out, bc.want) {
+					t.Errorf("check exit %d, want %d and %q in:\n%s", code, checkBadConfig, bc.want, out)
+				}
+			})
+			t.Run("agent", func(t *testing.T) {
+				var errOut string
+				var code int
+				within(t, "agent", func() { _, errOut, code = run(t, "agent", "--config", bc.path) })
+				if code == 0 || !strings.Contains(errOut, bc.want) {
+					t.Errorf("agent exit %d, want an error containing %q:\n%s", code, bc.want, errOut)
+				}
+			})
+			t.Run("reload", func(t *testing.T) {
+				logs := reloadWith(t, bc.path)
+				if !strings.Contains(logs, "reload failed, keeping the running configuration") ||
+					!strings.Contains(logs, bc.want) || strings.Contains(logs, "configuration reloaded") {
+					t.Errorf("reload of %s logged:\n%s\nwant a refusal containing %q", bc.path, logs, bc.want)
+				}
+			})
+		})
+	}
+}
+
+// TestReloadRefusesBadWebConfig: the start refuses a web.config_file that
+// exporter-toolkit cannot use; a reload to it is refused with the same
+// message instead of being accepted until the next restart fails.
+func TestReloadRefusesBadWebConfig(t *testing.T) {
+	web := writeFile(t, "tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n")
+	cfg := writeFile(t, "web:\n  config_file: "+web+"\n")
+	want := "exporter: web config " + web + ":"
+	logs := reloadWith(t, cfg)
+	if !strings.Contains(logs, "reload failed, keeping the running configuration") ||
+		!strings.Contains(logs, want) || strings.Contains(logs, "configuration reloaded") {
+		t.Errorf("reload logged:\n%s\nwant a refusal containing %q", logs, want)
+	}
+	// The agent's start says the same (through exporter.New).
+	if _, err := exporter.New(exporter.Options{WebConfigFile: web, Collector: newTestCollector(t)}); err == nil ||
+		!strings.Contains(err.Error(), want) {
+		t.Errorf("exporter.New = %v, want %q", err, want)
+	}
+}
+
+// reloadWith starts from the default configuration and runs the SIGHUP
+// reload with --config path, as the agent and proxy commands do. It
+// returns the log.
+func reloadWith(t *testing.T, path string) string {
+	t.Helper()
+	var (
+		mu  sync.Mutex
+		buf bytes.Buffer
+	)
+	logger := slog.New(slog.NewTextHandler(syncWriter{&mu, &buf}, nil))
+	cfg := config.Default()
+	spec, err := cfg.BindingsSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := newTestCollector(t)
+	app := &cli.App{Flags: configFlags(), Action: func(c *cli.Context) error {
+		within(t, "reload", func() {
+			reloadConfig(c, bindings.NewResolver(spec, logger), new(slog.LevelVar), col, logger)
+		})
+		return nil
+	}}
+	if err := app.Run([]string{"reload-test", "--config", path}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return buf.String()
+}
+
+func newTestCollector(t *testing.T) *collector.Collector {
+	t.Helper()
+	col, err := collector.New(collectorConfig(config.Default()), collector.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return col
+}
+
+type syncWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
