@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -167,6 +168,11 @@ func (a *agent) setup() error {
 		// the operator (ipng-stats detach): never run past them.
 		if bpfErr != nil && (mode == attribution.ModeBPF || errors.Is(bpfErr, ebpf.ErrMapIncompatible)) {
 			return bpfErr
+		}
+		// nginx is attributed by the program's 4-tuple stamps only: without
+		// them every line would silently get the default tag.
+		if bpfErr != nil && cfg.Nginx.Enabled {
+			return fmt.Errorf("the nginx ingest needs the BPF program (nginx connections are attributed by its 4-tuple stamps): %w", bpfErr)
 		}
 	}
 	var maps *loader.Maps

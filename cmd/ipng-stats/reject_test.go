@@ -170,3 +170,19 @@ func (s syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// TestAgentNginxNeedsBPF: in mode auto the agent runs on without the BPF
+// program, but not with the nginx ingest, which attributes by the program's
+// 4-tuple stamps only: it refuses to start and says why, instead of tagging
+// every nginx request with the default tag.
+func TestAgentNginxNeedsBPF(t *testing.T) {
+	cfg := writeFile(t, "attribution:\n  mode: auto\nnginx:\n  enabled: true\n  log_file: "+filepath.Join(t.TempDir(), "access.log")+"\n")
+	var errOut string
+	var code int
+	within(t, "agent", func() {
+		_, errOut, code = run(t, "agent", "--config", cfg, "--bpf.cgroup", t.TempDir(), "--web.listen-address", "127.0.0.1:0")
+	})
+	if code == 0 || !strings.Contains(errOut, "the nginx ingest needs the BPF program") {
+		t.Errorf("agent exit %d, want an error naming the nginx ingest's need for BPF:\n%s", code, errOut)
+	}
+}
