@@ -137,28 +137,37 @@ func (c *Collector) SetSources(s Sources) { c.sources.Store(&s) }
 // series cap is reached, new pairs get the (tag, "other") overflow series
 // and ipng_series_overflow_total rises.
 func (c *Collector) Series(tag string, vip netip.Addr) Series {
-	return c.series(tag, vip, true)
+	s, folded := c.SeriesFolded(tag, vip)
+	if folded {
+		c.folded.Add(1)
+	}
+	return s
 }
 
 // SeriesCountedElsewhere is Series for a connection that another source
-// looks up too (the agent's events count the connections the sock_ops
-// program stamped, and the proxy records their requests): a fold into an
-// overflow series is left to that source, so that
-// ipng_series_overflow_total rises once per connection.
+// counts too (the agent counts the connections the sock_ops program
+// stamped, and the proxy records their requests): a fold into an overflow
+// series is left to that source, so that ipng_series_overflow_total rises
+// once per connection.
 func (c *Collector) SeriesCountedElsewhere(tag string, vip netip.Addr) Series {
-	return c.series(tag, vip, false)
+	s, _ := c.SeriesFolded(tag, vip)
+	return s
 }
 
-func (c *Collector) series(tag string, vip netip.Addr, countFold bool) Series {
+// SeriesFolded is Series without counting a fold: it also says whether the
+// handle is the (tag, "other") overflow series. A source that adds
+// connections in bulk (the kernel's per-(tag, VIP) counts) counts each
+// connection it adds to an overflow series with CountFolds.
+func (c *Collector) SeriesFolded(tag string, vip netip.Addr) (s Series, folded bool) {
 	if !vip.IsValid() {
-		return Series{sh: c.sinks[RejectInvalidVIP]}
+		return Series{sh: c.sinks[RejectInvalidVIP]}, false
 	}
 	k := seriesKey{tag: tag, addr: vip.Unmap().WithZone("")}
 	if e, ok := c.ix.load(k); ok {
-		return e.handle()
+		return e.handle(), false
 	}
 	if !ValidSourceTag(tag) {
-		return Series{sh: c.sinks[RejectInvalidSourceTag]}
+		return Series{sh: c.sinks[RejectInvalidSourceTag]}, false
 	}
 	if c.nReal.Load() < c.limit.Load() {
 		e := c.ix.loadOrCreate(k, func() *entry {
@@ -168,14 +177,15 @@ func (c *Collector) series(tag string, vip netip.Addr, countFold bool) Series {
 			return c.add(newEntry(c.lay, c.fixed, tag, k.addr))
 		})
 		if e != nil {
-			return e.handle()
+			return e.handle(), false
 		}
 	}
-	if countFold {
-		c.folded.Add(1)
-	}
-	return c.overflow(tag).handle()
+	return c.overflow(tag).handle(), true
 }
+
+// CountFolds adds n to ipng_series_overflow_total: connections added to a
+// handle that SeriesFolded reported folded.
+func (c *Collector) CountFolds(n uint64) { c.folded.Add(n) }
 
 // Record is Series(tag, vip).Record(o) for sources that do not keep handles
 // (it costs a map lookup under a read lock).

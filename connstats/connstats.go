@@ -34,6 +34,7 @@ type Tracker struct {
 // what was added so far.
 type counted struct {
 	series         collector.Series
+	folded         bool // series is an overflow series: each connection counts a fold
 	bound          bool
 	fam            bindings.Family
 	opened, closed uint64
@@ -64,6 +65,9 @@ func (t *Tracker) Sync() error {
 		// mean another map, and is taken as the new base.
 		opened, closed := sub(c.Opened, e.opened), sub(c.Closed, e.closed)
 		e.series.AddConns(opened, closed)
+		if e.folded {
+			t.col.CountFolds(opened)
+		}
 		if !e.bound && opened > 0 {
 			t.tags.CountMisses(e.fam, opened)
 		}
@@ -89,5 +93,6 @@ func (t *Tracker) newCounted(k loader.ConnKey) *counted {
 		r := t.tags.Table().Lookup(k.Ifindex, k.Family)
 		tag, bound = r.Tag, r.Bound
 	}
-	return &counted{series: t.col.Series(tag, k.VIP), bound: bound, fam: k.Family}
+	s, folded := t.col.SeriesFolded(tag, k.VIP)
+	return &counted{series: s, folded: folded, bound: bound, fam: k.Family}
 }

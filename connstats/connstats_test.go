@@ -79,3 +79,39 @@ func TestTracker(t *testing.T) {
 		t.Errorf("later syncs: %v, want %v", got, want)
 	}
 }
+
+// TestTrackerOverflowPerConnection: past the series cap, every connection
+// the kernel counted for a new (tag, VIP) is one fold in
+// ipng_series_overflow_total (docs/metrics.md), not one per kernel series.
+func TestTrackerOverflowPerConnection(t *testing.T) {
+	col, err := collector.New(collector.Config{MaxSeries: 1}, collector.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := bindings.NewResolver(bindings.Spec{DefaultTag: "direct"}, nil)
+	first := loader.ConnKey{VIP: netip.MustParseAddr("192.0.2.10"), TagID: 1, Family: bindings.FamilyIPv4}
+	second := loader.ConnKey{VIP: netip.MustParseAddr("192.0.2.11"), TagID: 1, Family: bindings.FamilyIPv4}
+	kernel := map[loader.ConnKey][2]uint64{first: {2, 0}}
+	read := func() ([]loader.ConnCount, error) {
+		var out []loader.ConnCount
+		for k, v := range kernel {
+			out = append(out, loader.ConnCount{Key: k, Opened: v[0], Closed: v[1]})
+		}
+		return out, nil
+	}
+	tr := New(col, tags, func(uint32) (string, bool) { return "maglev", true }, read)
+	if err := tr.Sync(); err != nil { // first takes the only series
+		t.Fatal(err)
+	}
+	kernel[second] = [2]uint64{3, 1}
+	if err := tr.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	kernel[second] = [2]uint64{5, 5}
+	if err := tr.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := col.Snapshot(collector.Filter{}).Meta.SeriesOverflow; got != 5 {
+		t.Errorf("series overflow %d, want 5 (one per connection folded)", got)
+	}
+}

@@ -38,10 +38,10 @@ type Options struct {
 	// ConnectionsCountedElsewhere leaves ipng_connections_total and
 	// ipng_connections_active to the agent for the connections the sock_ops
 	// program stamped (attribution method sk_storage or cookie): the agent
-	// counts those from the program's events, and their folds into an
-	// overflow series (ipng_series_overflow_total). Connections attributed
-	// otherwise are still counted here. Set it when an ipng-stats agent
-	// consumes the program's events (requests and in-flight gauges are
+	// adds those from the program's per-(tag, VIP) counts, and their folds
+	// into an overflow series (ipng_series_overflow_total). Connections
+	// attributed otherwise are still counted here. Set it when an ipng-stats
+	// agent reads the program's counts (requests and in-flight gauges are
 	// always recorded here).
 	ConnectionsCountedElsewhere bool
 }
@@ -110,7 +110,7 @@ func (s *Stats) Wrap(nc net.Conn) *Conn {
 		c.series = s.c.Series(info.Tag, info.Local.Addr())
 		c.series.ConnOpened()
 	} else {
-		// The agent's events look this connection up too, and count it.
+		// The agent adds this connection from the program's counts.
 		c.series = s.c.SeriesCountedElsewhere(info.Tag, info.Local.Addr())
 	}
 	return c
