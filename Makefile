@@ -10,7 +10,7 @@ BENCHTIME ?= 1s
 # Packages Debian needs for building the BPF object, running every test and
 # packaging. `go build` alone needs none of them: the BPF object is committed.
 DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus wrk systemd \
-        debhelper dpkg-dev ca-certificates git make gcc libc6-dev
+        debhelper dpkg-dev lintian man-db ca-certificates git make gcc libc6-dev
 
 .PHONY: help build generate check-generated test test-e2e bench lint deps deb clean run
 

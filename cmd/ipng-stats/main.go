@@ -35,6 +35,7 @@ func newApp() *cli.App {
 			proxyCommand(),
 			nginxSnippetCommand(),
 			versionCommand(),
+			manCommand(),
 		},
 	}
 }
