@@ -12,7 +12,7 @@ BENCHTIME ?= 1s
 DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus wrk systemd \
         debhelper dpkg-dev lintian man-db ca-certificates git make gcc libc6-dev
 
-.PHONY: help build generate check-generated test test-e2e bench lint deps deb clean run
+.PHONY: help build generate check-generated test test-e2e bench lint deps deb image clean run
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,12 @@ deps: ## install the Debian packages for generate, tests and packaging (root)
 
 deb: ## build the Debian package into ../
 	dpkg-buildpackage -us -uc -b
+
+# The image's times are the last commit's: the same commit gives the same image.
+image: build ## container image from the static binary, no registry or engine: OCI layout build/image and build/ipng-stats-image.tar
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+		$(GO) run ./cmd/ipng-stats-image -binary ipng-stats -version $(VERSION) -revision $(REVISION) \
+		-layout build/image -archive build/ipng-stats-image.tar
 
 clean: ## remove build output
 	rm -f ipng-stats
