@@ -12,7 +12,7 @@ BENCHTIME ?= 1s
 DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus wrk systemd \
         debhelper dpkg-dev lintian man-db ca-certificates git make gcc libc6-dev
 
-.PHONY: help build generate check-generated test test-e2e bench lint deps deb image clean run
+.PHONY: help build generate check-generated chart test-chart test test-e2e bench lint deps deb image clean run
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,8 +26,16 @@ run: build ## run the agent on the embedded default configuration (root)
 generate: ## regenerate the bpf2go output from bpf/sockops.c (needs clang, libbpf-dev)
 	$(GO) generate ./bpf/
 
-check-generated: generate ## fail when the committed bpf2go output is stale
+check-generated: generate chart ## fail when the committed bpf2go output or the rendered manifest is stale
 	@git diff --exit-code -- bpf/ || { echo "generated BPF files are not up to date: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code -- deploy/kubernetes/ || { echo "deploy/kubernetes/ipng-stats.yaml is not up to date: run 'make chart' and commit"; exit 1; }
+
+# The chart's tooling is a module of its own (Helm's Go API, no helm binary).
+chart: ## lint the Helm chart and render deploy/kubernetes/ipng-stats.yaml from it
+	cd deploy/helm/tool && $(GO) run . -chart ../ipng-stats -out ../../kubernetes/ipng-stats.yaml
+
+test-chart: ## helm lint, values schema and golden renderings of the chart
+	cd deploy/helm/tool && $(GO) test -count=1 ./...
 
 test: ## every test with -race (privileged ones skip without root; with IPNG_STATS_E2E=1 a skip fails)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
