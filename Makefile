@@ -13,9 +13,9 @@ FUZZ      := config:FuzzParse nginxlog:FuzzParse exporter:FuzzQuery bindings:Fuz
 # Packages Debian needs for building the BPF object, running every test and
 # packaging. `go build` alone needs none of them: the BPF object is committed.
 DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus wrk systemd \
-        debhelper dpkg-dev ca-certificates git make gcc libc6-dev chromium tmux
+        debhelper dpkg-dev lintian man-db ca-certificates git make gcc libc6-dev chromium tmux
 
-.PHONY: help build generate generate-bpf generate-monitoring check-generated test test-e2e bench fuzz lint deps deb clean run
+.PHONY: help build generate generate-bpf generate-monitoring check-generated chart test-chart test test-e2e bench fuzz lint deps deb image clean run
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,9 +34,17 @@ generate-bpf: ## regenerate the bpf2go output from bpf/sockops.c (needs clang, l
 generate-monitoring: ## regenerate the dashboards, rules and alerts in deploy/monitoring/ from monitoring/
 	$(GO) generate ./monitoring/
 
-check-generated: generate ## fail when committed generated files (BPF objects, monitoring bundle) are stale
+check-generated: generate chart ## fail when committed generated files (BPF objects, monitoring bundle, rendered manifest) are stale
 	@git diff --exit-code -- bpf/ || { echo "generated BPF files are not up to date: run 'make generate' and commit"; exit 1; }
 	@git diff --exit-code -- deploy/monitoring/ && test -z "$$(git status --porcelain -- deploy/monitoring/)" || { echo "the monitoring bundle is not up to date: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code -- deploy/kubernetes/ || { echo "deploy/kubernetes/ipng-stats.yaml is not up to date: run 'make chart' and commit"; exit 1; }
+
+# The chart's tooling is a module of its own (Helm's Go API, no helm binary).
+chart: ## lint the Helm chart and render deploy/kubernetes/ipng-stats.yaml from it
+	cd deploy/helm/tool && $(GO) run . -chart ../ipng-stats -out ../../kubernetes/ipng-stats.yaml
+
+test-chart: ## helm lint, values schema and golden renderings of the chart
+	cd deploy/helm/tool && $(GO) test -count=1 ./...
 
 test: ## every test with -race (privileged ones skip without root; with IPNG_STATS_E2E=1 a skip fails)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
@@ -61,6 +69,12 @@ deps: ## install the Debian packages for generate, tests and packaging (root)
 
 deb: ## build the Debian package into ../
 	dpkg-buildpackage -us -uc -b
+
+# The image's times are the last commit's: the same commit gives the same image.
+image: build ## container image from the static binary, no registry or engine: OCI layout build/image and build/ipng-stats-image.tar
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+		$(GO) run ./cmd/ipng-stats-image -binary ipng-stats -version $(VERSION) -revision $(REVISION) \
+		-layout build/image -archive build/ipng-stats-image.tar
 
 clean: ## remove build output
 	rm -f ipng-stats

@@ -47,7 +47,7 @@ func TestProxyCheckListeners(t *testing.T) {
 		want         string
 	}{
 		{"systemd unit", ":80", unitCaps(t), false, 0, "ok    proxy listener :80: can be bound"},
-		{"kubernetes", ":80", daemonSetCaps(t), false, 0, "ok    proxy listener :80: can be bound"},
+		{"kubernetes", ":80", daemonSetCaps(t, "../deploy/helm/tool/testdata/all.golden.yaml"), false, 0, "ok    proxy listener :80: can be bound"},
 		{"free", fmt.Sprintf(":%d", e.port), nil, false, 0, fmt.Sprintf("ok    proxy listener :%d: can be bound", e.port)},
 		{"in use", held.Addr().String(), nil, false, 2,
 			fmt.Sprintf("FAIL  proxy listener %s: address in use by %s (pid %d)", held.Addr(), strings.TrimSpace(string(me)), os.Getpid())},
@@ -93,25 +93,30 @@ func TestProxyCheckListeners(t *testing.T) {
 	}
 }
 
-// unitCaps returns the CapabilityBoundingSet of the shipped systemd unit.
+// unitCaps returns the CapabilityBoundingSet of the shipped systemd unit:
+// the union of its lines, as systemd reads them.
 func unitCaps(t *testing.T) []string {
 	b, err := os.ReadFile("../deploy/systemd/ipng-stats.service")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var caps []string
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "CapabilityBoundingSet="); ok {
-			return strings.Fields(v)
+			caps = append(caps, strings.Fields(v)...)
 		}
 	}
-	t.Fatal("the unit has no CapabilityBoundingSet")
-	return nil
+	if len(caps) == 0 {
+		t.Fatal("the unit has no CapabilityBoundingSet")
+	}
+	return caps
 }
 
-// daemonSetCaps returns the capabilities the shipped DaemonSet adds to the
-// agent's container (it drops all others).
-func daemonSetCaps(t *testing.T) []string {
-	b, err := os.ReadFile("../deploy/kubernetes/ipng-stats.yaml")
+// daemonSetCaps returns the capabilities a DaemonSet rendered from the Helm
+// chart adds to the agent's container (it drops all others): file is the
+// chart's golden rendering with every option on, the proxy included.
+func daemonSetCaps(t *testing.T, file string) []string {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}

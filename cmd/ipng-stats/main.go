@@ -36,6 +36,7 @@ func newApp() *cli.App {
 			topCommand(),
 			nginxSnippetCommand(),
 			versionCommand(),
+			manCommand(),
 		},
 	}
 }
