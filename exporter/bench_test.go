@@ -29,16 +29,7 @@ func (d *discard) WriteHeader(int)             {}
 // series (lines of the text format without comments).
 func BenchmarkScrape(b *testing.B) {
 	for _, n := range []int{200, 10000} {
-		c := newTestCollector(b, collector.Config{MaxSeries: n})
-		for i := range n {
-			s := c.Series(fmt.Sprintf("tag%d", i%4), netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
-			s.Record(collector.Outcome{Status: 200, RequestBytes: 300, ResponseBytes: 5000, Duration: 3 * time.Millisecond})
-			s.Record(collector.Outcome{Status: 404, RequestBytes: 200, ResponseBytes: 100, Duration: time.Millisecond})
-		}
-		srv, err := New(Options{Collector: c})
-		if err != nil {
-			b.Fatal(err)
-		}
+		_, srv := scrapeServer(b, n)
 		h := srv.Handler()
 		samples := countSamples(b, h)
 		for _, f := range []struct{ name, query, accept string }{
@@ -100,16 +91,7 @@ func bytesLines(b []byte) [][]byte {
 // checks every series), both serving the Prometheus text format.
 func BenchmarkScrapeRegistry(b *testing.B) {
 	const n = 10000
-	c := newTestCollector(b, collector.Config{MaxSeries: n})
-	for i := range n {
-		s := c.Series(fmt.Sprintf("tag%d", i%4), netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
-		s.Record(collector.Outcome{Status: 200, RequestBytes: 300, ResponseBytes: 5000, Duration: 3 * time.Millisecond})
-		s.Record(collector.Outcome{Status: 404, RequestBytes: 200, ResponseBytes: 100, Duration: time.Millisecond})
-	}
-	srv, err := New(Options{Collector: c})
-	if err != nil {
-		b.Fatal(err)
-	}
+	c, srv := scrapeServer(b, n)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
 	for _, h := range []struct {
@@ -127,4 +109,21 @@ func BenchmarkScrapeRegistry(b *testing.B) {
 			}
 		})
 	}
+}
+
+// scrapeServer is a server over n (tag, vip) series, each with 2xx and 4xx
+// requests.
+func scrapeServer(b *testing.B, n int) (*collector.Collector, *Server) {
+	b.Helper()
+	c := newTestCollector(b, collector.Config{MaxSeries: n})
+	for i := range n {
+		s := c.Series(fmt.Sprintf("tag%d", i%4), netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+		s.Record(collector.Outcome{Status: 200, RequestBytes: 300, ResponseBytes: 5000, Duration: 3 * time.Millisecond})
+		s.Record(collector.Outcome{Status: 404, RequestBytes: 200, ResponseBytes: 100, Duration: time.Millisecond})
+	}
+	srv, err := New(Options{Collector: c})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c, srv
 }
