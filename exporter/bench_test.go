@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/ipng/ipng-stats/collector"
 )
 
@@ -26,16 +29,7 @@ func (d *discard) WriteHeader(int)             {}
 // series (lines of the text format without comments).
 func BenchmarkScrape(b *testing.B) {
 	for _, n := range []int{200, 10000} {
-		c := newTestCollector(b, collector.Config{MaxSeries: n})
-		for i := range n {
-			s := c.Series(fmt.Sprintf("tag%d", i%4), netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
-			s.Record(collector.Outcome{Status: 200, RequestBytes: 300, ResponseBytes: 5000, Duration: 3 * time.Millisecond})
-			s.Record(collector.Outcome{Status: 404, RequestBytes: 200, ResponseBytes: 100, Duration: time.Millisecond})
-		}
-		srv, err := New(Options{Collector: c})
-		if err != nil {
-			b.Fatal(err)
-		}
+		_, srv := scrapeServer(b, n)
 		h := srv.Handler()
 		samples := countSamples(b, h)
 		for _, f := range []struct{ name, query, accept string }{
@@ -44,11 +38,12 @@ func BenchmarkScrape(b *testing.B) {
 			{"protobuf", "", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"},
 			{"json", "format=json", ""},
 			{"text-gzip", "", "gzip"},
+			{"text-zstd", "", "zstd"},
 		} {
 			b.Run(fmt.Sprintf("series=%d/samples=%d/%s", n, samples, f.name), func(b *testing.B) {
 				req := httptest.NewRequest(http.MethodGet, "/metrics?"+f.query, nil)
-				if f.name == "text-gzip" {
-					req.Header.Set("Accept-Encoding", "gzip")
+				if f.name == "text-gzip" || f.name == "text-zstd" {
+					req.Header.Set("Accept-Encoding", f.accept)
 				} else if f.accept != "" {
 					req.Header.Set("Accept", f.accept)
 				}
@@ -89,4 +84,46 @@ func bytesLines(b []byte) [][]byte {
 		}
 	}
 	return out
+}
+
+// BenchmarkScrapeRegistry compares the exporter's gatherer with promhttp over
+// a prometheus.Registry holding the collector (Registry.Gather hashes and
+// checks every series), both serving the Prometheus text format.
+func BenchmarkScrapeRegistry(b *testing.B) {
+	const n = 10000
+	c, srv := scrapeServer(b, n)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	for _, h := range []struct {
+		name string
+		h    http.Handler
+	}{
+		{"exporter", srv.Handler()},
+		{"registry", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
+	} {
+		b.Run(fmt.Sprintf("series=%d/%s", n, h.name), func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				h.h.ServeHTTP(&discard{h: http.Header{}}, req)
+			}
+		})
+	}
+}
+
+// scrapeServer is a server over n (tag, vip) series, each with 2xx and 4xx
+// requests.
+func scrapeServer(b *testing.B, n int) (*collector.Collector, *Server) {
+	b.Helper()
+	c := newTestCollector(b, collector.Config{MaxSeries: n})
+	for i := range n {
+		s := c.Series(fmt.Sprintf("tag%d", i%4), netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+		s.Record(collector.Outcome{Status: 200, RequestBytes: 300, ResponseBytes: 5000, Duration: 3 * time.Millisecond})
+		s.Record(collector.Outcome{Status: 404, RequestBytes: 200, ResponseBytes: 100, Duration: time.Millisecond})
+	}
+	srv, err := New(Options{Collector: c})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c, srv
 }

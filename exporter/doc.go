@@ -1,5 +1,6 @@
 // Package exporter serves the collector's series over HTTP: Prometheus text,
-// OpenMetrics and protobuf by content negotiation, and a versioned JSON
+// OpenMetrics and protobuf by content negotiation (client_golang's promhttp
+// over the exporter's own prometheus.Gatherer), and a versioned JSON
 // document, on /metrics and /.well-known/ipng/statsz, with ?source_tag= and
 // ?vip= filters; plus a landing page and /-/healthy, /-/ready. TLS and basic
 // auth come from a prometheus/exporter-toolkit web configuration file.

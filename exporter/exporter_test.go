@@ -3,12 +3,16 @@ package exporter
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -209,6 +213,60 @@ func TestGzip(t *testing.T) {
 	}
 	if resp := get(t, h, "/metrics", "Accept-Encoding", "br;q=1.0, GZIP;q=0.5"); resp.Header.Get("Content-Encoding") != "gzip" {
 		t.Error("Accept-Encoding with gzip;q=0.5 was not compressed")
+	}
+}
+
+// TestZstdAndJSONCompression: zstd is offered next to gzip, and the
+// JSON document is gzipped too.
+func TestZstdAndJSONCompression(t *testing.T) {
+	h := newTestServer(t, nil).Handler()
+	plain := body(t, get(t, h, "/metrics?source_tag=maglev1"))
+	resp := get(t, h, "/metrics?source_tag=maglev1", "Accept-Encoding", "zstd")
+	if ce := resp.Header.Get("Content-Encoding"); ce != "zstd" {
+		t.Fatalf("Content-Encoding %q, want zstd", ce)
+	}
+	if v := resp.Header.Values("Vary"); !slices.Contains(v, "Accept-Encoding") {
+		t.Errorf("Vary %q lacks Accept-Encoding", v)
+	}
+	zr, err := zstd.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	if unzipped, err := io.ReadAll(zr); err != nil || !bytes.Equal(plain, unzipped) {
+		t.Errorf("zstd body differs from plain body (%v)", err)
+	}
+
+	plainJSON := body(t, get(t, h, "/metrics?format=json"))
+	resp = get(t, h, "/metrics?format=json", "Accept-Encoding", "gzip")
+	if ce := resp.Header.Get("Content-Encoding"); ce != "gzip" {
+		t.Fatalf("JSON Content-Encoding %q, want gzip", ce)
+	}
+	gr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unzipped, err := io.ReadAll(gr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// generated_at and rates differ between the two documents; counters do not.
+	var a, b Document
+	if err := json.Unmarshal(plainJSON, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(unzipped, &b); err != nil {
+		t.Fatalf("gzipped JSON: %v", err)
+	}
+	codes := func(d Document) map[string]map[string]CodeStats {
+		m := map[string]map[string]CodeStats{}
+		for _, s := range d.Series {
+			m[s.SourceTag+" "+s.VIP] = s.Codes
+		}
+		return m
+	}
+	if len(a.Series) == 0 || !reflect.DeepEqual(codes(a), codes(b)) {
+		t.Errorf("gzipped JSON series %v, want %v", codes(b), codes(a))
 	}
 }
 

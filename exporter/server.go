@@ -66,6 +66,7 @@ type Server struct {
 	mux     *http.ServeMux
 	links   []web.LandingLinks
 	landing http.Handler // rebuilt by Mount
+	promAll http.Handler // the unfiltered Prometheus formats
 }
 
 // New checks opts (including the web configuration file) and builds the
@@ -204,11 +205,16 @@ func (s *Server) routes() error {
 	if err := s.buildLanding(); err != nil {
 		return err
 	}
+	s.promAll = s.promHandler(collector.Filter{})
+	stats, err := compress(http.HandlerFunc(s.serveStats))
+	if err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	s.mux, s.handler = mux, mux
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { s.landing.ServeHTTP(w, r) })
-	mux.HandleFunc("GET "+MetricsPath, s.serveStats)
-	mux.HandleFunc("GET "+StatszPath, s.serveStats)
+	mux.Handle("GET "+MetricsPath, stats)
+	mux.Handle("GET "+StatszPath, stats)
 	mux.HandleFunc("GET "+HealthyPath, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "Healthy\n")
