@@ -2,8 +2,10 @@ package tests
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -112,7 +114,8 @@ type connRow struct {
 // TestConnsCommand holds one connection open per path and family and checks
 // that `ipng-stats conns` lists each with the right device and tag.
 func TestConnsCommand(t *testing.T) {
-	e := newEnv(t, "")
+	// An idle nginx ingest: the program writes the 4-tuple map only for it.
+	e := newEnv(t, fmt.Sprintf("nginx:\n  enabled: true\n  log_file: %s\n", filepath.Join(t.TempDir(), "access.log")))
 	e.startAgent()
 	e.startTagServer("bpf")
 	maps, err := loader.OpenPinned(e.pinDir)
@@ -203,4 +206,34 @@ func normalize(addr string) string {
 		return addr
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+}
+
+// TestTupleMapOnlyWithNginx: without the nginx ingest (the default
+// configuration) the program does not write the 4-tuple map, which only the
+// ingest reads: a stamped connection is in socket storage, not there.
+func TestTupleMapOnlyWithNginx(t *testing.T) {
+	e := newEnv(t, "")
+	e.startAgent()
+	e.startTagServer("bpf")
+	maps, err := loader.OpenPinned(e.pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer maps.Close()
+	var netns uint64
+	if err := e.topo.Srv.Do(t, func() (err error) { netns, err = loader.NetnsCookie(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.connect(e.topo.C1, "ipv4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.reply.Ifindex == 0 {
+		t.Fatalf("connection not stamped: %+v", c.reply)
+	}
+	client := netip.MustParseAddrPort(normalize(c.conn.LocalAddr().String()))
+	vip := netip.MustParseAddrPort(normalize(c.conn.RemoteAddr().String()))
+	if st, ok, err := maps.LookupTuple(netns, vip, client); ok || err != nil {
+		t.Errorf("tuple lookup (%s, %s) = %+v, %v, %v; want no entry without the nginx ingest", vip, client, st, ok, err)
+	}
 }

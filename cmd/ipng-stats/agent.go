@@ -245,9 +245,10 @@ func loaderConfig(cfg *config.Config) loader.Config {
 		KeepOnExit:       cfg.BPF.KeepOnExit,
 		CookieMapEntries: cfg.BPF.CookieMapEntries,
 		TupleMapEntries:  cfg.BPF.TupleMapEntries,
-		// An ingest outside the agent reads the pins: a configured size
-		// keeps the map too.
-		Tuples: cfg.Nginx.Enabled || cfg.BPF.TupleMapEntries != 0,
+		// Only the nginx ingest reads the 4-tuple map: without it the
+		// program does not write it (bpf.tuple_map_entries is set in the
+		// default configuration, so it cannot be the switch).
+		Tuples: cfg.Nginx.Enabled,
 	}
 }
 
