@@ -1,0 +1,231 @@
+//go:build k8s
+
+// Package k8s is the single-node Kubernetes cluster test (make test-k8s):
+// upstream components in a network namespace the test creates, the agent's
+// image imported into containerd, its DaemonSet applied. See README.md.
+package k8s
+
+import (
+	"archive/tar"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/ipng/ipng-stats/internal/testenv"
+)
+
+const (
+	imageArchive = "../../build/ipng-stats-image.tar"
+	manifestFile = "../../deploy/kubernetes/ipng-stats.yaml"
+)
+
+// imageName is the name `make image` gave the archive's image.
+func imageName(t *testing.T, archive string) string {
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatalf("%v (run make image)", err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s: no index.json: %v", archive, err)
+		}
+		if h.Name != "index.json" {
+			continue
+		}
+		var idx struct {
+			Manifests []struct {
+				Annotations map[string]string `json:"annotations"`
+			} `json:"manifests"`
+		}
+		if err := json.NewDecoder(tr).Decode(&idx); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range idx.Manifests {
+			if n := m.Annotations["io.containerd.image.name"]; n != "" {
+				return n
+			}
+		}
+		t.Fatalf("%s: no image name", archive)
+	}
+}
+
+// manifest is the plain manifest (the chart rendered with its defaults),
+// pointed at the imported image, the test's cgroup2 subtree and pin dir.
+func (c *cluster) manifest(image string) []map[string]any {
+	f, err := os.Open(manifestFile)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer f.Close()
+	var objs []map[string]any
+	dec := yaml.NewDecoder(f)
+	for {
+		var o map[string]any
+		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			c.t.Fatal(err)
+		}
+		if o == nil {
+			continue
+		}
+		switch o["kind"] {
+		case "ConfigMap":
+			data := o["data"].(map[string]any)
+			var cfg map[string]any
+			if err := yaml.Unmarshal([]byte(data["ipng-stats.yml"].(string)), &cfg); err != nil {
+				c.t.Fatal(err)
+			}
+			cfg["bpf"].(map[string]any)["pin_dir"] = "/sys/fs/bpf/" + c.id
+			b, err := yaml.Marshal(cfg)
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			data["ipng-stats.yml"] = string(b)
+		case "DaemonSet":
+			spec := field(o, "spec", "template", "spec").(map[string]any)
+			ctr := spec["containers"].([]any)[0].(map[string]any)
+			ctr["image"], ctr["imagePullPolicy"] = image, "Never"
+			for _, v := range spec["volumes"].([]any) {
+				v := v.(map[string]any)
+				switch v["name"] {
+				case "cgroup2":
+					v["hostPath"].(map[string]any)["path"] = c.cgroup2()
+				case "bpffs":
+					v["hostPath"].(map[string]any)["path"] = c.bpffs()
+				}
+			}
+		}
+		objs = append(objs, o)
+	}
+	return objs
+}
+
+// bpffs is the test's own bpffs instance, a shared mount (HostToContainer
+// propagation needs one; the host's /sys/fs/bpf is private here) whose pins
+// go with its unmount.
+func (c *cluster) bpffs() string { return c.path("bpffs") }
+
+// cgroup2 is the test's own cgroup2 subtree, where the agent attaches.
+func (c *cluster) cgroup2() string { return "/sys/fs/cgroup/unified/" + c.id + "-bpf" }
+
+func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, b := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"} {
+		if _, err := os.Stat(filepath.Join(cacheDir(), b)); err != nil {
+			t.Fatalf("%v: build the components as tests/k8s/README.md says", err)
+		}
+	}
+	for _, b := range []string{"etcd", "containerd", "runc", "ctr", "nsenter", "bpftool"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Fatalf("%v (apt-get install etcd-server containerd runc bpftool)", err)
+		}
+	}
+	if _, err := os.Stat("/usr/lib/cni/loopback"); err != nil {
+		t.Fatalf("%v (apt-get install containernetworking-plugins)", err)
+	}
+	image := imageName(t, imageArchive)
+	c := newCluster(t)
+	if err := os.Mkdir(c.cgroup2(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(c.cgroup2()); err != nil && !os.IsNotExist(err) {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	if err := os.Mkdir(c.bpffs(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.must("mount", "-t", "bpf", "bpf", c.bpffs())
+	c.must("mount", "--make-shared", c.bpffs())
+	start := time.Now()
+	step := func(what string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), what) }
+
+	c.startEtcd()
+	c.startContainerd()
+	c.startAPIServer()
+	c.waitFor("apiserver ready", 3*time.Minute, func() error {
+		_, err := c.api("GET", "/api/v1/namespaces/default", nil)
+		return err
+	}, "kube-apiserver", "etcd")
+	step("apiserver ready")
+	kubeconfig := c.kubeconfig()
+	c.startControllers(kubeconfig)
+
+	c.waitFor("containerd socket", time.Minute, func() error {
+		_, err := os.Stat(c.containerdSock())
+		return err
+	}, "containerd")
+	c.importImage(pauseImage(t, c.dir, sandboxImage))
+	c.importImage(imageArchive)
+	step("images imported")
+
+	c.startKubelet(kubeconfig)
+	c.waitFor("node Ready", 3*time.Minute, func() error {
+		n, err := c.api("GET", "/api/v1/nodes/"+c.node, nil)
+		if err != nil {
+			return err
+		}
+		if s := condition(n, "Ready"); s != "True" {
+			return fmt.Errorf("node Ready=%q", s)
+		}
+		return nil
+	}, "kubelet", "containerd")
+	step("node Ready")
+
+	for _, o := range c.manifest(image) {
+		p, err := resourcePath(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.api("POST", p, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step("manifest applied")
+
+	var pod map[string]any
+	c.waitFor("agent pod Ready", 3*time.Minute, func() error {
+		l, err := c.api("GET", "/api/v1/namespaces/ipng-stats/pods", nil)
+		if err != nil {
+			return err
+		}
+		items, _ := l["items"].([]any)
+		if len(items) != 1 {
+			return fmt.Errorf("%d pods", len(items))
+		}
+		pod = items[0].(map[string]any)
+		if s := condition(pod, "Ready"); s != "True" {
+			st, _ := json.Marshal(field(pod, "status"))
+			return fmt.Errorf("pod not Ready: %s", st)
+		}
+		return nil
+	}, "kubelet", "kube-controller-manager", "kube-scheduler", "containerd")
+	step("agent pod Ready")
+	if n := field(pod, "spec", "nodeName"); n != c.node {
+		t.Errorf("pod on node %v, want %s", n, c.node)
+	}
+
+	// The agent attached its sock_ops program to the test's cgroup2 subtree.
+	out, err := exec.Command("bpftool", "cgroup", "show", c.cgroup2()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("bpftool cgroup show: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "sock_ops") {
+		t.Errorf("no sock_ops program on %s:\n%s", c.cgroup2(), out)
+	}
+	step("BPF attached")
+}
