@@ -228,4 +228,28 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 		t.Errorf("no sock_ops program on %s:\n%s", c.cgroup2(), out)
 	}
 	step("BPF attached")
+
+	// What a Prometheus scraping the pod (host network: the node address,
+	// the chart's port) sees.
+	var metrics string
+	c.waitFor("metrics scrape", time.Minute, func() error {
+		resp, err := c.httpClient().Get("http://" + c.nodeIP + ":9113/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s", resp.Status)
+		}
+		metrics = string(b)
+		return nil
+	})
+	if !strings.Contains("\n"+metrics, "\nipng_bpf_attached 1\n") {
+		t.Errorf("scrape has no `ipng_bpf_attached 1`:\n%s", metrics)
+	}
+	step("metrics scraped")
 }
