@@ -11,42 +11,19 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"runtime"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // dialIn dials from inside the netns: the socket keeps the namespace it was
 // created in, so only the dial needs a thread switched into it.
 func dialIn(netns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			return nil, err
-		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + netns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			return nil, err
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			return nil, fmt.Errorf("setns: %w", err)
-		}
-		conn, dialErr := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// The thread stays locked and dies with its goroutine.
-			return nil, fmt.Errorf("setns back: %w", err)
-		}
-		runtime.UnlockOSThread()
-		return conn, dialErr
+	return func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+		err = inNetns(netns, func() (err error) {
+			conn, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
 	}
 }
 

@@ -89,6 +89,10 @@ func (c *cluster) manifest(image string) []map[string]any {
 				c.t.Fatal(err)
 			}
 			cfg["bpf"].(map[string]any)["pin_dir"] = "/sys/fs/bpf/" + c.id
+			cfg["bindings"].(map[string]any)["devices"] = []any{map[string]any{"device": "edge0", "tag": edgeTag}}
+			cfg["proxy"] = map[string]any{"enabled": true,
+				"listeners": []any{map[string]any{"address": vip + ":8080", "upstream": "web"}},
+				"upstreams": []any{map[string]any{"name": "web", "servers": []any{"127.0.0.1:8081"}}}}
 			b, err := yaml.Marshal(cfg)
 			if err != nil {
 				c.t.Fatal(err)
@@ -118,8 +122,9 @@ func (c *cluster) manifest(image string) []map[string]any {
 // go with its unmount.
 func (c *cluster) bpffs() string { return c.path("bpffs") }
 
-// cgroup2 is the test's own cgroup2 subtree, where the agent attaches.
-func (c *cluster) cgroup2() string { return "/sys/fs/cgroup/unified/" + c.id + "-bpf" }
+// cgroup2 is where the agent attaches: the kubelet's cgroupRoot in the
+// cgroup2 hierarchy, the test's own, which holds the pods' processes.
+func (c *cluster) cgroup2() string { return "/sys/fs/cgroup/unified/" + c.cgroupName }
 
 func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -138,14 +143,8 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	}
 	image := imageName(t, imageArchive)
 	c := newCluster(t)
-	if err := os.Mkdir(c.cgroup2(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.Remove(c.cgroup2()); err != nil && !os.IsNotExist(err) {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
+	client := c.edge(t)
+	c.upstream(t)
 	if err := os.Mkdir(c.bpffs(), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -252,4 +251,44 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 		t.Errorf("scrape has no `ipng_bpf_attached 1`:\n%s", metrics)
 	}
 	step("metrics scraped")
+
+	// N requests from the client netns over edge0 to the proxy on the VIP:
+	// each is counted once, tagged with edge0's tag.
+	const n = 7
+	c.waitFor("proxy answers", time.Minute, func() error {
+		code, err := clientGet(client, "http://"+vip+":8080/probe")
+		if err == nil && code != 200 {
+			err = fmt.Errorf("status %d", code)
+		}
+		return err
+	})
+	for i := 0; i < n; i++ {
+		if code, err := clientGet(client, "http://"+vip+":8080/"); err != nil || code != 200 {
+			t.Fatalf("request %d: %d %v", i, code, err)
+		}
+	}
+	want := float64(n + 1) // with the probe that answered 200
+	c.waitFor("exact counts", time.Minute, func() error {
+		resp, err := c.httpClient().Get("http://" + c.nodeIP + ":9113/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		got, _ := sample(string(b), "ipng_requests_total", `source_tag="`+edgeTag+`"`, `vip="`+vip+`"`, `code="2xx"`)
+		var lines []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "ipng_requests_total{") {
+				lines = append(lines, l)
+			}
+		}
+		if got != want {
+			return fmt.Errorf("ipng_requests_total{source_tag=%q,vip=%q,code=\"2xx\"} = %v, want %v; all:\n%s", edgeTag, vip, got, want, strings.Join(lines, "\n"))
+		}
+		return nil
+	})
+	step("traffic attributed")
 }
