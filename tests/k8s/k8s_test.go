@@ -231,21 +231,9 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	// What a Prometheus scraping the pod (host network: the node address,
 	// the chart's port) sees.
 	var metrics string
-	c.waitFor("metrics scrape", time.Minute, func() error {
-		resp, err := c.httpClient().Get("http://" + c.nodeIP + ":9113/metrics")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("%s", resp.Status)
-		}
-		metrics = string(b)
-		return nil
+	c.waitFor("metrics scrape", time.Minute, func() (err error) {
+		metrics, err = c.scrape()
+		return err
 	})
 	if !strings.Contains("\n"+metrics, "\nipng_bpf_attached 1\n") {
 		t.Errorf("scrape has no `ipng_bpf_attached 1`:\n%s", metrics)
@@ -269,18 +257,13 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	}
 	want := float64(n + 1) // with the probe that answered 200
 	c.waitFor("exact counts", time.Minute, func() error {
-		resp, err := c.httpClient().Get("http://" + c.nodeIP + ":9113/metrics")
+		m, err := c.scrape()
 		if err != nil {
 			return err
 		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return err
-		}
-		got, _ := sample(string(b), "ipng_requests_total", `source_tag="`+edgeTag+`"`, `vip="`+vip+`"`, `code="2xx"`)
+		got, _ := sample(m, "ipng_requests_total", `source_tag="`+edgeTag+`"`, `vip="`+vip+`"`, `code="2xx"`)
 		var lines []string
-		for _, l := range strings.Split(string(b), "\n") {
+		for _, l := range strings.Split(m, "\n") {
 			if strings.HasPrefix(l, "ipng_requests_total{") {
 				lines = append(lines, l)
 			}

@@ -120,3 +120,21 @@ func sample(metrics, name string, labels ...string) (float64, bool) {
 	}
 	return sum, found
 }
+
+// scrape is what a Prometheus scraping the agent pod gets: host network, so
+// the node address and the chart's port.
+func (c *cluster) scrape() (string, error) {
+	resp, err := c.httpClient().Get("http://" + c.nodeIP + ":9113/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("scrape: %s", resp.Status)
+	}
+	return string(b), nil
+}
