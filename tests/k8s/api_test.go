@@ -50,7 +50,11 @@ func (c *cluster) api(method, path string, body any) (map[string]any, error) {
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/json")
+	ct := "application/json"
+	if method == "PATCH" {
+		ct = "application/merge-patch+json"
+	}
+	req.Header.Set("Content-Type", ct)
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return nil, err

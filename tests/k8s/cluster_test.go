@@ -44,6 +44,8 @@ type cluster struct {
 	// cgroupName is the kubelet's cgroupRoot, under every hierarchy.
 	cgroupName string
 	sysctls    map[string]string
+	// chartConfig is the agent config of the chart's ConfigMap.
+	chartConfig string
 }
 
 // Kernel-wide sysctls the kubelet sets (protectKernelDefaults false):

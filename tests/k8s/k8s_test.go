@@ -84,20 +84,8 @@ func (c *cluster) manifest(image string) []map[string]any {
 		switch o["kind"] {
 		case "ConfigMap":
 			data := o["data"].(map[string]any)
-			var cfg map[string]any
-			if err := yaml.Unmarshal([]byte(data["ipng-stats.yml"].(string)), &cfg); err != nil {
-				c.t.Fatal(err)
-			}
-			cfg["bpf"].(map[string]any)["pin_dir"] = "/sys/fs/bpf/" + c.id
-			cfg["bindings"].(map[string]any)["devices"] = []any{map[string]any{"device": "edge0", "tag": edgeTag}}
-			cfg["proxy"] = map[string]any{"enabled": true,
-				"listeners": []any{map[string]any{"address": vip + ":8080", "upstream": "web"}},
-				"upstreams": []any{map[string]any{"name": "web", "servers": []any{"127.0.0.1:8081"}}}}
-			b, err := yaml.Marshal(cfg)
-			if err != nil {
-				c.t.Fatal(err)
-			}
-			data["ipng-stats.yml"] = string(b)
+			c.chartConfig = data["ipng-stats.yml"].(string)
+			data["ipng-stats.yml"] = c.agentConfig(edgeTag)
 		case "DaemonSet":
 			spec := field(o, "spec", "template", "spec").(map[string]any)
 			ctr := spec["containers"].([]any)[0].(map[string]any)
@@ -115,6 +103,25 @@ func (c *cluster) manifest(image string) []map[string]any {
 		objs = append(objs, o)
 	}
 	return objs
+}
+
+// agentConfig is the chart's default config with the test's pin dir, edge0
+// bound to tag and the proxy on the VIP.
+func (c *cluster) agentConfig(tag string) string {
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(c.chartConfig), &cfg); err != nil {
+		c.t.Fatal(err)
+	}
+	cfg["bpf"].(map[string]any)["pin_dir"] = "/sys/fs/bpf/" + c.id
+	cfg["bindings"].(map[string]any)["devices"] = []any{map[string]any{"device": "edge0", "tag": tag}}
+	cfg["proxy"] = map[string]any{"enabled": true,
+		"listeners": []any{map[string]any{"address": vip + ":8080", "upstream": "web"}},
+		"upstreams": []any{map[string]any{"name": "web", "servers": []any{"127.0.0.1:8081"}}}}
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return string(b)
 }
 
 // bpffs is the test's own bpffs instance, a shared mount (HostToContainer
@@ -196,23 +203,7 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	}
 	step("manifest applied")
 
-	var pod map[string]any
-	c.waitFor("agent pod Ready", 3*time.Minute, func() error {
-		l, err := c.api("GET", "/api/v1/namespaces/ipng-stats/pods", nil)
-		if err != nil {
-			return err
-		}
-		items, _ := l["items"].([]any)
-		if len(items) != 1 {
-			return fmt.Errorf("%d pods", len(items))
-		}
-		pod = items[0].(map[string]any)
-		if s := condition(pod, "Ready"); s != "True" {
-			st, _ := json.Marshal(field(pod, "status"))
-			return fmt.Errorf("pod not Ready: %s", st)
-		}
-		return nil
-	}, "kubelet", "kube-controller-manager", "kube-scheduler", "containerd")
+	pod := c.readyPod("")
 	step("agent pod Ready")
 	if n := field(pod, "spec", "nodeName"); n != c.node {
 		t.Errorf("pod on node %v, want %s", n, c.node)
@@ -240,8 +231,59 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	}
 	step("metrics scraped")
 
-	// N requests from the client netns over edge0 to the proxy on the VIP:
-	// each is counted once, tagged with edge0's tag.
+	c.traffic(client, edgeTag)
+	step("traffic attributed")
+
+	// A config change rolled out as the chart does it: the ConfigMap
+	// changes and so does the pod template's checksum/config annotation,
+	// so the DaemonSet replaces the pod; the new agent counts under the
+	// new tag.
+	oldUID, _ := field(pod, "metadata", "uid").(string)
+	if _, err := c.api("PATCH", "/api/v1/namespaces/ipng-stats/configmaps/ipng-stats",
+		map[string]any{"data": map[string]any{"ipng-stats.yml": c.agentConfig(edgeTag + "2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.api("PATCH", "/apis/apps/v1/namespaces/ipng-stats/daemonsets/ipng-stats",
+		map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{
+			"annotations": map[string]any{"checksum/config": "rolled-out-by-test"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.readyPod(oldUID)
+	step("new agent pod Ready")
+	c.traffic(client, edgeTag+"2")
+	step("traffic attributed with the new config")
+}
+
+// readyPod waits for the one agent pod, Ready, other than the pod notUID.
+func (c *cluster) readyPod(notUID string) map[string]any {
+	var pod map[string]any
+	c.waitFor("agent pod Ready", 3*time.Minute, func() error {
+		l, err := c.api("GET", "/api/v1/namespaces/ipng-stats/pods", nil)
+		if err != nil {
+			return err
+		}
+		items, _ := l["items"].([]any)
+		if len(items) != 1 {
+			return fmt.Errorf("%d pods", len(items))
+		}
+		pod = items[0].(map[string]any)
+		if field(pod, "metadata", "uid") == notUID {
+			return fmt.Errorf("pod %s not replaced", notUID)
+		}
+		if s := condition(pod, "Ready"); s != "True" {
+			st, _ := json.Marshal(field(pod, "status"))
+			return fmt.Errorf("pod not Ready: %s", st)
+		}
+		return nil
+	}, "kubelet", "kube-controller-manager", "kube-scheduler", "containerd")
+	return pod
+}
+
+// traffic sends requests from the client netns over edge0 to the proxy on
+// the VIP: each is counted once, tagged with tag.
+func (c *cluster) traffic(client, tag string) {
+	t := c.t
+	t.Helper()
 	const n = 7
 	c.waitFor("proxy answers", time.Minute, func() error {
 		code, err := clientGet(client, "http://"+vip+":8080/probe")
@@ -261,7 +303,7 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		got, _ := sample(m, "ipng_requests_total", `source_tag="`+edgeTag+`"`, `vip="`+vip+`"`, `code="2xx"`)
+		got, _ := sample(m, "ipng_requests_total", `source_tag="`+tag+`"`, `vip="`+vip+`"`, `code="2xx"`)
 		var lines []string
 		for _, l := range strings.Split(m, "\n") {
 			if strings.HasPrefix(l, "ipng_requests_total{") {
@@ -269,9 +311,8 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 			}
 		}
 		if got != want {
-			return fmt.Errorf("ipng_requests_total{source_tag=%q,vip=%q,code=\"2xx\"} = %v, want %v; all:\n%s", edgeTag, vip, got, want, strings.Join(lines, "\n"))
+			return fmt.Errorf("ipng_requests_total{source_tag=%q,vip=%q,code=\"2xx\"} = %v, want %v; all:\n%s", tag, vip, got, want, strings.Join(lines, "\n"))
 		}
 		return nil
 	})
-	step("traffic attributed")
 }
