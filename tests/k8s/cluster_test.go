@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,6 +47,9 @@ type cluster struct {
 	sysctls    map[string]string
 	// chartConfig is the agent config of the chart's ConfigMap.
 	chartConfig string
+	// exited names the components that exited, with their error.
+	mu     sync.Mutex
+	exited []string
 }
 
 // Kernel-wide sysctls the kubelet sets (protectKernelDefaults false):
@@ -126,7 +130,13 @@ func (c *cluster) start(name, bin string, args ...string) {
 		c.t.Fatalf("starting %s: %v", name, err)
 	}
 	c.procs = append(c.procs, cmd)
-	go func() { _ = cmd.Wait(); log.Close() }()
+	go func() {
+		err := cmd.Wait()
+		log.Close()
+		c.mu.Lock()
+		c.exited = append(c.exited, fmt.Sprintf("%s exited: %v", name, err))
+		c.mu.Unlock()
+	}()
 }
 
 // logTail is the end of a component's log, for failure messages.
@@ -148,11 +158,22 @@ func (c *cluster) waitFor(what string, timeout time.Duration, cond func() error,
 		if err = cond(); err == nil {
 			return
 		}
+		c.mu.Lock()
+		dead := strings.Join(c.exited, "; ")
+		c.mu.Unlock()
+		if dead != "" {
+			// A component died: no use waiting out the bound.
+			err = fmt.Errorf("%w (%s)", err, dead)
+			break
+		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	var tails []string
 	for _, l := range logs {
 		tails = append(tails, c.logTail(l, 30))
+	}
+	if time.Now().Before(deadline) {
+		c.t.Fatalf("%s: %v\n%s", what, err, strings.Join(tails, "\n"))
 	}
 	c.t.Fatalf("%s: not after %v: %v\n%s", what, timeout, err, strings.Join(tails, "\n"))
 }
