@@ -55,7 +55,7 @@ test-e2e: ## the network-namespace end-to-end tests (root)
 # The single-node Kubernetes cluster test (tests/k8s/README.md): not run by
 # .ci/run yet. It needs the components built into the cache once.
 K8S_CACHE ?= /var/cache/ipng-stats/k8s/v1.37.2
-test-k8s: image ## single-node Kubernetes cluster test (root; components cached in $(K8S_CACHE))
+test-k8s: image ## single-node Kubernetes cluster test (root; components cached under /var/cache/ipng-stats/k8s, see tests/k8s/README.md)
 	@for b in kube-apiserver kube-controller-manager kube-scheduler kubelet; do \
 		test -x $(K8S_CACHE)/$$b || { echo "$(K8S_CACHE)/$$b is missing: build the components with the command in tests/k8s/README.md"; exit 1; }; \
 	done
