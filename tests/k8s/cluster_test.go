@@ -1,0 +1,335 @@
+//go:build k8s
+
+package k8s
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// cacheDir holds the components built from tests/k8s/tools (README.md).
+const kubeVersion = "v1.37.2"
+
+func cacheDir() string {
+	if d := os.Getenv("IPNG_STATS_K8S_CACHE"); d != "" {
+		return d
+	}
+	return "/var/cache/ipng-stats/k8s/" + kubeVersion
+}
+
+// cluster is one single-node cluster confined to a network namespace.
+type cluster struct {
+	t      *testing.T
+	id     string // unique: names the netns, cgroups, pins
+	dir    string // everything on disk
+	netns  string
+	nodeIP string
+	node   string
+	token  string
+	procs  []*exec.Cmd
+	// cgroupName is the kubelet's cgroupRoot, under every hierarchy.
+	cgroupName string
+	sysctls    map[string]string
+	// chartConfig is the agent config of the chart's ConfigMap.
+	chartConfig string
+	// exited names the components that exited, with their error.
+	mu     sync.Mutex
+	exited []string
+}
+
+// Kernel-wide sysctls the kubelet sets (protectKernelDefaults false):
+// recorded before and restored after.
+var kubeletSysctls = []string{
+	"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+}
+
+func newCluster(t *testing.T) *cluster {
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	id := "ipngk8s" + hex.EncodeToString(b)
+	dir, err := os.MkdirTemp("", id+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, id: id, dir: dir, netns: id, node: "node-" + id, cgroupName: id,
+		nodeIP: fmt.Sprintf("10.%d.%d.1", 200+int(b[0])%50, b[1]), token: hex.EncodeToString(b) + "secrettoken",
+		sysctls: map[string]string{}}
+	for _, s := range kubeletSysctls {
+		if v, err := os.ReadFile("/proc/sys/" + s); err == nil {
+			c.sysctls[s] = strings.TrimSpace(string(v))
+		}
+	}
+	t.Cleanup(c.cleanup)
+	c.must("ip", "netns", "add", c.netns)
+	c.ns("ip", "link", "set", "lo", "up")
+	// No dummy module on the CI host: the node's interface is one end of
+	// a veth pair whose both ends stay in the netns.
+	c.ns("ip", "link", "add", "node0", "type", "veth", "peer", "name", "node1")
+	c.ns("ip", "addr", "add", c.nodeIP+"/24", "dev", "node0")
+	c.ns("ip", "link", "set", "node1", "up")
+	c.ns("ip", "link", "set", "node0", "up")
+	// A default route so the kubelet finds a node address.
+	c.ns("ip", "route", "add", "default", "dev", "node0")
+	for _, h := range c.hierarchies() {
+		if err := os.MkdirAll(filepath.Join(h, c.cgroupName), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+func (c *cluster) path(p ...string) string { return filepath.Join(append([]string{c.dir}, p...)...) }
+
+func (c *cluster) must(name string, args ...string) string {
+	c.t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// ns runs a command in the cluster's netns with the host's mounts.
+func (c *cluster) ns(name string, args ...string) string {
+	c.t.Helper()
+	return c.must("nsenter", append([]string{"--net=/run/netns/" + c.netns, "--", name}, args...)...)
+}
+
+// start runs a component in the netns, its output in DIR/logs/NAME.log.
+func (c *cluster) start(name, bin string, args ...string) {
+	c.t.Helper()
+	if err := os.MkdirAll(c.path("logs"), 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	log, err := os.Create(c.path("logs", name+".log"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + c.netns, "--", bin}, args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("starting %s: %v", name, err)
+	}
+	c.procs = append(c.procs, cmd)
+	go func() {
+		err := cmd.Wait()
+		log.Close()
+		c.mu.Lock()
+		c.exited = append(c.exited, fmt.Sprintf("%s exited: %v", name, err))
+		c.mu.Unlock()
+	}()
+}
+
+// logTail is the end of a component's log, for failure messages.
+func (c *cluster) logTail(name string, lines int) string {
+	b, _ := os.ReadFile(c.path("logs", name+".log"))
+	l := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return name + ".log:\n" + strings.Join(l, "\n")
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func (c *cluster) waitFor(what string, timeout time.Duration, cond func() error, logs ...string) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		c.mu.Lock()
+		dead := strings.Join(c.exited, "; ")
+		c.mu.Unlock()
+		if dead != "" {
+			// A component died: no use waiting out the bound.
+			err = fmt.Errorf("%w (%s)", err, dead)
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	var tails []string
+	for _, l := range logs {
+		tails = append(tails, c.logTail(l, 30))
+	}
+	if time.Now().Before(deadline) {
+		c.t.Fatalf("%s: %v\n%s", what, err, strings.Join(tails, "\n"))
+	}
+	c.t.Fatalf("%s: not after %v: %v\n%s", what, timeout, err, strings.Join(tails, "\n"))
+}
+
+// hierarchies are the mounted cgroup hierarchies (v1 controllers and the
+// cgroup2 one on a hybrid host).
+func (c *cluster) hierarchies() []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer f.Close()
+	var hs []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		for i, fld := range fields {
+			if fld == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") {
+				hs = append(hs, fields[4])
+			}
+		}
+	}
+	return hs
+}
+
+// mountsUnder are the mount points below dir, deepest first.
+func mountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var ms []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			ms = append(ms, f[4])
+		}
+	}
+	sort.Slice(ms, func(i, j int) bool { return len(ms[i]) > len(ms[j]) })
+	return ms
+}
+
+// pidsWith are the processes whose command line mentions s (the shims name
+// the cluster's containerd socket, which is under the unique directory).
+func pidsWith(s string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(b), s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// killCgroupTree kills every process in the cgroup tree and removes its
+// directories, deepest first.
+func killCgroupTree(root string) {
+	var dirs []string
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for _, d := range dirs {
+		b, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	for _, d := range dirs {
+		for i := 0; i < 50; i++ {
+			if err := os.Remove(d); err == nil || os.IsNotExist(err) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// cleanup undoes everything, on success and failure alike: components,
+// containers and shims, mounts, cgroups, pins, sysctls, the netns, files.
+func (c *cluster) cleanup() {
+	t := c.t
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		p := c.procs[i].Process
+		_ = syscall.Kill(-p.Pid, syscall.SIGTERM)
+	}
+	time.Sleep(time.Second)
+	for _, cmd := range c.procs {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	for _, h := range c.hierarchies() {
+		killCgroupTree(filepath.Join(h, c.cgroupName))
+	}
+	for _, pid := range pidsWith(c.dir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, m := range mountsUnder(c.dir) {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			t.Errorf("cleanup: unmounting %s: %v", m, err)
+		}
+	}
+	for _, h := range c.hierarchies() {
+		if _, err := os.Stat(filepath.Join(h, c.cgroupName)); err == nil {
+			t.Errorf("cleanup: cgroup %s left", filepath.Join(h, c.cgroupName))
+		}
+	}
+	for s, v := range c.sysctls {
+		if err := os.WriteFile("/proc/sys/"+s, []byte(v), 0o644); err != nil {
+			t.Errorf("cleanup: restoring %s=%s: %v", s, v, err)
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "del", c.netns).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
+		t.Errorf("cleanup: ip netns del %s: %v %s", c.netns, err, out)
+	}
+	if os.Getenv("IPNG_STATS_K8S_KEEP") != "" {
+		t.Logf("keeping %s", c.dir)
+		return
+	}
+	if err := os.RemoveAll(c.dir); err != nil {
+		t.Errorf("cleanup: %v", err)
+	}
+}
+
+// serviceAccountKey writes the key that signs service account tokens.
+func (c *cluster) serviceAccountKey() string {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	p := c.path("sa.key")
+	b := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
+}
+
+func (c *cluster) write(name, content string) string {
+	c.t.Helper()
+	p := c.path(name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
+}
