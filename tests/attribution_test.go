@@ -115,18 +115,7 @@ type connRow struct {
 // that `ipng-stats conns` lists each with the right device and tag.
 func TestConnsCommand(t *testing.T) {
 	// An idle nginx ingest: the program writes the 4-tuple map only for it.
-	e := newEnv(t, fmt.Sprintf("nginx:\n  enabled: true\n  log_file: %s\n", filepath.Join(t.TempDir(), "access.log")))
-	e.startAgent()
-	e.startTagServer("bpf")
-	maps, err := loader.OpenPinned(e.pinDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer maps.Close()
-	var netns uint64
-	if err := e.topo.Srv.Do(t, func() (err error) { netns, err = loader.NetnsCookie(); return err }); err != nil {
-		t.Fatal(err)
-	}
+	e, maps, netns := newPinnedEnv(t, fmt.Sprintf("nginx:\n  enabled: true\n  log_file: %s\n", filepath.Join(t.TempDir(), "access.log")))
 	want := map[string]connRow{} // by client address
 	for _, p := range paths {
 		for _, fam := range families {
@@ -212,18 +201,7 @@ func normalize(addr string) string {
 // configuration) the program does not write the 4-tuple map, which only the
 // ingest reads: a stamped connection is in socket storage, not there.
 func TestTupleMapOnlyWithNginx(t *testing.T) {
-	e := newEnv(t, "")
-	e.startAgent()
-	e.startTagServer("bpf")
-	maps, err := loader.OpenPinned(e.pinDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer maps.Close()
-	var netns uint64
-	if err := e.topo.Srv.Do(t, func() (err error) { netns, err = loader.NetnsCookie(); return err }); err != nil {
-		t.Fatal(err)
-	}
+	e, maps, netns := newPinnedEnv(t, "")
 	c, err := e.connect(e.topo.C1, "ipv4")
 	if err != nil {
 		t.Fatal(err)
@@ -236,4 +214,24 @@ func TestTupleMapOnlyWithNginx(t *testing.T) {
 	if st, ok, err := maps.LookupTuple(netns, vip, client); ok || err != nil {
 		t.Errorf("tuple lookup (%s, %s) = %+v, %v, %v; want no entry without the nginx ingest", vip, client, st, ok, err)
 	}
+}
+
+// newPinnedEnv starts an agent on extra configuration and the BPF tag
+// server, and opens the agent's pinned maps (closed at the test's end) with
+// the server namespace's netns cookie, as a consumer of the pins sees them.
+func newPinnedEnv(t *testing.T, extra string) (*env, *loader.Maps, uint64) {
+	t.Helper()
+	e := newEnv(t, extra)
+	e.startAgent()
+	e.startTagServer("bpf")
+	maps, err := loader.OpenPinned(e.pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { maps.Close() })
+	var netns uint64
+	if err := e.topo.Srv.Do(t, func() (err error) { netns, err = loader.NetnsCookie(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return e, maps, netns
 }
