@@ -30,7 +30,7 @@ func WebConfig(t testing.TB, withTLS bool) (path string, certPEM []byte) {
 	}
 	cfg := "basic_auth_users:\n  alice: " + string(hash) + "\n"
 	if withTLS {
-		cert, key := selfSigned(t)
+		cert, key := SelfSigned(t, []string{"127.0.0.1"}, net.IPv4(127, 0, 0, 1))
 		certPEM = cert
 		for name, data := range map[string][]byte{"cert.pem": cert, "key.pem": key} {
 			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
@@ -46,16 +46,20 @@ func WebConfig(t testing.TB, withTLS bool) (path string, certPEM []byte) {
 	return path, certPEM
 }
 
-func selfSigned(t testing.TB) (certPEM, keyPEM []byte) {
+// SelfSigned returns a self-signed ECDSA certificate and its key, PEM
+// encoded, valid for an hour either side of now, for the given DNS names
+// (the first is also the common name) and IP addresses.
+func SelfSigned(t testing.TB, names []string, ips ...net.IP) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		IPAddresses:  ips,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -71,4 +75,19 @@ func selfSigned(t testing.TB) (certPEM, keyPEM []byte) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// WriteSelfSigned writes SelfSigned(names) to DIR/NAME.crt and DIR/NAME.key
+// (NAME the first name) and returns the two paths.
+func WriteSelfSigned(t testing.TB, dir string, names ...string) (cert, key string) {
+	t.Helper()
+	c, k := SelfSigned(t, names)
+	cert, key = filepath.Join(dir, names[0]+".crt"), filepath.Join(dir, names[0]+".key")
+	if err := os.WriteFile(cert, c, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, k, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
 }
