@@ -180,18 +180,6 @@ func TestIngestLogtail(t *testing.T) {
 	}
 }
 
-func TestLogtailDropsWhenFull(t *testing.T) {
-	lt := &logtail{free: make(chan []byte, 2), queue: make(chan []byte, 2)}
-	lt.free <- nil
-	lt.free <- nil
-	for range 5 {
-		lt.send([]byte(line(nil)), "t", "d") // no sender running: never blocks
-	}
-	if lt.dropped.Load() != 3 || len(lt.queue) != 2 {
-		t.Errorf("dropped %d, queued %d; want 3, 2", lt.dropped.Load(), len(lt.queue))
-	}
-}
-
 func TestNewErrors(t *testing.T) {
 	f := newFixture(t, false)
 	if _, err := New(config.NginxConfig{}, Deps{}); err == nil {
