@@ -191,3 +191,19 @@ func TestRealWriteErrors(t *testing.T) {
 		t.Errorf("sent %d + queue full %d + errors %d = %d, want the %d lines", c.Sent.Load(), c.QueueFull.Load(), c.SendErrors.Load(), sum, lines)
 	}
 }
+
+// TestSendDoesNotAllocate: the nginx ingest calls Send on its hot path.
+func TestSendDoesNotAllocate(t *testing.T) {
+	addr, _ := receiver(t)
+	for _, batch := range []int{0, 8 << 10} {
+		s, err := New(Options{Target: addr, Queue: 4096, Batch: batch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := []byte(`{"status":"200","request_length":"120","bytes_sent":"512"}`)
+		if n := testing.AllocsPerRun(1000, func() { s.Send(line) }); n != 0 {
+			t.Errorf("batch %d: %v allocations per Send, want 0", batch, n)
+		}
+		s.Close()
+	}
+}
