@@ -9,13 +9,13 @@ import (
 
 // A complete server: static files on :8080, counted per (source_tag, vip,
 // code) with the bindings of the agent's configuration file, and the counts
-// on :9113/metrics.
+// on :9114/metrics (the agent, if it runs on the host, has :9113).
 func Example() {
 	acct, err := ipngstats.Load("/etc/ipng-stats/ipng-stats.yml")
 	if err != nil {
 		log.Fatal(err)
 	}
-	go http.ListenAndServe(":9113", acct.MetricsHandler())
+	go http.ListenAndServe(":9114", acct.MetricsHandler())
 	srv := &http.Server{Addr: ":8080", Handler: http.FileServer(http.Dir("/var/www"))}
 	log.Fatal(acct.ListenAndServe(srv))
 }

@@ -4,7 +4,7 @@
 // code) accounting of ipng-stats:
 //
 //	acct, err := ipngstats.Load("/etc/ipng-stats/ipng-stats.yml")
-//	go http.ListenAndServe(":9113", acct.MetricsHandler()) // the counts
+//	go http.ListenAndServe(":9114", acct.MetricsHandler()) // the counts
 //	acct.ListenAndServe(srv) // attributed at accept, one outcome per request
 //
 // or, step by step, acct.Listen (the listener wrapper) and acct.Instrument
