@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -205,5 +206,35 @@ func TestSendDoesNotAllocate(t *testing.T) {
 			t.Errorf("batch %d: %v allocations per Send, want 0", batch, n)
 		}
 		s.Close()
+	}
+}
+
+// TestMetricsOfTwoSourcesInOneRegistry: the agent registers the nginx
+// ingest and the proxy, each with its Metrics, in one registry.
+func TestMetricsOfTwoSourcesInOneRegistry(t *testing.T) {
+	var n, p Counters
+	n.Sent.Add(2)
+	p.SendErrors.Add(1)
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(NewMetrics("nginx", &n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Register(NewMetrics("proxy", &p)); err != nil {
+		t.Fatalf("second source: %v", err)
+	}
+	want := `
+# HELP ipng_logtail_lines_sent_total Access-log lines sent to the UDP logtail target (in datagrams the kernel accepted).
+# TYPE ipng_logtail_lines_sent_total counter
+ipng_logtail_lines_sent_total{source="nginx"} 2
+ipng_logtail_lines_sent_total{source="proxy"} 0
+# HELP ipng_logtail_lines_dropped_total Access-log lines not sent to the logtail target: the sender was behind (queue_full) or the write failed (send_error).
+# TYPE ipng_logtail_lines_dropped_total counter
+ipng_logtail_lines_dropped_total{reason="queue_full",source="nginx"} 0
+ipng_logtail_lines_dropped_total{reason="queue_full",source="proxy"} 0
+ipng_logtail_lines_dropped_total{reason="send_error",source="nginx"} 0
+ipng_logtail_lines_dropped_total{reason="send_error",source="proxy"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
 }
