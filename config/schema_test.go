@@ -2,9 +2,12 @@ package config
 
 import (
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 // TestKeysDocumented checks that every key the decoder accepts (read from
@@ -52,4 +55,39 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestEverySchemaTypeDecodes walks every field of Config (and of list
+// entries) through the decoder with a null value: a field of a Go type the
+// decoder does not know is reported.
+func TestEverySchemaTypeDecodes(t *testing.T) {
+	null := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}
+	d := newDecoder("t.yml")
+	var walk func(prefix string, v reflect.Value)
+	walk = func(prefix string, v reflect.Value) {
+		for _, f := range schema(v.Type()) {
+			p := joinPath(prefix, f.key)
+			fv := v.Field(f.index)
+			d.value(p, null, fv, f.field.Tag.Get("example"))
+			switch ft := fv.Type(); {
+			case ft.Kind() == reflect.Struct && ft != durationType:
+				walk(p, fv)
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+				walk(p+"[]", reflect.New(ft.Elem()).Elem())
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() != reflect.Float64: // floats decodes its own
+				d.value(p+"[]", null, reflect.New(ft.Elem()).Elem(), "")
+			}
+		}
+	}
+	walk("", reflect.ValueOf(&Config{}).Elem())
+	for _, err := range d.errs {
+		t.Error(err)
+	}
+	// The check itself works: a type the decoder does not know is reported.
+	d = newDecoder("t.yml")
+	var m map[string]int
+	d.value("x", null, reflect.ValueOf(&m).Elem(), "")
+	if len(d.errs) != 1 {
+		t.Errorf("a map field: %d errors, want 1", len(d.errs))
+	}
 }
