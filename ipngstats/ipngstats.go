@@ -90,8 +90,9 @@ func Parse(data []byte, name string, opts ...Option) (*Accounting, error) {
 
 // New assembles the accounting from cfg (nil means config.Default()). It
 // uses cfg's bindings (devices and default tag, followed over netlink in
-// the network namespace New is called in, rescanned every
-// bindings.rescan_interval), metrics (series cap, buckets, native
+// the process's network namespace and rescanned every
+// bindings.rescan_interval; run a server for another namespace inside it,
+// e.g. with nsenter or ip netns exec), metrics (series cap, buckets, native
 // histograms), attribution.mode and bpf.pin_dir; the other sections are
 // the agent's and are ignored.
 //
