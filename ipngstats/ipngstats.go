@@ -24,7 +24,6 @@ package ipngstats
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -273,5 +272,5 @@ func (a *Accounting) closeMaps() error {
 	if a.maps == nil {
 		return nil
 	}
-	return errors.Join(a.maps.Close())
+	return a.maps.Close()
 }
