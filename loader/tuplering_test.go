@@ -96,3 +96,13 @@ func TestTupleHistory(t *testing.T) {
 		}
 	}
 }
+
+func TestTupleRingSize(t *testing.T) {
+	for _, tt := range []struct{ entries, want uint32 }{
+		{0, 1}, {1, 4}, {1024, 4096}, {1000, 4096}, {1025, 8192}, {262144, 1 << 20},
+	} {
+		if got := tupleRingSize(tt.entries); got != tt.want {
+			t.Errorf("tupleRingSize(%d) = %d, want %d", tt.entries, got, tt.want)
+		}
+	}
+}
