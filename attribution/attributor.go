@@ -147,7 +147,7 @@ func orUnknown(err error) error {
 }
 
 // UsesBPF reports whether stamps are looked up.
-func (a *Attributor) UsesBPF() bool { return a.sk != nil }
+func (a *Attributor) UsesBPF() bool { return a.cookie != nil }
 
 // UsesPktinfo reports whether listeners need PrepareListener.
 func (a *Attributor) UsesPktinfo() bool { return a.pktinfo }
@@ -168,7 +168,7 @@ func (a *Attributor) PrepareListener(fd int) error {
 // Resolve finds the ingress interface of the accepted socket fd, whose
 // connection is of family fam.
 func (a *Attributor) Resolve(fd int, fam bindings.Family) (uint32, Method) {
-	if a.sk != nil {
+	if a.cookie != nil {
 		if ifindex, m, err := a.lookupBPF(fd); err == nil && ifindex != 0 {
 			return ifindex, m
 		} else if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -202,17 +202,20 @@ var lookupBufs = sync.Pool{New: func() any { return new(lookupBuf) }}
 func (a *Attributor) lookupBPF(fd int) (uint32, Method, error) {
 	buf := lookupBufs.Get().(*lookupBuf)
 	defer lookupBufs.Put(buf)
-	buf.fd = uint32(fd)
-	err := a.sk.Lookup(unsafe.Pointer(&buf.fd), unsafe.Pointer(&buf.stamp))
-	if err == nil {
-		return buf.stamp.Ifindex, MethodSkStorage, nil
-	}
-	if !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return 0, MethodNone, err
+	var err error
+	if a.sk != nil { // nil: the program does not write socket storage
+		buf.fd = uint32(fd)
+		err = a.sk.Lookup(unsafe.Pointer(&buf.fd), unsafe.Pointer(&buf.stamp))
+		if err == nil {
+			return buf.stamp.Ifindex, MethodSkStorage, nil
+		}
+		if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, MethodNone, err
+		}
 	}
 	cookie, cerr := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
 	if cerr != nil {
-		return 0, MethodNone, err
+		return 0, MethodNone, cerr
 	}
 	buf.cookie = cookie
 	if err := a.cookie.Lookup(unsafe.Pointer(&buf.cookie), unsafe.Pointer(&buf.stamp)); err != nil {

@@ -59,19 +59,29 @@ func newBindings() *bindings.Resolver {
 }
 
 // BenchmarkAttributeBPF: one accepted connection resolved through the
-// sk_storage map (by fd) and the bindings table.
+// sk_storage map (by fd; the agent's own proxy) or, without socket storage
+// (the default program), the cookie map (SO_COOKIE), and the bindings table.
 func BenchmarkAttributeBPF(b *testing.B) {
 	testenv.RequireRoot(b)
-	p, err := loader.Load(loader.Config{Cgroup: processCgroup(b), PinDir: filepath.Join(loader.DefaultBPFFS, "ipng-bench-"+strconv.Itoa(os.Getpid()))}, nil)
-	if err != nil {
-		b.Fatalf("%+v", err)
+	for _, arm := range []struct {
+		name   string
+		sk     bool
+		method Method
+	}{{"sk_storage", true, MethodSkStorage}, {"cookie", false, MethodCookie}} {
+		b.Run(arm.name, func(b *testing.B) {
+			p, err := loader.Load(loader.Config{Cgroup: processCgroup(b), SkStorage: arm.sk,
+				PinDir: filepath.Join(loader.DefaultBPFFS, "ipng-bench-"+strconv.Itoa(os.Getpid()))}, nil)
+			if err != nil {
+				b.Fatalf("%+v", err)
+			}
+			defer p.Close()
+			a, err := New(Options{Mode: ModeBPF, Maps: p.Maps(), Bindings: newBindings()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchAttribute(b, a, arm.method)
+		})
 	}
-	defer p.Close()
-	a, err := New(Options{Mode: ModeBPF, Maps: p.Maps(), Bindings: newBindings()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	benchAttribute(b, a, MethodSkStorage)
 }
 
 // BenchmarkAttributePktinfo: the unprivileged fallback.

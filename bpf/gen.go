@@ -7,4 +7,4 @@
 // pinning belong to package loader.
 package bpf
 
-//go:generate go tool bpf2go -tags linux -target bpfel -type ipng_stamp -type ipng_tuple -type ipng_counter -type ipng_source -type ipng_iface_key -type ipng_iface -type ipng_tag_name -type ipng_conn_key -type ipng_conn_count Sockops sockops.c -- -I/usr/include/x86_64-linux-gnu -Wall -Werror
+//go:generate go tool bpf2go -tags linux -target bpfel -type ipng_stamp -type ipng_tuple -type ipng_counter -type ipng_source -type ipng_iface_key -type ipng_iface -type ipng_tag_name -type ipng_conn_key -type ipng_conn_count -type ipng_ring_slot Sockops sockops.c -- -I/usr/include/x86_64-linux-gnu -mcpu=v3 -Wall -Werror

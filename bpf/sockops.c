@@ -8,15 +8,26 @@
 // at that moment, and count connections per (tag, VIP) in the kernel.
 //
 // The stamp is stored where each kind of consumer can find it:
-//   ipng_sk         SK_STORAGE, looked up from user space by socket fd, freed
-//                   with the socket;
 //   ipng_by_cookie  LRU hash keyed by socket cookie (SO_COOKIE), deleted when
-//                   the socket closes (`ipng-stats conns` lists it);
+//                   the socket closes (`ipng-stats conns` lists it, the close
+//                   callback finds the connection's series through it, and
+//                   in-process servers look stamps up by SO_COOKIE);
+//   ipng_sk         SK_STORAGE, looked up from user space by socket fd, freed
+//                   with the socket. Written only when the load-time constant
+//                   sk_enabled is set (the agent fronts servers itself with
+//                   BPF attribution): creating socket storage is the most
+//                   expensive step of a stamp (an allocation per socket).
 //   ipng_by_tuple   LRU hash keyed by (netns cookie, 4-tuple), left behind when
 //                   the socket closes so that consumers that learn of a
 //                   connection late (an access log line) still find it.
 //                   Written only when the load-time constant tuple_enabled is
 //                   set (the nginx ingest is on).
+//   ipng_tuple_ring the 64-bit hash of every key written to ipng_by_tuple, in
+//                   stamping order (slot = sequence number & ring_mask, the
+//                   sequence from ipng_tuple_head): a reader that misses a
+//                   4-tuple in the LRU map knows exactly whether it was
+//                   stamped among the last ring_mask + 1 stamps (then it was
+//                   evicted) or not (never seen). Only with tuple_enabled.
 // ipng_ifaces (written by the agent) maps (ifindex, family) to the tag id and
 // device name of the binding; ipng_tag_names (agent) names the tag ids, which
 // stay stable across reloads and restarts because the map is pinned.
@@ -68,6 +79,7 @@ enum ipng_counter {
 	IPNG_CNT_OTHER_NETNS,        // stamped sockets of other network namespaces (not counted per tag)
 	IPNG_CNT_CONNS_FAILED,       // ipng_conns full: a connection not counted per (tag, VIP)
 	IPNG_CNT_UNTAGGED,           // stamped in the agent's namespace, ifindex not in ipng_ifaces
+	IPNG_CNT_CLOSE_UNMATCHED,    // a stamped socket closed, its stamp gone (ipng_by_cookie too small): close not counted
 	IPNG_CNT_MAX,
 };
 
@@ -78,6 +90,12 @@ struct ipng_tuple {
 	__u16 local_port;     // host byte order
 	__u16 remote_port;    // host byte order
 	__u32 _pad;
+};
+
+// ipng_tuple_ring: one stamped 4-tuple.
+struct ipng_ring_slot {
+	__u64 hash;           // tuple_hash of the ipng_by_tuple key
+	__u64 seq;            // 1 + the stamp's sequence number; 0: never written
 };
 
 struct ipng_stamp {
@@ -131,6 +149,9 @@ struct ipng_conn_count {
 // namespaces are stamped with tag_id 0 and counted only as other_netns.
 volatile const __u64 own_netns = 0;
 volatile const __u8 tuple_enabled = 1;
+volatile const __u8 sk_enabled = 1;
+// ipng_tuple_ring has ring_mask + 1 entries (a power of two).
+volatile const __u32 ring_mask = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -152,6 +173,20 @@ struct {
 	__type(key, struct ipng_tuple);
 	__type(value, struct ipng_stamp);
 } ipng_by_tuple SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ipng_tuple_head SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ipng_ring_slot);
+} ipng_tuple_ring SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -217,6 +252,42 @@ static __noinline int count_conn(const struct ipng_stamp *st, int closing)
 		c->closed += 1;
 	else
 		c->opened += 1;
+	return 0;
+}
+
+// tuple_hash mixes the six 64-bit words of an ipng_by_tuple key
+// (loader.TupleHash is the same function).
+static __always_inline __u64 tuple_hash(const struct ipng_tuple *t)
+{
+	const __u64 *w = (const __u64 *)t;
+	__u64 h = 0x9e3779b97f4a7c15ULL;
+
+#pragma unroll
+	for (int i = 0; i < sizeof(*t) / 8; i++) {
+		h ^= w[i];
+		h *= 0xbf58476d1ce4e5b9ULL;
+		h ^= h >> 31;
+	}
+	return h;
+}
+
+// record_tuple appends the key just written to ipng_by_tuple to the ring.
+static __noinline int record_tuple(const struct ipng_tuple *t)
+{
+	__u32 zero = 0, idx;
+	__u64 *head = bpf_map_lookup_elem(&ipng_tuple_head, &zero);
+	struct ipng_ring_slot *slot;
+	__u64 seq;
+
+	if (!head)
+		return 0;
+	seq = __sync_fetch_and_add(head, 1);
+	idx = seq & ring_mask;
+	slot = bpf_map_lookup_elem(&ipng_tuple_ring, &idx);
+	if (!slot)
+		return 0;
+	slot->hash = tuple_hash(t);
+	slot->seq = seq + 1;
 	return 0;
 }
 
@@ -332,20 +403,21 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 	if (own)
 		tag_at_accept(&st);
 
-	if (skops->sk) {
-		stored = bpf_sk_storage_get(&ipng_sk, skops->sk, &st,
-					    BPF_SK_STORAGE_GET_F_CREATE);
+	if (sk_enabled) {
+		// Created with st as its value: nothing to copy afterwards.
+		stored = skops->sk ? bpf_sk_storage_get(&ipng_sk, skops->sk, &st,
+							BPF_SK_STORAGE_GET_F_CREATE) : 0;
 		if (!stored)
 			count(IPNG_CNT_STORAGE_FAILED);
-		else
-			*stored = st;
-	} else {
-		count(IPNG_CNT_STORAGE_FAILED);
 	}
 	if (bpf_map_update_elem(&ipng_by_cookie, &st.cookie, &st, BPF_ANY))
 		count(IPNG_CNT_COOKIE_FAILED);
-	if (tuple_enabled && bpf_map_update_elem(&ipng_by_tuple, &st.tuple, &st, BPF_ANY))
-		count(IPNG_CNT_TUPLE_FAILED);
+	if (tuple_enabled) {
+		if (bpf_map_update_elem(&ipng_by_tuple, &st.tuple, &st, BPF_ANY))
+			count(IPNG_CNT_TUPLE_FAILED);
+		else
+			record_tuple(&st.tuple);
+	}
 
 	// Ask for state changes so the cookie entry goes when the socket does.
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
@@ -362,11 +434,13 @@ static __always_inline void closed(struct bpf_sock_ops *skops)
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct ipng_stamp *st;
 
-	st = skops->sk ? bpf_sk_storage_get(&ipng_sk, skops->sk, 0, 0) : 0;
-	if (!st) // socket storage could not be created at accept (storage_failed)
-		st = bpf_map_lookup_elem(&ipng_by_cookie, &cookie);
-	if (!st)
+	st = bpf_map_lookup_elem(&ipng_by_cookie, &cookie);
+	if (!st && sk_enabled && skops->sk) // evicted from the cookie map
+		st = bpf_sk_storage_get(&ipng_sk, skops->sk, 0, 0);
+	if (!st) {
+		count(IPNG_CNT_CLOSE_UNMATCHED);
 		return;
+	}
 	if (st->tuple.netns_cookie == own_netns)
 		count_conn(st, 1);
 	bpf_map_delete_elem(&ipng_by_cookie, &cookie);

@@ -32,17 +32,18 @@ type SockopsIpngConnKey struct {
 type SockopsIpngCounter uint32
 
 const (
-	SockopsIpngCounterIPNG_CNT_STAMPED        SockopsIpngCounter = 0
-	SockopsIpngCounterIPNG_CNT_SKB_MISSING    SockopsIpngCounter = 1
-	SockopsIpngCounterIPNG_CNT_NO_IFINDEX     SockopsIpngCounter = 2
-	SockopsIpngCounterIPNG_CNT_STORAGE_FAILED SockopsIpngCounter = 3
-	SockopsIpngCounterIPNG_CNT_COOKIE_FAILED  SockopsIpngCounter = 4
-	SockopsIpngCounterIPNG_CNT_TUPLE_FAILED   SockopsIpngCounter = 5
-	SockopsIpngCounterIPNG_CNT_CLOSED         SockopsIpngCounter = 6
-	SockopsIpngCounterIPNG_CNT_OTHER_NETNS    SockopsIpngCounter = 7
-	SockopsIpngCounterIPNG_CNT_CONNS_FAILED   SockopsIpngCounter = 8
-	SockopsIpngCounterIPNG_CNT_UNTAGGED       SockopsIpngCounter = 9
-	SockopsIpngCounterIPNG_CNT_MAX            SockopsIpngCounter = 10
+	SockopsIpngCounterIPNG_CNT_STAMPED         SockopsIpngCounter = 0
+	SockopsIpngCounterIPNG_CNT_SKB_MISSING     SockopsIpngCounter = 1
+	SockopsIpngCounterIPNG_CNT_NO_IFINDEX      SockopsIpngCounter = 2
+	SockopsIpngCounterIPNG_CNT_STORAGE_FAILED  SockopsIpngCounter = 3
+	SockopsIpngCounterIPNG_CNT_COOKIE_FAILED   SockopsIpngCounter = 4
+	SockopsIpngCounterIPNG_CNT_TUPLE_FAILED    SockopsIpngCounter = 5
+	SockopsIpngCounterIPNG_CNT_CLOSED          SockopsIpngCounter = 6
+	SockopsIpngCounterIPNG_CNT_OTHER_NETNS     SockopsIpngCounter = 7
+	SockopsIpngCounterIPNG_CNT_CONNS_FAILED    SockopsIpngCounter = 8
+	SockopsIpngCounterIPNG_CNT_UNTAGGED        SockopsIpngCounter = 9
+	SockopsIpngCounterIPNG_CNT_CLOSE_UNMATCHED SockopsIpngCounter = 10
+	SockopsIpngCounterIPNG_CNT_MAX             SockopsIpngCounter = 11
 )
 
 type SockopsIpngIface struct {
@@ -56,6 +57,12 @@ type SockopsIpngIfaceKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Family  uint32
+}
+
+type SockopsIpngRingSlot struct {
+	_    structs.HostLayout
+	Hash uint64
+	Seq  uint64
 }
 
 type SockopsIpngSource uint32
@@ -98,16 +105,20 @@ type SockopsIpngTuple struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SockopsMapIpngByCookie = "ipng_by_cookie"
-	SockopsMapIpngByTuple  = "ipng_by_tuple"
-	SockopsMapIpngConns    = "ipng_conns"
-	SockopsMapIpngCounters = "ipng_counters"
-	SockopsMapIpngIfaces   = "ipng_ifaces"
-	SockopsMapIpngSk       = "ipng_sk"
-	SockopsMapIpngTagNames = "ipng_tag_names"
-	SockopsProgIpngSockops = "ipng_sockops"
-	SockopsVarOwnNetns     = "own_netns"
-	SockopsVarTupleEnabled = "tuple_enabled"
+	SockopsMapIpngByCookie  = "ipng_by_cookie"
+	SockopsMapIpngByTuple   = "ipng_by_tuple"
+	SockopsMapIpngConns     = "ipng_conns"
+	SockopsMapIpngCounters  = "ipng_counters"
+	SockopsMapIpngIfaces    = "ipng_ifaces"
+	SockopsMapIpngSk        = "ipng_sk"
+	SockopsMapIpngTagNames  = "ipng_tag_names"
+	SockopsMapIpngTupleHead = "ipng_tuple_head"
+	SockopsMapIpngTupleRing = "ipng_tuple_ring"
+	SockopsProgIpngSockops  = "ipng_sockops"
+	SockopsVarOwnNetns      = "own_netns"
+	SockopsVarRingMask      = "ring_mask"
+	SockopsVarSkEnabled     = "sk_enabled"
+	SockopsVarTupleEnabled  = "tuple_enabled"
 )
 
 // LoadSockops returns the embedded CollectionSpec for Sockops.
@@ -159,13 +170,15 @@ type SockopsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockopsMapSpecs struct {
-	IpngByCookie *ebpf.MapSpec `ebpf:"ipng_by_cookie"`
-	IpngByTuple  *ebpf.MapSpec `ebpf:"ipng_by_tuple"`
-	IpngConns    *ebpf.MapSpec `ebpf:"ipng_conns"`
-	IpngCounters *ebpf.MapSpec `ebpf:"ipng_counters"`
-	IpngIfaces   *ebpf.MapSpec `ebpf:"ipng_ifaces"`
-	IpngSk       *ebpf.MapSpec `ebpf:"ipng_sk"`
-	IpngTagNames *ebpf.MapSpec `ebpf:"ipng_tag_names"`
+	IpngByCookie  *ebpf.MapSpec `ebpf:"ipng_by_cookie"`
+	IpngByTuple   *ebpf.MapSpec `ebpf:"ipng_by_tuple"`
+	IpngConns     *ebpf.MapSpec `ebpf:"ipng_conns"`
+	IpngCounters  *ebpf.MapSpec `ebpf:"ipng_counters"`
+	IpngIfaces    *ebpf.MapSpec `ebpf:"ipng_ifaces"`
+	IpngSk        *ebpf.MapSpec `ebpf:"ipng_sk"`
+	IpngTagNames  *ebpf.MapSpec `ebpf:"ipng_tag_names"`
+	IpngTupleHead *ebpf.MapSpec `ebpf:"ipng_tuple_head"`
+	IpngTupleRing *ebpf.MapSpec `ebpf:"ipng_tuple_ring"`
 }
 
 // SockopsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -173,6 +186,8 @@ type SockopsMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockopsVariableSpecs struct {
 	OwnNetns     *ebpf.VariableSpec `ebpf:"own_netns"`
+	RingMask     *ebpf.VariableSpec `ebpf:"ring_mask"`
+	SkEnabled    *ebpf.VariableSpec `ebpf:"sk_enabled"`
 	TupleEnabled *ebpf.VariableSpec `ebpf:"tuple_enabled"`
 }
 
@@ -196,13 +211,15 @@ func (o *SockopsObjects) Close() error {
 //
 // It can be passed to LoadSockopsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockopsMaps struct {
-	IpngByCookie *ebpf.Map `ebpf:"ipng_by_cookie"`
-	IpngByTuple  *ebpf.Map `ebpf:"ipng_by_tuple"`
-	IpngConns    *ebpf.Map `ebpf:"ipng_conns"`
-	IpngCounters *ebpf.Map `ebpf:"ipng_counters"`
-	IpngIfaces   *ebpf.Map `ebpf:"ipng_ifaces"`
-	IpngSk       *ebpf.Map `ebpf:"ipng_sk"`
-	IpngTagNames *ebpf.Map `ebpf:"ipng_tag_names"`
+	IpngByCookie  *ebpf.Map `ebpf:"ipng_by_cookie"`
+	IpngByTuple   *ebpf.Map `ebpf:"ipng_by_tuple"`
+	IpngConns     *ebpf.Map `ebpf:"ipng_conns"`
+	IpngCounters  *ebpf.Map `ebpf:"ipng_counters"`
+	IpngIfaces    *ebpf.Map `ebpf:"ipng_ifaces"`
+	IpngSk        *ebpf.Map `ebpf:"ipng_sk"`
+	IpngTagNames  *ebpf.Map `ebpf:"ipng_tag_names"`
+	IpngTupleHead *ebpf.Map `ebpf:"ipng_tuple_head"`
+	IpngTupleRing *ebpf.Map `ebpf:"ipng_tuple_ring"`
 }
 
 func (m *SockopsMaps) Close() error {
@@ -214,6 +231,8 @@ func (m *SockopsMaps) Close() error {
 		m.IpngIfaces,
 		m.IpngSk,
 		m.IpngTagNames,
+		m.IpngTupleHead,
+		m.IpngTupleRing,
 	)
 }
 
@@ -222,6 +241,8 @@ func (m *SockopsMaps) Close() error {
 // It can be passed to LoadSockopsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockopsVariables struct {
 	OwnNetns     *ebpf.Variable `ebpf:"own_netns"`
+	RingMask     *ebpf.Variable `ebpf:"ring_mask"`
+	SkEnabled    *ebpf.Variable `ebpf:"sk_enabled"`
 	TupleEnabled *ebpf.Variable `ebpf:"tuple_enabled"`
 }
 

@@ -10,16 +10,17 @@ import (
 // enum ipng_counter (TestCounterNames keeps the two in step).
 // The array length makes a new enum value without a name a compile error.
 var CounterNames = [ipngbpf.SockopsIpngCounterIPNG_CNT_MAX]string{
-	ipngbpf.SockopsIpngCounterIPNG_CNT_STAMPED:        "stamped",
-	ipngbpf.SockopsIpngCounterIPNG_CNT_SKB_MISSING:    "skb_missing",
-	ipngbpf.SockopsIpngCounterIPNG_CNT_NO_IFINDEX:     "no_ifindex",
-	ipngbpf.SockopsIpngCounterIPNG_CNT_STORAGE_FAILED: "storage_failed",
-	ipngbpf.SockopsIpngCounterIPNG_CNT_COOKIE_FAILED:  "cookie_update_failed",
-	ipngbpf.SockopsIpngCounterIPNG_CNT_TUPLE_FAILED:   "tuple_update_failed",
-	ipngbpf.SockopsIpngCounterIPNG_CNT_CLOSED:         "closed",
-	ipngbpf.SockopsIpngCounterIPNG_CNT_OTHER_NETNS:    "other_netns",
-	ipngbpf.SockopsIpngCounterIPNG_CNT_CONNS_FAILED:   "conns_update_failed",
-	ipngbpf.SockopsIpngCounterIPNG_CNT_UNTAGGED:       "untagged",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_STAMPED:         "stamped",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_SKB_MISSING:     "skb_missing",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_NO_IFINDEX:      "no_ifindex",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_STORAGE_FAILED:  "storage_failed",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_COOKIE_FAILED:   "cookie_update_failed",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_TUPLE_FAILED:    "tuple_update_failed",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_CLOSED:          "closed",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_OTHER_NETNS:     "other_netns",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_CONNS_FAILED:    "conns_update_failed",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_UNTAGGED:        "untagged",
+	ipngbpf.SockopsIpngCounterIPNG_CNT_CLOSE_UNMATCHED: "close_unmatched",
 }
 
 // Counters sums the per-CPU program counters: name → value.

@@ -30,13 +30,17 @@ const (
 	PinIfaces   = ipngbpf.SockopsMapIpngIfaces
 	PinTagNames = ipngbpf.SockopsMapIpngTagNames
 	PinConns    = ipngbpf.SockopsMapIpngConns
+	// PinTupleRing and PinTupleHead: the ring of stamped 4-tuples.
+	PinTupleRing = ipngbpf.SockopsMapIpngTupleRing
+	PinTupleHead = ipngbpf.SockopsMapIpngTupleHead
 	// pinEvents is the ring buffer of versions before the in-kernel
 	// connection counts; Load and Detach remove a leftover pin.
 	pinEvents = "ipng_events"
 )
 
 // mapPins are the pins of every map, in the order Detach removes them.
-var mapPins = []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinIfaces, PinTagNames, PinConns, pinEvents}
+var mapPins = []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinIfaces, PinTagNames, PinConns,
+	PinTupleRing, PinTupleHead, pinEvents}
 
 // Config says where to attach and pin.
 type Config struct {
@@ -56,6 +60,13 @@ type Config struct {
 	// created with one entry: servers that do not need it do not pay for
 	// it.
 	Tuples bool
+	// SkStorage also stamps each socket's storage (ipng_sk), which
+	// in-process servers look up by fd. Creating socket storage is the most
+	// expensive step of a stamp (an allocation per accepted socket on the
+	// host), so it is off unless the agent fronts servers itself with BPF
+	// attribution; without it, those servers find the stamp by socket
+	// cookie (ipng_by_cookie), one getsockopt more.
+	SkStorage bool
 }
 
 // Program is the loaded, attached and pinned sock_ops program.
@@ -116,7 +127,7 @@ func Load(cfg Config, logger *slog.Logger) (*Program, error) {
 		return nil, err
 	}
 	logger.Info("sock_ops program attached", "cgroup", cgroup, "pin_dir", cfg.PinDir, "reused_pins", p.reused,
-		"replaced_pins", p.replaced, "tuple_map", cfg.Tuples)
+		"replaced_pins", p.replaced, "tuple_map", cfg.Tuples, "socket_storage", cfg.SkStorage)
 	return p, nil
 }
 
@@ -141,6 +152,14 @@ func programSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 	default:
 		tuples = 1
 	}
+	ring := uint32(1)
+	if tuples == 1 {
+		ring = tupleRingSize(spec.Maps[PinByTuple].MaxEntries)
+	}
+	spec.Maps[PinTupleRing].MaxEntries = ring
+	if err := spec.Variables[ipngbpf.SockopsVarRingMask].Set(ring - 1); err != nil {
+		return nil, fmt.Errorf("setting ring_mask: %w", err)
+	}
 	netns, err := NetnsCookie()
 	if err != nil {
 		return nil, err
@@ -150,6 +169,13 @@ func programSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 	}
 	if err := spec.Variables[ipngbpf.SockopsVarTupleEnabled].Set(tuples); err != nil {
 		return nil, fmt.Errorf("setting tuple_enabled: %w", err)
+	}
+	sk := uint8(0)
+	if cfg.SkStorage {
+		sk = 1
+	}
+	if err := spec.Variables[ipngbpf.SockopsVarSkEnabled].Set(sk); err != nil {
+		return nil, fmt.Errorf("setting sk_enabled: %w", err)
 	}
 	return spec, nil
 }
@@ -248,7 +274,7 @@ func (p *Program) sameCgroup(l link.Link) (bool, string) {
 // chmodMaps makes the pinned maps readable by unprivileged readers; the link
 // stays root-only.
 func (p *Program) chmodMaps() error {
-	for _, name := range []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinTagNames, PinConns, PinIfaces} {
+	for _, name := range []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinTagNames, PinConns, PinIfaces, PinTupleRing, PinTupleHead} {
 		if err := os.Chmod(filepath.Join(p.cfg.PinDir, name), 0o644); err != nil {
 			return fmt.Errorf("making pinned map readable: %w", err)
 		}
@@ -273,12 +299,16 @@ func (p *Program) Cgroup() string { return p.cgroup }
 
 // Maps gives read access to the program's maps. They stay owned by p.
 func (p *Program) Maps() *Maps {
-	var tuple *ebpf.Map
+	var tuple, sk, ring, head *ebpf.Map
 	if p.cfg.Tuples {
-		tuple = p.objs.IpngByTuple
+		tuple, ring, head = p.objs.IpngByTuple, p.objs.IpngTupleRing, p.objs.IpngTupleHead
 	}
-	return &Maps{Sk: p.objs.IpngSk, ByCookie: p.objs.IpngByCookie, ByTuple: tuple, Counters: p.objs.IpngCounters,
-		Ifaces: p.objs.IpngIfaces, TagNames: p.objs.IpngTagNames, Conns: p.objs.IpngConns, owned: false}
+	if p.cfg.SkStorage {
+		sk = p.objs.IpngSk
+	}
+	return &Maps{Sk: sk, ByCookie: p.objs.IpngByCookie, ByTuple: tuple, Counters: p.objs.IpngCounters,
+		Ifaces: p.objs.IpngIfaces, TagNames: p.objs.IpngTagNames, Conns: p.objs.IpngConns,
+		TupleRing: ring, TupleHead: head, owned: false}
 }
 
 // Close releases the program. Unless KeepOnExit is set, it detaches the

@@ -17,14 +17,17 @@ import (
 // Maps are the program's maps, either owned by a loaded Program or opened
 // read-only from pins by OpenPinned.
 type Maps struct {
-	Sk       *ebpf.Map // SK_STORAGE: socket fd → stamp
+	Sk       *ebpf.Map // SK_STORAGE: socket fd → stamp; nil from Program.Maps when not written (Config.SkStorage)
 	ByCookie *ebpf.Map // socket cookie → stamp, live sockets
 	ByTuple  *ebpf.Map // (netns cookie, 4-tuple) → stamp, outlives the socket
 	Counters *ebpf.Map // per-CPU program counters
 	Ifaces   *ebpf.Map // (ifindex, family) → tag id and device, written by the agent; nil when opened read-only
 	TagNames *ebpf.Map // tag id → tag name, written by the agent
 	Conns    *ebpf.Map // per-CPU connections opened and closed per (tag id, VIP)
-	owned    bool
+	// TupleRing and TupleHead: the hashes of the keys written to ByTuple, in
+	// stamping order (TupleHistory reads them); nil when ByTuple is.
+	TupleRing, TupleHead *ebpf.Map
+	owned                bool
 }
 
 // OpenPinned opens the maps pinned in dir read-only. It needs no capability
@@ -36,7 +39,7 @@ func OpenPinned(dir string) (*Maps, error) {
 		name string
 		dst  **ebpf.Map
 	}{{PinSk, &m.Sk}, {PinByCookie, &m.ByCookie}, {PinByTuple, &m.ByTuple}, {PinCounters, &m.Counters},
-		{PinTagNames, &m.TagNames}, {PinConns, &m.Conns}} {
+		{PinTagNames, &m.TagNames}, {PinConns, &m.Conns}, {PinTupleRing, &m.TupleRing}, {PinTupleHead, &m.TupleHead}} {
 		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
 		if errors.Is(err, os.ErrPermission) {
 			m.Close()
@@ -57,7 +60,7 @@ func (m *Maps) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, mp := range []*ebpf.Map{m.Sk, m.ByCookie, m.ByTuple, m.Counters, m.Ifaces, m.TagNames, m.Conns} {
+	for _, mp := range []*ebpf.Map{m.Sk, m.ByCookie, m.ByTuple, m.Counters, m.Ifaces, m.TagNames, m.Conns, m.TupleRing, m.TupleHead} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}

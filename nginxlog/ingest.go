@@ -55,7 +55,6 @@ type Ingest struct {
 
 	rec    Record
 	series map[seriesKey]collector.Series
-	clock  clockOffset
 
 	st    stats
 	descs *descs
@@ -156,11 +155,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	in.ready.Store(true)
 	var lastMaint time.Time
 	for {
-		in.clock = newClockOffset()
 		in.checkFull() // before reading frees anything
-		if in.tuples != nil {
-			in.tuples.refresh() // at most once a second; fresh after a pause
-		}
 		n, err := in.sp.poll()
 		if err != nil {
 			return fmt.Errorf("nginx ingest: %w", err)
@@ -327,7 +322,7 @@ func (in *Ingest) tooLong() {
 func (in *Ingest) attribute(r *Record) (tag, device string) {
 	reason := ReasonNoBPF
 	if in.tuples != nil {
-		c, why := in.tuples.lookup(r, &in.clock)
+		c, why := in.tuples.lookup(r)
 		if why == "" {
 			if c.tag != "" { // the tag of the interface when the connection was accepted
 				if !c.bound {

@@ -13,8 +13,9 @@ const LogFormatName = "ipng_stats"
 
 // fieldOrder is the log_format keys in order: nginx variable name = JSON
 // key. The first eight are required by Parse; connection (kept-alive
-// connections are looked up once), connection_time and msec (evicted vs
-// never-stamped map entries) are used; host goes to the logtail. More keys
+// connections are looked up once) is used; connection_time and msec are
+// parsed but no longer needed (the ring of stamped 4-tuples tells evicted
+// from never-stamped entries); host goes to the logtail. More keys
 // (request_method, request_uri, http_user_agent...) may be added for the
 // logtail; every extra byte costs nginx and the agent a little.
 func fieldOrder() []string {

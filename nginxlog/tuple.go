@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -20,14 +19,14 @@ import (
 // Reasons a line falls back to the default tag
 // (ipng_attribution_fallbacks_total{reason}).
 const (
-	// ReasonNeverSeen: the 4-tuple is not in ipng_by_tuple and cannot have
-	// been evicted (the map has never been full, or the connection is younger
-	// than the map's estimated lifetime): the connection was not stamped
-	// (nginx outside the attached cgroup, another network namespace, accepted
-	// before the program was attached).
+	// ReasonNeverSeen: the 4-tuple is not in ipng_by_tuple and the program
+	// did not stamp it among its last stamps (the ring of stamped 4-tuples,
+	// loader.TupleRingFactor times the map's size): the connection was not
+	// stamped (nginx outside the attached cgroup, another network namespace,
+	// accepted before the program was attached).
 	ReasonNeverSeen = "nginx_tuple_never_seen"
-	// ReasonEvicted: not found, and the map has been full and the connection
-	// is older than the map's estimated lifetime: LRU eviction.
+	// ReasonEvicted: not found, and the ring of stamped 4-tuples says the
+	// program stamped it: the LRU map evicted it before its line was read.
 	ReasonEvicted = "nginx_tuple_evicted"
 	// ReasonNoBPF: the agent runs without the BPF program.
 	ReasonNoBPF = "nginx_bpf_unavailable"
@@ -39,45 +38,21 @@ const (
 // and value live in this (heap) struct and are handed to cilium/ebpf as
 // unsafe.Pointers. It is used by the ingest goroutine only.
 type tupleLookup struct {
-	m        *ebpf.Map
-	maps     *loader.Maps
-	netns    uint64
-	key      ipngbpf.SockopsIpngTuple
-	stamp    ipngbpf.SockopsIpngStamp
-	capacity uint64
-	cache    []connEntry // by nginx connection serial, see lookup
-	names    func(uint32) (string, bool)
-	lastDev  string
-	// Eviction estimate, refreshed about once a second.
-	stamped  uint64        // program's "stamped" counter
-	lifetime time.Duration // capacity / stamping rate; 0: unknown
-	lastAt   time.Time
+	m       *ebpf.Map
+	netns   uint64
+	key     ipngbpf.SockopsIpngTuple
+	stamp   ipngbpf.SockopsIpngStamp
+	cache   []connEntry // by nginx connection serial, see lookup
+	names   func(uint32) (string, bool)
+	lastDev string
+	// hist tells evicted from never-seen 4-tuples; nil with pins of a
+	// version without the ring (then every miss is never seen).
+	hist *loader.TupleHistory
 }
 
 func newTupleLookup(m *loader.Maps, netns uint64) *tupleLookup {
-	t := &tupleLookup{m: m.ByTuple, maps: m, netns: netns, capacity: uint64(m.ByTuple.MaxEntries()),
-		cache: make([]connEntry, connCacheSize)}
-	t.refresh()
-	return t
-}
-
-// refresh re-reads the stamping counter (at most once a second) to estimate
-// how long an entry stays in the map once it is full.
-func (t *tupleLookup) refresh() {
-	if t.maps.Counters == nil || time.Since(t.lastAt) < time.Second {
-		return
-	}
-	c, err := t.maps.ReadCounters()
-	if err != nil {
-		return
-	}
-	now := time.Now()
-	s := c["stamped"]
-	if !t.lastAt.IsZero() && s > t.stamped {
-		rate := float64(s-t.stamped) / now.Sub(t.lastAt).Seconds()
-		t.lifetime = time.Duration(float64(t.capacity) / rate * float64(time.Second))
-	}
-	t.stamped, t.lastAt = s, now
+	hist, _ := m.TupleHistory()
+	return &tupleLookup{m: m.ByTuple, netns: netns, hist: hist, cache: make([]connEntry, connCacheSize)}
 }
 
 // connCacheSize is the number of entries of the connection cache (a power
@@ -107,7 +82,7 @@ type connInfo struct {
 }
 
 // lookup returns what the stamp of r's connection says, or why there is none.
-func (t *tupleLookup) lookup(r *Record, clk *clockOffset) (connInfo, string) {
+func (t *tupleLookup) lookup(r *Record) (connInfo, string) {
 	var e *connEntry
 	if r.Conn != 0 {
 		e = &t.cache[r.Conn&(connCacheSize-1)]
@@ -132,7 +107,7 @@ func (t *tupleLookup) lookup(r *Record, clk *clockOffset) (connInfo, string) {
 	case !errors.Is(err, ebpf.ErrKeyNotExist):
 		return connInfo{}, ReasonLookupError
 	}
-	return connInfo{}, t.missReason(r, clk)
+	return connInfo{}, t.missReason()
 }
 
 // device is the stamp's device name; it allocates only when the name
@@ -162,29 +137,21 @@ func (t *tupleLookup) device() string {
 	return t.lastDev
 }
 
-// lruSlack: an LRU hash map may evict before it is full (per-CPU free
-// lists hold up to 128 entries per CPU in the kernel's LRU).
-func (t *tupleLookup) missReason(r *Record, clk *clockOffset) string {
-	slack := uint64(256 * runtime.NumCPU())
-	if t.stamped+slack < t.capacity {
-		return ReasonNeverSeen // the map was never full: nothing was evicted
-	}
-	if r.ConnTime < 0 || r.Msec == 0 || t.lifetime == 0 {
-		return ReasonEvicted // full, and nothing says the entry was young
-	}
-	// Age of the connection now: from its accept (msec - connection_time)
-	// to the present, on the wall clock.
-	age := time.Duration(clk.realNow-r.Msec*int64(time.Millisecond)) + r.ConnTime
-	if age < t.lifetime/2 {
+// missReason says why t.key is not in the map: the program stamped it
+// (evicted) or not (never seen), from the ring of stamped 4-tuples.
+func (t *tupleLookup) missReason() string {
+	if t.hist == nil {
 		return ReasonNeverSeen
 	}
-	return ReasonEvicted
+	stamped, err := t.hist.Stamped(&t.key)
+	switch {
+	case err != nil:
+		return ReasonLookupError
+	case stamped:
+		return ReasonEvicted
+	}
+	return ReasonNeverSeen
 }
-
-// clockOffset is the wall clock, sampled once per batch of lines.
-type clockOffset struct{ realNow int64 }
-
-func newClockOffset() clockOffset { return clockOffset{realNow: time.Now().UnixNano()} }
 
 // netnsCookie returns the cookie of the network namespace at path, or of
 // the caller's when path is empty.

@@ -36,7 +36,7 @@ const connsPerCase = 10
 // agent's pinned maps) and in the IP_PKTINFO fallback, and checks every
 // connection's device, ifindex, family and tag, and the exact totals per tag.
 func TestAttributionMatrix(t *testing.T) {
-	for _, mode := range []struct{ mode, method string }{{"bpf", "sk_storage"}, {"fallback", "pktinfo"}} {
+	for _, mode := range []struct{ mode, method string }{{"bpf", "cookie"}, {"fallback", "pktinfo"}} {
 		t.Run(mode.mode, func(t *testing.T) {
 			e := newEnv(t, "")
 			if mode.mode == "bpf" {

@@ -38,8 +38,8 @@ func TestDSRTagged(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, tx1 := e.topo.Srv.LinkPackets(t, "tun0")
-		if c.reply.Tag != "maglev" || c.reply.Ifindex != tun0 || c.reply.Method != "sk_storage" {
-			t.Errorf("%s: DSR connection attributed %+v, want tag maglev on tun0 (%d) by sk_storage", fam, c.reply, tun0)
+		if c.reply.Tag != "maglev" || c.reply.Ifindex != tun0 || c.reply.Method != "cookie" {
+			t.Errorf("%s: DSR connection attributed %+v, want tag maglev on tun0 (%d) by cookie", fam, c.reply, tun0)
 		}
 		if tx1 != tx0 {
 			t.Errorf("%s: srv sent %d packets into tun0 during a DSR connection; replies must leave by eth5", fam, tx1-tx0)
@@ -106,8 +106,8 @@ func TestAgentRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantFam := map[string]string{"ipv4": "ipv4", "ipv6": "ipv6", "mapped": "ipv4"}[fam]
-		if c.reply.Tag != expectedTag(dev, wantFam) || c.reply.Method != "sk_storage" {
-			t.Errorf("%s %s: %+v, want tag %s by sk_storage", ns.Role(), fam, c.reply, expectedTag(dev, wantFam))
+		if c.reply.Tag != expectedTag(dev, wantFam) || c.reply.Method != "cookie" {
+			t.Errorf("%s %s: %+v, want tag %s by cookie", ns.Role(), fam, c.reply, expectedTag(dev, wantFam))
 		}
 		conns = append(conns, &held{ns, fam, dev, c})
 	}

@@ -10,8 +10,9 @@ import (
 // TestNginxEvicted: with a 1024-entry tuple map and the ingest stopped,
 // 3000 requests on new connections push the first connections' entries out
 // of the map before their lines are read. Those lines are recorded with the
-// default tag and counted as nginx_tuple_evicted (never as never_seen);
-// nothing is lost.
+// default tag and counted as nginx_tuple_evicted, exactly (the ring of
+// stamped 4-tuples remembers 4 × 1024 stamps, more than the test makes),
+// never as never_seen; nothing is lost.
 func TestNginxEvicted(t *testing.T) {
 	n := newNginxEnv(t, 1, "", "bpf:\n  tuple_map_entries: 1024\n")
 	h := n.startHelper()

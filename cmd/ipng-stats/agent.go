@@ -249,6 +249,9 @@ func loaderConfig(cfg *config.Config) loader.Config {
 		// program does not write it (bpf.tuple_map_entries is set in the
 		// default configuration, so it cannot be the switch).
 		Tuples: cfg.Nginx.Enabled,
+		// Socket storage only for the agent's own proxy with BPF
+		// attribution (lookup by fd); other readers use the cookie map.
+		SkStorage: cfg.Proxy.Enabled && cfg.Attribution.Mode != "fallback",
 	}
 }
 

@@ -75,7 +75,7 @@ run() {
     [ -n "$cfg" ] && args+=(--config "$cfg")
     "$bin" "${args[@]}" >"$tmp/agent.log" 2>&1 &
     apid=$!
-    for _ in $(seq 100); do grep -q 'agent running' "$tmp/agent.log" && break; sleep 0.1; done
+    for _ in $(seq 600); do grep -q 'agent running' "$tmp/agent.log" && break; sleep 0.1; done
     grep -q 'agent running' "$tmp/agent.log" || { echo "agent did not start: $(tail -2 "$tmp/agent.log")" >&2; exit 1; }
     prog=$(bpftool -j link show pinned "$pin/sockops_link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["prog_id"])')
     read -r r0 c0 < <(bpftool -j prog show id "$prog" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("run_time_ns",0), d.get("run_cnt",0))')

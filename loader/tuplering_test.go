@@ -1,0 +1,108 @@
+package loader
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	ipngbpf "github.com/ipng/ipng-stats/bpf"
+	"github.com/ipng/ipng-stats/internal/testenv"
+)
+
+// TestTupleHistory: with a 1024-entry 4-tuple map, 2500 connections push
+// most of the first ones out of the map. Every connection is either still in
+// the map or known to the ring as stamped (evicted), exactly; a 4-tuple that
+// was never stamped is not.
+func TestTupleHistory(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testCgroup(t)
+	p, err := Load(Config{Cgroup: cg, PinDir: pinDir(t), Tuples: true, TupleMapEntries: 1024}, nil)
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer p.Close()
+	m := p.Maps()
+	hist, err := m.TupleHistory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hist.Window() != 4096 {
+		t.Errorf("window %d, want 4096 (4 × 1024)", hist.Window())
+	}
+	netns, err := NetnsCookie()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := startServer(t, cg)
+	server := netip.MustParseAddrPort("127.0.0.1:" + strconv.Itoa(port))
+	const conns = 2500
+	var remotes []netip.AddrPort
+	for range conns {
+		c, err := net.DialTimeout("tcp4", server.String(), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		remotes = append(remotes, c.LocalAddr().(*net.TCPAddr).AddrPort())
+		c.Close()
+	}
+	// The server side stamps when the handshake's last ACK arrives.
+	var head uint64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if err := m.TupleHead.Lookup(uint32(0), &head); err != nil {
+			t.Fatal(err)
+		}
+		if head == conns || time.Now().After(deadline) {
+			break
+		}
+	}
+	if head != conns {
+		t.Fatalf("ring head %d, want %d stamps", head, conns)
+	}
+	var inMap, evicted int
+	var stamp ipngbpf.SockopsIpngStamp
+	for _, r := range remotes {
+		key := TupleKey(netns, server, r)
+		err := m.ByTuple.Lookup(&key, &stamp)
+		if err == nil {
+			inMap++
+			continue
+		}
+		if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Fatal(err)
+		}
+		ok, err := hist.Stamped(&key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			t.Errorf("connection from %s: not in the map and not known as stamped", r)
+			continue
+		}
+		evicted++
+	}
+	t.Logf("%d in the map, %d evicted", inMap, evicted)
+	if inMap+evicted != conns || evicted < conns-1024 {
+		t.Errorf("%d in the map, %d evicted; want %d in all, at least %d evicted", inMap, evicted, conns, conns-1024)
+	}
+	for _, r := range []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.2:40000")} {
+		key := TupleKey(netns, server, r)
+		if ok, err := hist.Stamped(&key); ok || err != nil {
+			t.Errorf("never stamped %s: Stamped = %v, %v", r, ok, err)
+		}
+	}
+}
+
+func TestTupleRingSize(t *testing.T) {
+	for _, tt := range []struct{ entries, want uint32 }{
+		{0, 1}, {1, 4}, {1024, 4096}, {1000, 4096}, {1025, 8192}, {262144, 1 << 20},
+	} {
+		if got := tupleRingSize(tt.entries); got != tt.want {
+			t.Errorf("tupleRingSize(%d) = %d, want %d", tt.entries, got, tt.want)
+		}
+	}
+}
