@@ -45,8 +45,27 @@ var errBadChunk = errors.New("malformed chunked request body")
 // errRejected is returned to net/http after the gate answered a head.
 var errRejected = errors.New("request rejected")
 
+// gateBuf is a gate's first buffer: most heads fit; it grows up to the
+// limit (plus an ignored CRLF and one byte to see the limit passed) for
+// those that do not.
+const gateBuf = 2 << 10
+
 func newGate(limit int) *gate {
-	return &gate{limit: limit, buf: make([]byte, limit+3)}
+	return &gate{limit: limit, buf: make([]byte, min(gateBuf, limit+3))}
+}
+
+// room makes sure buf can take n more bytes after end (moving the unread
+// bytes to the front first), growing it when it must.
+func (g *gate) room(n int) {
+	if g.off > 0 && g.end+n > len(g.buf) {
+		g.end = copy(g.buf, g.buf[g.off:g.end])
+		g.off = 0
+	}
+	if g.end+n > len(g.buf) {
+		nb := make([]byte, max(2*len(g.buf), g.end+n))
+		copy(nb, g.buf[:g.end])
+		g.buf = nb
+	}
 }
 
 // readGated is headerConn.Read with a gate.
@@ -83,7 +102,7 @@ func (c *headerConn) readGated(p []byte) (int, error) {
 				g.off += n
 			} else {
 				var err error
-				n, err = c.Conn.Read(p[:min(len(p), len(g.buf))])
+				n, err = c.Conn.Read(p)
 				if n == 0 {
 					return 0, err
 				}
@@ -112,7 +131,10 @@ func (c *headerConn) readGated(p []byte) (int, error) {
 				g.end = copy(g.buf, g.buf[g.off:g.end])
 				g.off = 0
 			}
-			n, err := c.Conn.Read(g.buf[g.end:])
+			if g.end == len(g.buf) && len(g.buf) < g.limit+3 {
+				g.room(min(len(g.buf), g.limit+3-len(g.buf)))
+			}
+			n, err := c.Conn.Read(g.buf[g.end:min(len(g.buf), g.limit+3)])
 			g.end += n
 			if err != nil {
 				if n > 0 {
@@ -188,10 +210,10 @@ func (g *gate) unread(b []byte) {
 		copy(g.buf[g.off:], b)
 		return
 	}
-	rest := g.end - g.off
-	copy(g.buf[len(b):], g.buf[g.off:g.end])
-	copy(g.buf, b)
-	g.off, g.end = 0, len(b)+rest
+	// Read straight into net/http's buffer: the buffer is empty.
+	g.off, g.end = 0, 0
+	g.room(len(b))
+	g.end = copy(g.buf, b)
 }
 
 // answer sends the rejection of a head (once), unless a handler is running
