@@ -264,3 +264,36 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// TestPipelinedRejection: a malformed request pipelined behind a good one
+// (in the same packet) is answered after the good one's response, which
+// completes; nothing of it reaches the upstream.
+func TestPipelinedRejection(t *testing.T) {
+	addr, rec := strictProxy(t)
+	got := exchange(t, addr, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n"+
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 3)
+	if fmt.Sprint(got) != "[200 400]" {
+		t.Errorf("responses %v, want [200 400] and the connection closed", got)
+	}
+	if reqs, bad := rec.take(); len(reqs) != 1 || reqs[0].target != "/first" || bad != 0 {
+		t.Errorf("upstream received %+v (%d unparsable), want only /first", reqs, bad)
+	}
+}
+
+// TestRefusedUpgradeCloses: the gate passes an upgrade request's
+// connection through unparsed, so a refused upgrade must end the
+// connection: a request sent after it is never read.
+func TestRefusedUpgradeCloses(t *testing.T) {
+	addr, rec := strictProxy(t)
+	got := exchange(t, addr, "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"+
+		"GET /after HTTP/1.1\r\nHost: a\r\n\r\n", 3)
+	if fmt.Sprint(got) != "[200]" {
+		t.Errorf("responses %v, want [200] (upgrade refused by the backend) and the connection closed", got)
+	}
+	reqs, _ := rec.take()
+	for _, r := range reqs {
+		if r.target == "/after" {
+			t.Errorf("request after a refused upgrade was forwarded: %+v", r)
+		}
+	}
+}
