@@ -155,12 +155,7 @@ func (g *gate) released(hl int) {
 	g.off += g.h.start // an ignored empty line before the request line
 	g.left = int64(hl - g.h.start)
 	g.st = stRelease
-	g.upgrade = false
-	for i := range min(g.h.nfields, maxFields) {
-		if asciiEqualFold(g.h.fields[i][0], "Upgrade") {
-			g.upgrade = true
-		}
-	}
+	g.upgrade = g.h.upgrade
 }
 
 // afterHead: the head is out, follow its body.

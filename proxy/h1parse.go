@@ -77,9 +77,11 @@ type reqHead struct {
 	hasHost        bool
 	contentLength  int64 // -1: none
 	chunked        bool
-	// fields are the header field lines, name and value (trimmed), in
-	// order, at most maxFields of them; nfields counts them all.
-	fields  [maxFields][2][]byte
+	upgrade        bool // an Upgrade field is present
+	// fields, when not nil, gets the header field lines appended, name
+	// and value (trimmed), in order (the fuzz test compares them); nfields
+	// counts them.
+	fields  *[][2][]byte
 	nfields int
 	start   int // offset of the request line (after leading empty lines)
 }
@@ -110,7 +112,11 @@ var tchar = func() (t [256]bool) {
 // whole head (request line and fields); the request line alone is bounded
 // by min(limit, maxRequestLine) and answered with 414.
 func parseHead(buf []byte, limit int, h *reqHead) (int, *headError) {
-	*h = reqHead{contentLength: -1}
+	fields := h.fields
+	if fields != nil {
+		*fields = (*fields)[:0]
+	}
+	*h = reqHead{contentLength: -1, fields: fields}
 	// RFC 9112 2.2: one empty line before the request line is ignored
 	// (clients once sent a CRLF after a POST body).
 	i := 0
@@ -194,12 +200,12 @@ func parseHead(buf []byte, limit int, h *reqHead) (int, *headError) {
 		if r != reasonNone {
 			return 0, reject(400, r)
 		}
-		if h.nfields < maxFields {
-			h.fields[h.nfields] = [2][]byte{name, value}
-		} else {
+		if h.nfields++; h.nfields > maxFields {
 			return 0, reject(http.StatusRequestHeaderFieldsTooLarge, reasonHeadTooLarge)
 		}
-		h.nfields++
+		if h.fields != nil {
+			*h.fields = append(*h.fields, [2][]byte{name, value})
+		}
 		switch {
 		case len(name) == 14 && asciiEqualFold(name, "Content-Length"):
 			nCL++
@@ -219,6 +225,8 @@ func parseHead(buf []byte, limit int, h *reqHead) (int, *headError) {
 				return 0, reject(400, reasonHost)
 			}
 			h.hasHost, h.host = true, value
+		case len(name) == 7 && asciiEqualFold(name, "Upgrade"):
+			h.upgrade = true
 		}
 	}
 	if nTE > 0 {
