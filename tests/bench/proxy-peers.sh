@@ -96,7 +96,7 @@ taskset -c 1 nginx -c "$tmp/be.conf" -p "$tmp"
 taskset -c 0 nginx -c "$tmp/px.conf" -p "$tmp"
 taskset -c 0 haproxy -f "$tmp/haproxy.cfg" -q & pids+=($!); hapid=$!
 GOMAXPROCS=1 taskset -c 0 caddy run --adapter caddyfile --config "$tmp/Caddyfile" >/dev/null 2>&1 & pids+=($!); capid=$!
-GOMAXPROCS=1 taskset -c 0 "$tmp/httputil-proxy" & pids+=($!); hupid=$!
+GOMAXPROCS=1 taskset -c 0 "$tmp/httputil-proxy" 2>/dev/null & pids+=($!); hupid=$!
 GOMAXPROCS=1 taskset -c 0 "$tmp/ipng-stats" proxy --config "$tmp/proxy.yml" >/dev/null 2>&1 & pids+=($!); ippid=$!
 sleep 2
 ngpid=$(pgrep -P "$(cat "$tmp/px.pid")" | head -1)
