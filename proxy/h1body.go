@@ -68,10 +68,12 @@ func (cs *chunkState) feed(p []byte, data *[]byte) (int, bool, reason) {
 				return i, false, reasonChunk
 			}
 		case csSizeWS:
+			// Whitespace may end the size line (as nginx and net/http
+			// accept) but not precede an extension: net/http rejects
+			// "1 ;x", and a parser that accepts less never frames a body
+			// differently from the one behind it.
 			switch c {
 			case ' ', '\t':
-			case ';':
-				cs.st = csExt
 			case '\r':
 				cs.st = csSizeLF
 			default:

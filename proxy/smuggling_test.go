@@ -161,6 +161,7 @@ func TestStrictParsing(t *testing.T) {
 		{"chunk data too long", te + "1\r\nxy\r\n0\r\n\r\n", 400},
 		{"chunk line bare LF", te + "1\nx\n0\n\n", 400},
 		{"chunk extension control char", te + "1;a\x01\r\nx\r\n0\r\n\r\n", 400},
+		{"chunk size, whitespace before extension", te + "1 ;a\r\nx\r\n0\r\n\r\n", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, rec := strictProxy(t)
