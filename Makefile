@@ -8,13 +8,13 @@ PKGS      := ./...
 BENCHTIME ?= 1s
 FUZZTIME  ?= 2m
 # package:target of every fuzz target (docs/reliability.md).
-FUZZ      := config:FuzzParse nginxlog:FuzzParse exporter:FuzzQuery bindings:FuzzSpec
+FUZZ      := config:FuzzParse nginxlog:FuzzParse exporter:FuzzQuery bindings:FuzzSpec proxy:FuzzParseHead
 
 # Packages Debian needs for building the BPF object, running every test and
 # packaging. `go build` alone needs none of them: the BPF object is committed.
 DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus wrk systemd \
         debhelper dpkg-dev lintian man-db ca-certificates git make gcc libc6-dev chromium tmux \
-        etcd-server containerd runc containernetworking-plugins
+        etcd-server containerd runc containernetworking-plugins haproxy caddy linux-perf
 
 .PHONY: help build generate generate-bpf generate-monitoring check-generated chart test-chart test test-e2e k8s-components test-k8s bench fuzz lint deps deb image clean run
 

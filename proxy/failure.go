@@ -79,6 +79,10 @@ func (cb *clientBody) consumed() bool { return cb != nil && cb.n.Load() > 0 }
 func clientStatus(err error, gone bool) int {
 	var ne net.Error
 	switch {
+	case errors.Is(err, errBadChunk):
+		// The gate's verdict: net/http cancels the request's context on
+		// any connection read error, but this client is not gone.
+		return http.StatusBadRequest
 	case errors.As(err, &ne) && ne.Timeout():
 		return http.StatusRequestTimeout
 	case gone, errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),

@@ -120,6 +120,7 @@ func (p *pool) forward(w http.ResponseWriter, r *http.Request, b *backend) {
 			s.upgrades.Add(1)
 			defer s.upgrades.Done()
 		}
+		w = &upgradeWriter{ResponseWriter: w}
 	}
 	if bodyOf(r) == nil {
 		wrapBody(r)
@@ -184,3 +185,28 @@ func (p *pool) upstreamError(w http.ResponseWriter, r *http.Request, b *backend,
 	p.log.Warn("upstream error", "upstream", p.name, "server", b.addr, "status", status, "max_fails_counted", counted, "err", err)
 	http.Error(w, http.StatusText(status), status)
 }
+
+// upgradeWriter closes the client connection after a refused upgrade (any
+// status but 101): the strict gate passes an upgrade request's connection
+// through from its head on, so no further request may be read on it.
+type upgradeWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *upgradeWriter) WriteHeader(code int) {
+	if !w.wrote && code != http.StatusSwitchingProtocols && code >= 200 {
+		w.wrote = true
+		w.Header().Set("Connection", "close")
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *upgradeWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *upgradeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -26,6 +26,7 @@ type headerConn struct {
 	active   atomic.Bool
 	started  atomic.Bool // bytes of the next request have arrived
 	answered atomic.Bool // 408 sent
+	g        *gate       // strict parsing; nil on TLS connections
 }
 
 // NetConn returns the wrapped connection (httpstats and attribution look
@@ -33,6 +34,9 @@ type headerConn struct {
 func (c *headerConn) NetConn() net.Conn { return c.Conn }
 
 func (c *headerConn) Read(p []byte) (int, error) {
+	if c.g != nil {
+		return c.readGated(p)
+	}
 	n, err := c.Conn.Read(p)
 	if c.active.Load() {
 		return n, err
@@ -40,11 +44,19 @@ func (c *headerConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.started.Store(true)
 	}
-	if err != nil && c.started.Load() && errors.Is(err, os.ErrDeadlineExceeded) && c.answered.CompareAndSwap(false, true) {
+	if err != nil && c.started.Load() {
+		c.timeout(err)
+	}
+	return n, err
+}
+
+// timeout answers 408 when err is the read deadline passing while a
+// request's head is being read.
+func (c *headerConn) timeout(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) && c.answered.CompareAndSwap(false, true) {
 		c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 		io.WriteString(c.Conn, response408)
 	}
-	return n, err
 }
 
 func (c *headerConn) Write(p []byte) (int, error) {
@@ -75,5 +87,9 @@ func headerConnState(nc net.Conn, st http.ConnState) {
 	case http.StateIdle:
 		c.active.Store(false)
 		c.started.Store(false)
+	case http.StateHijacked:
+		if c.g != nil {
+			c.g.raw = true
+		}
 	}
 }
