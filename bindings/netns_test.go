@@ -145,19 +145,6 @@ func (n *testNS) inNS(fn func() error) <-chan error {
 	return errc
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	t.Logf("%s: after %v", what, time.Since(start).Round(time.Millisecond))
-}
-
 func rootLinks(t *testing.T) []Link {
 	t.Helper()
 	links, err := listLinks()

@@ -120,7 +120,7 @@ func TestIngestAttribution(t *testing.T) {
 		`{"garbage`, line(map[string]string{"status": `"x"`}),
 	}
 	appendFile(t, f.path, strings.Join(lines, "\n")+"\n")
-	waitFor(t, func() bool { return in.Stats().Lines == uint64(len(lines)) })
+	testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == uint64(len(lines)) }, "%d lines read", len(lines))
 	stop()
 	want := map[string]uint64{
 		"maglev 192.0.2.10 2xx": 1, "maglev 192.0.2.10 3xx": 1, "maglev 2001:db8:10::10 4xx": 1,
@@ -146,7 +146,7 @@ func TestIngestWithoutBPF(t *testing.T) {
 	in := f.ingest(t, config.NginxConfig{})
 	stop := runIngest(t, in)
 	appendFile(t, f.path, line(nil)+"\n"+line(map[string]string{"status": `"500"`})+"\n")
-	waitFor(t, func() bool { return in.Stats().Lines == 2 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == 2 }, "2 lines read")
 	stop()
 	if got, want := requests(f.coll), map[string]uint64{"direct 192.0.2.10 2xx": 1, "direct 192.0.2.10 5xx": 1}; !equalMaps(got, want) {
 		t.Errorf("requests = %v, want %v", got, want)
@@ -218,17 +218,6 @@ func equalMaps(a, b map[string]uint64) bool {
 		}
 	}
 	return true
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // TestConnCache: a kept-alive connection is looked up once; its serial

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
@@ -180,14 +181,14 @@ func (e *env) startAgent(args ...string) *proc {
 // test if it exits first.
 func (p *proc) awaitRunning(t *testing.T, msg string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, p.name+" running", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.String())
 		default:
 		}
 		return strings.Contains(p.out.String(), msg)
-	})
+	}, "%s running", p.name)
 }
 
 // startTagServer runs the tag server in srv's namespace and the test cgroup.
@@ -223,17 +224,6 @@ func awaitReady(t *testing.T, name string, p *proc, ready <-chan error) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s not ready\n%s", name, p.out.String())
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

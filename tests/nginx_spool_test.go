@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // TestNginxSpoolFull: with the ingest stopped and a 1 MiB spool, nginx
@@ -34,10 +36,10 @@ func TestNginxSpoolFull(t *testing.T) {
 		t.Errorf("spool uses %d bytes, more than its 1 MiB", used)
 	}
 	h.cmd.Process.Signal(syscall.SIGCONT)
-	waitFor(t, 10*time.Second, "spool full counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		s, err := n.state()
 		return err == nil && s.Stats.SpoolFull >= 1
-	})
+	}, "spool full counted")
 	errLog, _ := os.ReadFile(filepath.Join(n.dir, "error.log"))
 	if !strings.Contains(string(errLog), "No space left on device") && !strings.Contains(string(errLog), "was incomplete") {
 		t.Errorf("nginx's error log does not name the failed writes:\n%s", errLog)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/nginxlog"
 )
@@ -57,9 +58,9 @@ func (a *ingestAgent) start() {
 	a.n.t.Helper()
 	a.proc = a.n.start("agent-nginx", a.n.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", a.cfg,
 		"--bpf.cgroup", a.n.cg.Path, "--bpf.pin-dir", a.pins, "--web.listen-address", ingestAgentAddr), false)
-	waitFor(a.n.t, 10*time.Second, "agent running", func() bool {
+	testenv.Eventually(a.n.t, 10*time.Second, func() bool {
 		return strings.Contains(a.proc.out.String(), `msg="agent running"`)
-	})
+	}, "agent running")
 }
 
 // reload rewrites the configuration and waits until the agent applied it.
@@ -68,9 +69,9 @@ func (a *ingestAgent) reload(yml string) {
 	before := strings.Count(a.proc.out.String(), "configuration reloaded")
 	a.writeConfig(yml)
 	a.proc.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(a.n.t, 10*time.Second, "reload", func() bool {
+	testenv.Eventually(a.n.t, 10*time.Second, func() bool {
 		return strings.Count(a.proc.out.String(), "configuration reloaded") > before
-	})
+	}, "reload")
 }
 
 // requests scrapes the agent: requests per "tag vip code".

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // TestProxyThroughAgent: the proxy as the agent runs it (proxy.enabled),
@@ -72,7 +73,7 @@ func newAgentProxy(t *testing.T, extra string) *proxyEnv {
 		"--web.listen-address", "127.0.0.1:9113"), true)
 	agent.awaitRunning(t, `msg="agent running"`)
 	// "agent running" may come before the metrics listener is up.
-	waitFor(t, 10*time.Second, "metrics served", func() bool { _, err := e.statsDoc(); return err == nil })
+	testenv.Eventually(t, 10*time.Second, func() bool { _, err := e.statsDoc(); return err == nil }, "metrics served")
 	e.proc = agent
 	return e
 }
@@ -99,7 +100,7 @@ func TestProxyOverflowOncePerConnection(t *testing.T) {
 		resp.Body.Close()
 	}
 	var doc *exporter.Document
-	waitFor(t, 10*time.Second, "the proxied requests counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		doc, err = e.statsDoc()
 		if err != nil {
 			return false
@@ -110,7 +111,7 @@ func TestProxyOverflowOncePerConnection(t *testing.T) {
 			}
 		}
 		return false
-	})
+	}, "the proxied requests counted")
 	if got := doc.Meta.SeriesOverflow - first.Meta.SeriesOverflow; got != n {
 		t.Errorf("ipng_series_overflow_total rose by %d for %d connections, want %d", got, n, n)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
@@ -140,14 +141,14 @@ func newProxyEnvWith(t *testing.T, mode string, backend, yamlOf func(*topo.Topo)
 	}
 	e.proc = e.start("proxy", e.topo.Srv.Exec(context.Background(), agentBin, "proxy", "--config", e.cfgPath,
 		"--attribution.mode", mode, "--bpf.pin-dir", e.pinDir, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", e.web)), mode == "bpf")
-	waitFor(t, 10*time.Second, "proxy running", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		select {
 		case <-e.proc.done:
 			t.Fatalf("proxy exited: %v\n%s", e.proc.err, e.proc.out.String())
 		default:
 		}
 		return strings.Contains(e.proc.out.String(), `msg="proxy command running"`)
-	})
+	}, "proxy running")
 	return e
 }
 

@@ -306,7 +306,7 @@ document.dispatchEvent(new Event('visibilitychange')); true`, hidden)))
 		t.Errorf("%d polls while hidden", n-polls)
 	}
 	setHidden(false)
-	waitFor(t, 10*time.Second, "polling after the tab is visible again", func() bool { return b.requestCount("format=json") > polls })
+	testenv.Eventually(t, 10*time.Second, func() bool { return b.requestCount("format=json") > polls }, "polling after the tab is visible again")
 
 	// The screenshot in the docs: unfiltered, desktop width.
 	b.run(t, chromedp.Navigate(page), live)

@@ -195,10 +195,10 @@ func TestTopInTerminal(t *testing.T) {
 		t.Errorf("--once against a stopped agent: %v", err)
 	}
 	tm.keys("q")
-	waitFor(t, 10*time.Second, "top to quit on q", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		_, err := tm.tmux("has-session", "-t", "top")
 		return err != nil
-	})
+	}, "top to quit on q")
 }
 
 // screenshotTerminal renders a capture with escapes in chromium and saves
