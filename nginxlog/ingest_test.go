@@ -19,6 +19,7 @@ import (
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -83,13 +84,7 @@ func (f *fixture) ingest(t testing.TB, cfg config.NginxConfig) *Ingest {
 
 // requests returns (tag, vip, code) → requests.
 func requests(c *collector.Collector) map[string]uint64 {
-	out := map[string]uint64{}
-	for _, s := range c.Snapshot(collector.Filter{}).Series {
-		for _, cc := range s.Codes {
-			out[s.SourceTag+" "+s.VIP+" "+cc.Code] += cc.Requests
-		}
-	}
-	return out
+	return fixtures.CollectorRequests(c)
 }
 
 func runIngest(t *testing.T, in *Ingest) (stop func()) {

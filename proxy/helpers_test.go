@@ -2,33 +2,21 @@ package proxy
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/attribution"
-	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 )
 
 func newDeps(t testing.TB) Deps {
 	t.Helper()
-	tags := bindings.NewResolver(bindings.Spec{DefaultTag: "direct", Bindings: []bindings.Binding{{Device: "lo", Tag: "loopback"}}}, slog.New(slog.DiscardHandler))
-	tags.SetLinks([]bindings.Link{{Index: 1, Name: "lo"}})
-	attr, err := attribution.New(attribution.Options{Mode: attribution.ModeFallback, Bindings: tags})
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := collector.New(collector.Config{}, collector.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	attr, coll := fixtures.Loopback(t)
 	return Deps{Attributor: attr, Collector: coll}
 }
 
@@ -93,25 +81,12 @@ func freeAddr(t testing.TB) string {
 
 // codes returns requests per "tag vip code".
 func codes(c *collector.Collector) map[string]uint64 {
-	m := map[string]uint64{}
-	for _, s := range c.Snapshot(collector.Filter{}).Series {
-		for _, cc := range s.Codes {
-			m[s.SourceTag+" "+s.VIP+" "+cc.Code] += cc.Requests
-		}
-	}
-	return m
+	return fixtures.CollectorRequests(c)
 }
 
 func waitCodes(t testing.TB, c *collector.Collector, want map[string]uint64) {
 	t.Helper()
-	var got map[string]uint64
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		got = codes(c)
-		if fmt.Sprint(got) == fmt.Sprint(want) {
-			return
-		}
-	}
-	t.Fatalf("codes = %v, want %v", got, want)
+	fixtures.WaitCounts(t, 30*time.Second, "codes", func() (map[string]uint64, error) { return codes(c), nil }, want)
 }
 
 // waitLines waits until file holds n lines: a request is counted before it

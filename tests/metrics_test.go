@@ -15,6 +15,7 @@ import (
 
 	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 )
 
 // scrape GETs path from the agent's exporter inside srv's namespace.
@@ -53,14 +54,7 @@ func (e *env) connCounts(t *testing.T, query string) (map[string]uint64, map[str
 	if err != nil {
 		t.Fatal(err)
 	}
-	total, active := map[string]uint64{}, map[string]int64{}
-	for _, s := range doc.Series {
-		if s.Connections != nil {
-			total[s.SourceTag+" "+s.VIP] = s.Connections.Total
-			active[s.SourceTag+" "+s.VIP] = s.Connections.Active
-		}
-	}
-	return total, active
+	return fixtures.DocConnections(doc)
 }
 
 // TestAgentConnectionCounts: the agent counts every accepted connection per

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/nginxlog"
 )
@@ -87,29 +87,13 @@ func (a *ingestAgent) requests() (map[string]uint64, error) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, err
 	}
-	got := map[string]uint64{}
-	for _, s := range doc.Series {
-		for code, c := range s.Codes {
-			got[s.SourceTag+" "+s.VIP+" "+code] += c.Requests
-		}
-	}
-	return got, nil
+	return fixtures.DocRequests(&doc), nil
 }
 
 // waitRequests waits until the agent's counts equal want.
 func (a *ingestAgent) waitRequests(step string, want map[string]uint64) {
 	a.n.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got, err := a.requests()
-		if err == nil && maps.Equal(got, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			a.n.t.Fatalf("%s: requests per (tag, vip, code) on the agent's endpoint:\n got  %v (%v)\n want %v", step, got, err, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	fixtures.WaitCounts(a.n.t, 20*time.Second, step+": requests per (tag, vip, code) on the agent's endpoint", a.requests, want)
 }
 
 // TestNginxTagAtAccept: a request is counted under the tag its connection's

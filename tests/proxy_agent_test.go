@@ -12,6 +12,7 @@ import (
 
 	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 )
 
 // TestProxyThroughAgent: the proxy as the agent runs it (proxy.enabled),
@@ -120,21 +121,11 @@ func TestProxyOverflowOncePerConnection(t *testing.T) {
 // agentCounts reads requests per "tag vip code" and connections per
 // "tag vip" (the connections to the proxy's VIPs only) from the agent.
 func agentCounts(e *env) (map[string]uint64, map[string]uint64, error) {
-	reqs, conns := map[string]uint64{}, map[string]uint64{}
 	doc, err := e.statsDoc()
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, s := range doc.Series {
-		if s.VIP != e.topo.VIP4.String() && s.VIP != e.topo.VIP6.String() {
-			continue
-		}
-		for code, c := range s.Codes {
-			reqs[s.SourceTag+" "+s.VIP+" "+code] += c.Requests
-		}
-		if s.Connections != nil {
-			conns[s.SourceTag+" "+s.VIP] = s.Connections.Total
-		}
-	}
-	return reqs, conns, nil
+	vips := []string{e.topo.VIP4.String(), e.topo.VIP6.String()}
+	conns, _ := fixtures.DocConnections(doc, vips...)
+	return fixtures.DocRequests(doc, vips...), conns, nil
 }
