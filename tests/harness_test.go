@@ -22,8 +22,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/loader"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
 // bindingsYAML is the bindings section every e2e test uses: eth1 one tag for

@@ -9,14 +9,14 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // TestDSRTagged: a connection from cl whose SYN comes through lb and the
 // tunnel, to the VIP on srv's lo, completes with the reply path leaving by
 // eth5 (srv sends nothing into tun0), and is tagged with the tunnel's tag.
 // The negative control, SO_BINDTODEVICE on tun0 timing out, is
-// tests/internal/topo's TestDSR.
+// internal/testenv/topo's TestDSR.
 func TestDSRTagged(t *testing.T) {
 	e := newEnv(t, "")
 	e.startAgent()

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // liveEnv is an agent carrying real traffic for the live views (status

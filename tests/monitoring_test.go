@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // The committed monitoring bundle (make generate).

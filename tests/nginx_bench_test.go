@@ -18,9 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/nginxlog"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
 // BenchmarkNginxWrk measures what the issue asks (docs/benchmarks.md): nginx

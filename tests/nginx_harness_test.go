@@ -21,8 +21,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/nginxlog"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
 // nginxEnv is an env with Debian's nginx serving in srv's namespace and the

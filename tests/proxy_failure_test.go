@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // twoServerYAML is an upstream of two servers with the default max_fails

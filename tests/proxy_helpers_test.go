@@ -17,7 +17,7 @@ import (
 	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // proxyEnv is an `ipng-stats proxy` process in srv's namespace (IP_PKTINFO

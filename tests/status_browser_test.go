@@ -20,7 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 var updateDocs = flag.Bool("update-docs", false, "write the live views' screenshots into docs/images")

@@ -14,8 +14,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/status"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
 // terminal is a tmux server of the test's own (socket -S) with one
