@@ -41,7 +41,7 @@ func (b *syncBuffer) String() string {
 func startRun(t *testing.T, n *testNS, r *Resolver) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	errc := n.inNS(func() error { return r.Run(ctx, time.Hour) })
+	errc := n.Go(func() error { return r.Run(ctx, time.Hour) })
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -183,7 +183,7 @@ func TestScanInCallingNamespace(t *testing.T) {
 	idx := n.addLink("tun0")
 	r := NewResolver(Spec{DefaultTag: "direct", Bindings: []Binding{{Device: "tun0"}}}, discardLogger())
 	select {
-	case err := <-n.inNS(r.Scan):
+	case err := <-n.Go(r.Scan):
 		if err != nil {
 			t.Fatalf("Scan: %v", err)
 		}
