@@ -3,6 +3,7 @@ package nginxlog
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -121,7 +122,7 @@ func TestIngestAttribution(t *testing.T) {
 		"maglev 192.0.2.10 2xx": 1, "maglev 192.0.2.10 3xx": 1, "maglev 2001:db8:10::10 4xx": 1,
 		"direct 192.0.2.10 5xx": 1, "direct 192.0.2.10 2xx": 1,
 	}
-	if got := requests(f.coll); !equalMaps(got, want) {
+	if got := requests(f.coll); !maps.Equal(got, want) {
 		t.Errorf("requests = %v, want %v", got, want)
 	}
 	meta := f.coll.Snapshot(collector.Filter{}).Meta
@@ -143,7 +144,7 @@ func TestIngestWithoutBPF(t *testing.T) {
 	appendFile(t, f.path, line(nil)+"\n"+line(map[string]string{"status": `"500"`})+"\n")
 	testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == 2 }, "2 lines read")
 	stop()
-	if got, want := requests(f.coll), map[string]uint64{"direct 192.0.2.10 2xx": 1, "direct 192.0.2.10 5xx": 1}; !equalMaps(got, want) {
+	if got, want := requests(f.coll), map[string]uint64{"direct 192.0.2.10 2xx": 1, "direct 192.0.2.10 5xx": 1}; !maps.Equal(got, want) {
 		t.Errorf("requests = %v, want %v", got, want)
 	}
 	if n := f.coll.Snapshot(collector.Filter{}).Meta.AttributionFallbacks[ReasonNoBPF]; n != 2 {
@@ -203,18 +204,6 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-func equalMaps(a, b map[string]uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 // TestConnCache: a kept-alive connection is looked up once; its serial
 // with another 4-tuple is not taken from the cache.
 func TestConnCache(t *testing.T) {
@@ -229,7 +218,7 @@ func TestConnCache(t *testing.T) {
 	in.line(first)                                                                           // from the cache: still maglev
 	in.line([]byte(line(map[string]string{"connection": `"42"`, "remote_port": `"40001"`}))) // same serial, other tuple: miss
 	want := map[string]uint64{"maglev 192.0.2.10 2xx": 2, "direct 192.0.2.10 2xx": 1}
-	if got := requests(f.coll); !equalMaps(got, want) {
+	if got := requests(f.coll); !maps.Equal(got, want) {
 		t.Errorf("requests = %v, want %v", got, want)
 	}
 }

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,19 +64,7 @@ func TestNginxSpoolFull(t *testing.T) {
 			got[k] = d
 		}
 	}
-	if after.Stats.Lines-base.Stats.Lines != sent || !equalCounts(got, want) {
+	if after.Stats.Lines-base.Stats.Lines != sent || !maps.Equal(got, want) {
 		t.Errorf("after the spool drained: %d lines %v, want %d %v", after.Stats.Lines-base.Stats.Lines, got, sent, want)
 	}
-}
-
-func equalCounts(a, b map[string]uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
