@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -93,14 +94,13 @@ func waitCodes(t testing.TB, c *collector.Collector, want map[string]uint64) {
 // is logged, and the file is flushed every fileFlushInterval.
 func waitLines(t testing.TB, file string, n int) {
 	t.Helper()
-	var lines int
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	testenv.EventuallyNil(t, 30*time.Second, file, func() error {
 		data, _ := os.ReadFile(file)
-		if lines = strings.Count(string(data), "\n"); lines >= n {
-			return
+		if lines := strings.Count(string(data), "\n"); lines < n {
+			return fmt.Errorf("%d lines, want %d", lines, n)
 		}
-	}
-	t.Fatalf("%s: %d lines, want %d", file, lines, n)
+		return nil
+	})
 }
 
 // writeCert writes a self-signed certificate for names and returns it.

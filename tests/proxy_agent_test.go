@@ -48,17 +48,13 @@ func TestProxyThroughAgent(t *testing.T) {
 			conns[key]++
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.EventuallyNil(t, 10*time.Second, "agent's counts", func() error {
 		gotReq, gotConns, err := agentCounts(e.env)
-		if err == nil && maps.Equal(gotReq, requests) && maps.Equal(gotConns, conns) {
-			return
+		if err != nil || !maps.Equal(gotReq, requests) || !maps.Equal(gotConns, conns) {
+			return fmt.Errorf("(%v)\n requests %v\n want     %v\n connections %v\n want        %v", err, gotReq, requests, gotConns, conns)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent's counts (%v):\n requests %v\n want     %v\n connections %v\n want        %v", err, gotReq, requests, gotConns, conns)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // newAgentProxy runs the agent with the proxy enabled (extra is more YAML

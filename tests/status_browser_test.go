@@ -210,18 +210,12 @@ const a11yJS = `(function () {
 // waitRows polls the page (without reloading it) until its rows are want.
 func (b *browser) waitRows(t *testing.T, want string) {
 	t.Helper()
-	var got string
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got = get(t, b, chromedp.Evaluate[string](rowsJS))
-		if got == want {
-			return
+	testenv.EventuallyNil(t, 30*time.Second, "page rows", func() error {
+		if got := get(t, b, chromedp.Evaluate[string](rowsJS)); got != want {
+			return fmt.Errorf("\n%s\nwant:\n%s", got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("page rows:\n%s\nwant:\n%s", got, want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestStatusPageInBrowser: the status page of an agent carrying traffic

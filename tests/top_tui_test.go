@@ -74,16 +74,13 @@ func (tm *terminal) keys(keys ...string) {
 func (tm *terminal) waitScreen(what string, cond func(screen string) bool) string {
 	tm.t.Helper()
 	var s string
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if s = tm.screen(false); cond(s) {
-			return s
+	testenv.EventuallyNil(tm.t, 30*time.Second, what, func() error {
+		if s = tm.screen(false); !cond(s) {
+			return fmt.Errorf("screen:\n%s", s)
 		}
-		if time.Now().After(deadline) {
-			tm.t.Fatalf("timed out waiting for %s; screen:\n%s", what, s)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return s
 }
 
 // topRow matches a table row: tag, VIP, REQ/S, 5M, 15M, REQUESTS.
