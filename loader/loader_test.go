@@ -110,20 +110,21 @@ func dial(t *testing.T, port int) net.Conn {
 // remote.
 func findStamp(t *testing.T, m *Maps, remote netip.AddrPort) Stamp {
 	t.Helper()
-	for i := 0; i < 100; i++ {
+	var found Stamp
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		stamps, err := m.LiveStamps()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range stamps {
 			if s.Remote == remote {
-				return s
+				found = s
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no stamp for connection from %s", remote)
-	return Stamp{}
+		return false
+	}, "a stamp for the connection from %s", remote)
+	return found
 }
 
 func TestLoadAttachReuseDetach(t *testing.T) {

@@ -35,16 +35,11 @@ func running(t testing.TB, p *Proxy) {
 		}
 	})
 	// wait until every listener has a server
-	for i := 0; i < 200; i++ {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		p.mu.Lock()
-		ok := p.runCtx != nil
-		p.mu.Unlock()
-		if ok {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("proxy not running")
+		defer p.mu.Unlock()
+		return p.runCtx != nil
+	}, "the proxy running")
 }
 
 // rawBackend serves each connection accepted on a loopback port with
