@@ -36,7 +36,7 @@ func BenchmarkNginxWrk(b *testing.B) {
 	topo.Require(b)
 	for _, bin := range []string{"nginx", "wrk"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			b.Skipf("%s not installed", bin)
+			testenv.Skip(b, bin+" not installed")
 		}
 	}
 	tp := topo.New(b)
