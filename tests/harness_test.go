@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -23,7 +21,6 @@ import (
 
 	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/internal/testenv/topo"
-	"github.com/ipng/ipng-stats/loader"
 )
 
 // bindingsYAML is the bindings section every e2e test uses: eth1 one tag for
@@ -73,12 +70,7 @@ func newEnv(t *testing.T, extraYAML string) *env {
 	t.Helper()
 	topo.Require(t)
 	e := &env{t: t, topo: topo.New(t), cg: topo.NewCgroup(t)}
-	e.pinDir = filepath.Join(loader.DefaultBPFFS, "ipngt-"+randHex())
-	t.Cleanup(func() {
-		if err := loader.Detach(e.pinDir); err != nil {
-			t.Errorf("removing pins: %v", err)
-		}
-	})
+	e.pinDir = topo.PinDir(t)
 	dir := t.TempDir()
 	// Readable by nobody, who runs `ipng-stats conns` in some tests.
 	os.Chmod(filepath.Dir(dir), 0o755)
@@ -89,12 +81,6 @@ func newEnv(t *testing.T, extraYAML string) *env {
 	}
 	e.port = e.topo.Srv.FreePort(t)
 	return e
-}
-
-func randHex() string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // proc is a background process of a test, with its output kept for the log.

@@ -54,8 +54,7 @@ func BenchmarkNginxWrk(b *testing.B) {
 	}
 	b.Cleanup(func() { unix.Unmount(spool, unix.MNT_DETACH) })
 	logFile := filepath.Join(spool, "access.log")
-	pinDir := filepath.Join(loader.DefaultBPFFS, "ipngt-"+randHex())
-	b.Cleanup(func() { loader.Detach(pinDir) })
+	pinDir := topo.PinDir(b)
 	cfg := filepath.Join(dir, "ipng-stats.yml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("bindings:\n  devices:\n    - device: lo\n      tag: loopback\nnginx:\n  enabled: true\n  log_file: %s\n", logFile)), 0o644)
 	agentCfg := filepath.Join(dir, "agent.yml")

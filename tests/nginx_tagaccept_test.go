@@ -17,7 +17,7 @@ import (
 	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
-	"github.com/ipng/ipng-stats/loader"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/nginxlog"
 )
 
@@ -34,8 +34,7 @@ type ingestAgent struct {
 const ingestAgentAddr = "127.0.0.1:9114" // inside srv's network namespace
 
 func newIngestAgent(n *nginxEnv, logtail string) *ingestAgent {
-	a := &ingestAgent{n: n, cfg: filepath.Join(n.dir, "agent-nginx.yml"), pins: filepath.Join(loader.DefaultBPFFS, "ipngt-"+randHex()), logtail: logtail}
-	n.t.Cleanup(func() { loader.Detach(a.pins) })
+	a := &ingestAgent{n: n, cfg: filepath.Join(n.dir, "agent-nginx.yml"), pins: topo.PinDir(n.t), logtail: logtail}
 	a.writeConfig(bindingsYAML)
 	a.start()
 	return a

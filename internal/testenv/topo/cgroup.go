@@ -1,6 +1,7 @@
 package topo
 
 import (
+	"path/filepath"
 	"testing"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
@@ -24,4 +25,18 @@ func NewCgroup(t testing.TB) *Cgroup {
 		t.Fatal(err)
 	}
 	return testenv.NewCgroup(t, mnt)
+}
+
+// PinDir returns a unique, not yet existing directory "ipngt-<random>" on
+// the bpf filesystem for an agent's pins; its cleanup detaches and
+// removes whatever was pinned there.
+func PinDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(loader.DefaultBPFFS, nsPrefix+testenv.RandomID())
+	t.Cleanup(func() {
+		if err := loader.Detach(dir); err != nil {
+			t.Errorf("removing pins: %v", err)
+		}
+	})
+	return dir
 }
