@@ -67,25 +67,11 @@ func (e *proxyEnv) upstreamUp() map[string]float64 {
 		return nil
 	}
 	defer resp.Body.Close()
-	up := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "ipng_proxy_upstream_up{") {
-			continue
-		}
-		var v float64
-		i := strings.Index(line, `server="`)
-		j := strings.LastIndexByte(line, ' ')
-		if i < 0 || j < 0 {
-			continue
-		}
-		server := line[i+len(`server="`):]
-		server = server[:strings.IndexByte(server, '"')]
-		fmt.Sscan(line[j+1:], &v)
-		up[server] = v
+	text, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil
 	}
-	return up
+	return testenv.Samples(string(text), "ipng_proxy_upstream_up", "server")
 }
 
 // TestProxyClientErrorsSpareUpstreams: malformed chunked bodies, a client

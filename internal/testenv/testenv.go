@@ -9,6 +9,8 @@
 //     inside one) and throw-away cgroups (NewCgroup, Cgroup.Start);
 //   - Eventually and EventuallyNil: wait for an observable condition with a
 //     bounded deadline instead of sleeping;
+//   - Samples: a Prometheus text exposition as values by label values,
+//     e.g. requests per "tag vip code";
 //   - golden files, web configurations with self-signed certificates,
 //     Kubernetes manifests (Manifest, ManifestObject).
 //
