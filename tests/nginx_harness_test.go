@@ -242,6 +242,8 @@ func (n *nginxEnv) waitLines(want uint64) nginxState {
 	testenv.Eventually(n.t, 15*time.Second, func() bool {
 		var err error
 		st, err = n.state()
+		// Every line handled to the end (recorded, or rejected without a
+		// record), not only read.
 		return err == nil && st.Stats.Lines >= want && st.Stats.Recorded+st.Stats.Rejected >= st.Stats.Lines
 	}, "%d access-log lines", want)
 	return st
