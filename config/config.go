@@ -3,6 +3,11 @@
 // file:line:column error positions, and semantic validation. It does not
 // apply command-line flag or environment overrides (the CLI does that and
 // then calls Validate again) and it does not act on any of the values.
+//
+// The schema is written once, as the Config structs: the decoder walks
+// them by their yaml tags (see decode.go), so a new key is a field, its
+// doc in docs/config-guide.md (TestKeysDocumented checks) and, if its
+// values are restricted, a rule in validate.go.
 package config
 
 import (
@@ -65,7 +70,7 @@ type AttributionConfig struct {
 type BindingsConfig struct {
 	DefaultTag     string          `yaml:"default_tag"`
 	RescanInterval time.Duration   `yaml:"rescan_interval"`
-	Devices        []DeviceBinding `yaml:"devices"`
+	Devices        []DeviceBinding `yaml:"devices" example:"{device: eth1, tag: transit}"`
 }
 
 // DeviceBinding is one entry of bindings.devices. It holds what the file
@@ -75,7 +80,7 @@ type DeviceBinding struct {
 	Device string `yaml:"device"`
 	Family string `yaml:"family,omitempty"` // ipv4, ipv6, any or ""
 	Tag    string `yaml:"tag,omitempty"`
-	Line   int    `yaml:"-"` // 1-based line in the file, 0 when not from a file
+	Line   int    `yaml:"-" config:"line"` // 1-based line in the file, 0 when not from a file
 }
 
 // MetricsConfig bounds and shapes the exported series.

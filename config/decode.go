@@ -3,11 +3,27 @@ package config
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 )
+
+// The decoder is driven by the Config structs: a key is its field's yaml
+// tag, the accepted keys of a section are its struct's tagged fields in
+// declaration order, and a value is decoded by its field's Go type:
+//
+//	string, bool, int       a scalar of that kind
+//	uint32                  an integer in range (only BPF map sizes use it)
+//	time.Duration           a string like "60s"
+//	[]float64               a list of numbers
+//	[]string, []struct      a list; the field's `example` tag shows one entry
+//	struct                  a mapping, walked recursively
+//
+// A field tagged `config:"line"` (and yaml:"-") receives the line of the
+// list entry that holds it. So a new key is written once, as a field with
+// its yaml tag (plus its doc and, if needed, a validation rule).
 
 // position is a 1-based line and column in the file; column 0 = unknown.
 type position struct{ line, col int }
@@ -28,67 +44,63 @@ func newDecoder(file string) *decoder {
 	return &decoder{file: file, pos: map[string]position{}, bad: map[string]bool{}, below: map[string]bool{}}
 }
 
-// field is a known key of a mapping and what to do with its value.
-type field struct {
-	key string
-	set func(path string, v *yaml.Node)
-}
-
 func (d *decoder) root(c *Config, n *yaml.Node) {
-	d.fields("", n, []field{
-		{"log", func(p string, v *yaml.Node) {
-			d.fields(p, v, []field{
-				{"level", func(p string, v *yaml.Node) { d.str(p, v, &c.Log.Level) }},
-				{"format", func(p string, v *yaml.Node) { d.str(p, v, &c.Log.Format) }},
-			})
-		}},
-		{"web", func(p string, v *yaml.Node) {
-			d.fields(p, v, []field{
-				{"listen_address", func(p string, v *yaml.Node) { d.str(p, v, &c.Web.ListenAddress) }},
-				{"config_file", func(p string, v *yaml.Node) { d.str(p, v, &c.Web.ConfigFile) }},
-			})
-		}},
-		{"bpf", func(p string, v *yaml.Node) {
-			d.fields(p, v, []field{
-				{"cgroup", func(p string, v *yaml.Node) { d.str(p, v, &c.BPF.Cgroup) }},
-				{"pin_dir", func(p string, v *yaml.Node) { d.str(p, v, &c.BPF.PinDir) }},
-				{"keep_on_exit", func(p string, v *yaml.Node) { d.bool(p, v, &c.BPF.KeepOnExit) }},
-				{"cookie_map_entries", func(p string, v *yaml.Node) { d.mapEntries(p, v, &c.BPF.CookieMapEntries) }},
-				{"tuple_map_entries", func(p string, v *yaml.Node) { d.mapEntries(p, v, &c.BPF.TupleMapEntries) }},
-			})
-		}},
-		{"attribution", func(p string, v *yaml.Node) {
-			d.fields(p, v, []field{
-				{"mode", func(p string, v *yaml.Node) { d.str(p, v, &c.Attribution.Mode) }},
-			})
-		}},
-		{"bindings", func(p string, v *yaml.Node) {
-			d.fields(p, v, []field{
-				{"default_tag", func(p string, v *yaml.Node) { d.str(p, v, &c.Bindings.DefaultTag) }},
-				{"rescan_interval", func(p string, v *yaml.Node) { d.duration(p, v, &c.Bindings.RescanInterval) }},
-				{"devices", func(p string, v *yaml.Node) { d.devices(p, v, &c.Bindings.Devices) }},
-			})
-		}},
-		{"metrics", func(p string, v *yaml.Node) {
-			d.fields(p, v, []field{
-				{"max_series", func(p string, v *yaml.Node) { d.int(p, v, &c.Metrics.MaxSeries) }},
-				{"duration_buckets", func(p string, v *yaml.Node) { d.floats(p, v, &c.Metrics.DurationBuckets) }},
-				{"size_buckets", func(p string, v *yaml.Node) { d.floats(p, v, &c.Metrics.SizeBuckets) }},
-				{"native_histograms", func(p string, v *yaml.Node) { d.bool(p, v, &c.Metrics.NativeHistograms) }},
-			})
-		}},
-		{"nginx", func(p string, v *yaml.Node) { d.nginx(p, v, &c.Nginx) }},
-		{"proxy", func(p string, v *yaml.Node) { d.proxy(p, v, &c.Proxy) }},
-	})
+	d.mapping("", n, reflect.ValueOf(c).Elem())
 }
 
-// fields decodes a mapping with the given known keys. A null value (an
-// empty section) leaves the defaults in place.
-func (d *decoder) fields(path string, n *yaml.Node, fs []field) {
+// schemaField is one key of a section: its name and the struct field.
+type schemaField struct {
+	key   string
+	index int
+	field reflect.StructField
+}
+
+// schema lists the keys of a struct type, in declaration order.
+func schema(t reflect.Type) []schemaField {
+	var out []schemaField
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" || name == "" || !f.IsExported() {
+			continue
+		}
+		out = append(out, schemaField{key: name, index: i, field: f})
+	}
+	return out
+}
+
+// Keys returns the keys the configuration file accepts, as dotted paths
+// ("bindings.devices[].tag"), in schema order. Documentation tests use it
+// to check that every key is documented.
+func Keys() []string {
+	var out []string
+	var walk func(prefix string, t reflect.Type)
+	walk = func(prefix string, t reflect.Type) {
+		for _, f := range schema(t) {
+			p := joinPath(prefix, f.key)
+			out = append(out, p)
+			switch ft := f.field.Type; {
+			case ft.Kind() == reflect.Struct && ft != durationType:
+				walk(p, ft)
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+				walk(p+"[]", ft.Elem())
+			}
+		}
+	}
+	walk("", reflect.TypeFor[Config]())
+	return out
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// mapping decodes a mapping onto the struct dst. A null value (an empty
+// section) leaves the defaults in place.
+func (d *decoder) mapping(path string, n *yaml.Node, dst reflect.Value) {
 	n = resolve(n)
 	if isNull(n) {
 		return
 	}
+	fs := schema(dst.Type())
 	known := make([]string, len(fs))
 	for i, f := range fs {
 		known[i] = f.key
@@ -115,13 +127,13 @@ func (d *decoder) fields(path string, n *yaml.Node, fs []field) {
 			continue
 		}
 		seen[name] = k.Line
-		var set func(string, *yaml.Node)
-		for _, f := range fs {
-			if f.key == name {
-				set = f.set
+		var f *schemaField
+		for j := range fs {
+			if fs[j].key == name {
+				f = &fs[j]
 			}
 		}
-		if set == nil {
+		if f == nil {
 			msg := fmt.Sprintf("unknown key %s (known: %s)", quote(name), strings.Join(known, ", "))
 			if s := suggest(name, known); s != "" {
 				msg += fmt.Sprintf("; did you mean %q?", s)
@@ -131,38 +143,80 @@ func (d *decoder) fields(path string, n *yaml.Node, fs []field) {
 		}
 		child := joinPath(path, name)
 		d.pos[child] = posOf(v)
-		set(child, v)
+		d.value(child, v, dst.Field(f.index), f.field.Tag.Get("example"))
 	}
 }
 
-// devices decodes bindings.devices. Entries that fail to decode are still
-// appended so that indexes in messages match the file.
-func (d *decoder) devices(path string, n *yaml.Node, dst *[]DeviceBinding) {
+// value decodes n onto dst by dst's type; example is the field's example
+// entry, for lists.
+func (d *decoder) value(path string, n *yaml.Node, dst reflect.Value, example string) {
+	switch t := dst.Type(); {
+	case t == durationType:
+		d.duration(path, n, dst.Addr().Interface().(*time.Duration))
+	case t.Kind() == reflect.String:
+		d.str(path, n, dst.Addr().Interface().(*string))
+	case t.Kind() == reflect.Bool:
+		d.bool(path, n, dst.Addr().Interface().(*bool))
+	case t.Kind() == reflect.Int:
+		d.int(path, n, dst.Addr().Interface().(*int))
+	case t.Kind() == reflect.Uint32:
+		d.mapEntries(path, n, dst.Addr().Interface().(*uint32))
+	case t.Kind() == reflect.Struct:
+		d.mapping(path, n, dst)
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Float64:
+		d.floats(path, n, dst.Addr().Interface().(*[]float64))
+	case t.Kind() == reflect.Slice:
+		d.list(path, n, dst, example)
+	default:
+		// A schema type this decoder does not know is a programming error
+		// (TestEverySchemaTypeDecodes); it is reported, never a panic.
+		d.invalid(n, path, "cannot decode a value of Go type %s (a bug in ipng-stats)", t)
+	}
+}
+
+// list decodes a sequence of strings or of entries (structs). Entries that
+// fail to decode are still appended so that indexes in messages match the
+// file. A null value keeps the default.
+func (d *decoder) list(path string, n *yaml.Node, dst reflect.Value, example string) {
 	n = resolve(n)
 	if isNull(n) {
 		return
 	}
 	if n.Kind != yaml.SequenceNode {
-		d.invalid(n, path, "want a list of entries like {device: eth1, tag: transit}; got %s", describe(n))
+		d.invalid(n, path, "want a list of entries like %s; got %s", example, describe(n))
 		return
 	}
-	var out []DeviceBinding
+	elem := dst.Type().Elem()
+	out := reflect.MakeSlice(dst.Type(), 0, len(n.Content))
 	for i, item := range n.Content {
 		p := fmt.Sprintf("%s[%d]", path, i)
 		d.pos[p] = posOf(item)
-		b := DeviceBinding{Line: item.Line}
-		if r := resolve(item); r.Kind != yaml.MappingNode {
-			d.invalid(item, p, "want an entry like {device: eth1, tag: transit}; got %s", describe(r))
+		e := reflect.New(elem).Elem()
+		if elem.Kind() == reflect.Struct {
+			setLine(e, item.Line)
+			if r := resolve(item); r.Kind != yaml.MappingNode {
+				d.invalid(item, p, "want an entry like %s; got %s", example, describe(r))
+			} else {
+				d.mapping(p, r, e)
+			}
 		} else {
-			d.fields(p, r, []field{
-				{"device", func(p string, v *yaml.Node) { d.str(p, v, &b.Device) }},
-				{"family", func(p string, v *yaml.Node) { d.str(p, v, &b.Family) }},
-				{"tag", func(p string, v *yaml.Node) { d.str(p, v, &b.Tag) }},
-			})
+			d.value(p, item, e, "")
 		}
-		out = append(out, b)
+		out = reflect.Append(out, e)
 	}
-	*dst = out
+	if out.Len() == 0 {
+		out = reflect.Zero(dst.Type()) // an empty list decodes to nil
+	}
+	dst.Set(out)
+}
+
+// setLine stores line in the field of e tagged `config:"line"`, if any.
+func setLine(e reflect.Value, line int) {
+	for i := range e.NumField() {
+		if e.Type().Field(i).Tag.Get("config") == "line" {
+			e.Field(i).SetInt(int64(line))
+		}
+	}
 }
 
 func (d *decoder) str(path string, n *yaml.Node, dst *string) {
@@ -213,6 +267,8 @@ func (d *decoder) int(path string, n *yaml.Node, dst *int) {
 	}
 }
 
+// mapEntries decodes a uint32 field; the only ones are BPF map sizes, so
+// an out-of-range value gets their range in its message.
 func (d *decoder) mapEntries(path string, n *yaml.Node, dst *uint32) {
 	if i, ok := d.integer(path, n); ok {
 		if i < 0 || i > math.MaxUint32 {

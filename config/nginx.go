@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // NginxConfig is the `nginx:` section: ingest of nginx access logs written
@@ -70,22 +68,6 @@ const (
 	MinNginxMaxLineBytes = 256
 	MaxNginxMaxLineBytes = 1 << 20
 )
-
-func (d *decoder) nginx(path string, n *yaml.Node, dst *NginxConfig) {
-	d.fields(path, n, []field{
-		{"enabled", func(p string, v *yaml.Node) { d.bool(p, v, &dst.Enabled) }},
-		{"log_file", func(p string, v *yaml.Node) { d.str(p, v, &dst.LogFile) }},
-		{"netns", func(p string, v *yaml.Node) { d.str(p, v, &dst.Netns) }},
-		{"poll_interval", func(p string, v *yaml.Node) { d.duration(p, v, &dst.PollInterval) }},
-		{"max_line_bytes", func(p string, v *yaml.Node) { d.int(p, v, &dst.MaxLineBytes) }},
-		{"logtail", func(p string, v *yaml.Node) {
-			d.fields(p, v, []field{
-				{"target", func(p string, v *yaml.Node) { d.str(p, v, &dst.Logtail.Target) }},
-				{"buffer", func(p string, v *yaml.Node) { d.int(p, v, &dst.Logtail.Buffer) }},
-			})
-		}},
-	})
-}
 
 func (v *validator) nginx(c *NginxConfig) {
 	switch {

@@ -5,8 +5,6 @@ import (
 	"net"
 	"strconv"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // ProxyConfig is the `proxy:` section: the built-in reverse proxy (package
@@ -14,8 +12,8 @@ import (
 // package proxy applies them.
 type ProxyConfig struct {
 	Enabled        bool                 `yaml:"enabled"`
-	Listeners      []ProxyListener      `yaml:"listeners,omitempty"`
-	Upstreams      []ProxyUpstream      `yaml:"upstreams,omitempty"`
+	Listeners      []ProxyListener      `yaml:"listeners,omitempty" example:"{address: \":80\", upstream: web}"`
+	Upstreams      []ProxyUpstream      `yaml:"upstreams,omitempty" example:"{name: web, servers: [\"10.0.0.1:8080\"]}"`
 	Timeouts       ProxyTimeouts        `yaml:"timeouts,omitempty"`
 	MaxHeaderBytes int                  `yaml:"max_header_bytes,omitempty"`
 	DrainTimeout   time.Duration        `yaml:"drain_timeout,omitempty"`
@@ -24,9 +22,9 @@ type ProxyConfig struct {
 
 // ProxyListener is one entry of proxy.listeners.
 type ProxyListener struct {
-	Address  string      `yaml:"address"`       // host:port; ":80" = wildcard dual-stack
-	Upstream string      `yaml:"upstream"`      // name of a proxy.upstreams entry
-	TLS      []ProxyCert `yaml:"tls,omitempty"` // certificates; non-empty = TLS with ALPN h2, http/1.1
+	Address  string      `yaml:"address"`                                           // host:port; ":80" = wildcard dual-stack
+	Upstream string      `yaml:"upstream"`                                          // name of a proxy.upstreams entry
+	TLS      []ProxyCert `yaml:"tls,omitempty" example:"{cert: a.pem, key: a.key}"` // certificates; non-empty = TLS with ALPN h2, http/1.1
 }
 
 // ProxyCert is a certificate chain and key, both PEM files. With several,
@@ -39,8 +37,8 @@ type ProxyCert struct {
 // ProxyUpstream is one entry of proxy.upstreams: a pool of backends.
 type ProxyUpstream struct {
 	Name        string        `yaml:"name"`
-	Balance     string        `yaml:"balance,omitempty"` // round_robin (default) or least_conn
-	Servers     []string      `yaml:"servers,flow"`      // host:port
+	Balance     string        `yaml:"balance,omitempty"`                        // round_robin (default) or least_conn
+	Servers     []string      `yaml:"servers,flow" example:"\"10.0.0.1:8080\""` // host:port
 	MaxFails    int           `yaml:"max_fails,omitempty"`
 	FailTimeout time.Duration `yaml:"fail_timeout,omitempty"`
 	// KeepaliveTimeout closes upstream connections idle for longer (nginx's
@@ -76,103 +74,6 @@ type ProxyLogtailConfig struct {
 	Target        string        `yaml:"target,omitempty"` // host:port; "" off
 	Buffer        int           `yaml:"buffer,omitempty"` // bytes per datagram batch
 	FlushInterval time.Duration `yaml:"flush_interval,omitempty"`
-}
-
-func (d *decoder) proxy(path string, n *yaml.Node, dst *ProxyConfig) {
-	d.fields(path, n, []field{
-		{"enabled", func(p string, v *yaml.Node) { d.bool(p, v, &dst.Enabled) }},
-		{"listeners", func(p string, v *yaml.Node) {
-			dst.Listeners = nil
-			d.list(p, v, "{address: \":80\", upstream: web}", func(p string, v *yaml.Node) {
-				var l ProxyListener
-				d.fields(p, v, []field{
-					{"address", func(p string, v *yaml.Node) { d.str(p, v, &l.Address) }},
-					{"upstream", func(p string, v *yaml.Node) { d.str(p, v, &l.Upstream) }},
-					{"tls", func(p string, v *yaml.Node) {
-						d.list(p, v, "{cert: a.pem, key: a.key}", func(p string, v *yaml.Node) {
-							var c ProxyCert
-							d.fields(p, v, []field{
-								{"cert", func(p string, v *yaml.Node) { d.str(p, v, &c.Cert) }},
-								{"key", func(p string, v *yaml.Node) { d.str(p, v, &c.Key) }},
-							})
-							l.TLS = append(l.TLS, c)
-						})
-					}},
-				})
-				dst.Listeners = append(dst.Listeners, l)
-			})
-		}},
-		{"upstreams", func(p string, v *yaml.Node) {
-			dst.Upstreams = nil
-			d.list(p, v, "{name: web, servers: [\"10.0.0.1:8080\"]}", func(p string, v *yaml.Node) {
-				var u ProxyUpstream
-				d.fields(p, v, []field{
-					{"name", func(p string, v *yaml.Node) { d.str(p, v, &u.Name) }},
-					{"balance", func(p string, v *yaml.Node) { d.str(p, v, &u.Balance) }},
-					{"servers", func(p string, v *yaml.Node) {
-						d.list(p, v, "\"10.0.0.1:8080\"", func(p string, v *yaml.Node) {
-							var s string
-							d.str(p, v, &s)
-							u.Servers = append(u.Servers, s)
-						})
-					}},
-					{"max_fails", func(p string, v *yaml.Node) { d.int(p, v, &u.MaxFails) }},
-					{"fail_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &u.FailTimeout) }},
-					{"keepalive_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &u.KeepaliveTimeout) }},
-					{"health_check", func(p string, v *yaml.Node) {
-						d.fields(p, v, []field{
-							{"path", func(p string, v *yaml.Node) { d.str(p, v, &u.HealthCheck.Path) }},
-							{"interval", func(p string, v *yaml.Node) { d.duration(p, v, &u.HealthCheck.Interval) }},
-							{"timeout", func(p string, v *yaml.Node) { d.duration(p, v, &u.HealthCheck.Timeout) }},
-						})
-					}},
-				})
-				dst.Upstreams = append(dst.Upstreams, u)
-			})
-		}},
-		{"timeouts", func(p string, v *yaml.Node) {
-			t := &dst.Timeouts
-			d.fields(p, v, []field{
-				{"read_header", func(p string, v *yaml.Node) { d.duration(p, v, &t.ReadHeader) }},
-				{"request", func(p string, v *yaml.Node) { d.duration(p, v, &t.Request) }},
-				{"idle", func(p string, v *yaml.Node) { d.duration(p, v, &t.Idle) }},
-				{"connect", func(p string, v *yaml.Node) { d.duration(p, v, &t.Connect) }},
-				{"upstream", func(p string, v *yaml.Node) { d.duration(p, v, &t.Upstream) }},
-			})
-		}},
-		{"max_header_bytes", func(p string, v *yaml.Node) { d.int(p, v, &dst.MaxHeaderBytes) }},
-		{"drain_timeout", func(p string, v *yaml.Node) { d.duration(p, v, &dst.DrainTimeout) }},
-		{"access_log", func(p string, v *yaml.Node) {
-			a := &dst.AccessLog
-			d.fields(p, v, []field{
-				{"file", func(p string, v *yaml.Node) { d.str(p, v, &a.File) }},
-				{"logtail", func(p string, v *yaml.Node) {
-					d.fields(p, v, []field{
-						{"target", func(p string, v *yaml.Node) { d.str(p, v, &a.Logtail.Target) }},
-						{"buffer", func(p string, v *yaml.Node) { d.int(p, v, &a.Logtail.Buffer) }},
-						{"flush_interval", func(p string, v *yaml.Node) { d.duration(p, v, &a.Logtail.FlushInterval) }},
-					})
-				}},
-			})
-		}},
-	})
-}
-
-// list decodes a sequence, calling item for each element with its path.
-func (d *decoder) list(path string, n *yaml.Node, example string, item func(p string, v *yaml.Node)) {
-	n = resolve(n)
-	if isNull(n) {
-		return
-	}
-	if n.Kind != yaml.SequenceNode {
-		d.invalid(n, path, "want a list of entries like %s; got %s", example, describe(n))
-		return
-	}
-	for i, v := range n.Content {
-		p := fmt.Sprintf("%s[%d]", path, i)
-		d.pos[p] = posOf(v)
-		item(p, v)
-	}
 }
 
 func (v *validator) proxy(c *ProxyConfig) {

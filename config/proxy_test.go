@@ -80,6 +80,10 @@ func TestProxyErrors(t *testing.T) {
 			[]string{`c.yml:2:14: proxy.listeners: want a list of entries like {address: ":80", upstream: web}; got a mapping`,
 				`c.yml:3:18: proxy.drain_timeout: invalid duration "soon": want a number with a unit, like "60s" or "5m"`,
 				`c.yml:4:20: proxy.timeouts.idle: must not be negative, got -1s`}},
+		{"entry not a mapping", "proxy:\n  listeners:\n    - \":80\"\n    -\n  upstreams:\n    - {name: a, servers: [[h]]}\n",
+			[]string{`c.yml:3:7: proxy.listeners[0]: want an entry like {address: ":80", upstream: web}; got ":80"`,
+				`c.yml:4:6: proxy.listeners[1]: want an entry like {address: ":80", upstream: web}; got an empty value`,
+				`c.yml:6:27: proxy.upstreams[0].servers[0]: want a string, got a list`}},
 		{"unknown key", "proxy:\n  listener: []\n",
 			[]string{`c.yml:2:3: proxy: unknown key "listener" (known: enabled, listeners, upstreams, timeouts, max_header_bytes, drain_timeout, access_log); did you mean "listeners"?`}},
 	}

@@ -2,7 +2,8 @@
 // code) accounting of ipng-stats: wrap the listener (attribution once per
 // connection, at accept) and instrument the http.Server (one outcome per
 // request, connection and in-flight gauges), and serve the Collector with
-// package exporter.
+// package exporter. Package ipngstats does all of that wiring from a
+// configuration file; use httpstats directly to assemble the parts yourself.
 //
 //	ln, _ := stats.Listen(ctx, "tcp", ":8080", attributor) // attributed, counting listener
 //	stats.Instrument(srv); srv.Serve(ln)                   // outcomes recorded into the collector

@@ -17,6 +17,7 @@ import (
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/loader"
+	"github.com/ipng/ipng-stats/logtail"
 )
 
 // Deps are what the agent hands the ingest.
@@ -45,7 +46,12 @@ type Ingest struct {
 	cfgMu sync.Mutex
 	cfg   config.NginxConfig
 	poll  atomic.Int64 // poll interval in ns
-	tail  atomic.Pointer[logtail]
+	tail  atomic.Pointer[logtail.Sender]
+	// tailCounters outlive a Sender replaced by Reload; tailLine is the
+	// ingest goroutine's buffer for the enriched line.
+	tailCounters logtail.Counters
+	tailLine     []byte
+	tailMetrics  *logtail.Metrics
 
 	rec    Record
 	series map[seriesKey]collector.Series
@@ -93,6 +99,7 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 		series: make(map[seriesKey]collector.Series),
 		descs:  newDescs(),
 	}
+	in.tailMetrics = logtail.NewMetrics("nginx", &in.tailCounters)
 	in.poll.Store(int64(cfg.PollInterval))
 	if deps.Maps != nil && deps.Maps.ByTuple != nil {
 		cookie, err := netnsCookie(cfg.Netns)
@@ -109,7 +116,7 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 		in.log.Warn("spool directory is not on tmpfs; use a dedicated, size-limited tmpfs (see `ipng-stats nginx-snippet`)", "dir", in.dir)
 	}
 	if cfg.Logtail.Target != "" {
-		lt, err := newLogtail(cfg.Logtail.Target, cfg.Logtail.Buffer, in.log)
+		lt, err := in.newLogtail(cfg.Logtail)
 		if err != nil {
 			return nil, fmt.Errorf("nginx ingest: %w", err)
 		}
@@ -142,7 +149,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	in.log.Info("consuming nginx access log", "file", in.sp.path, "bpf", in.tuples != nil)
 	defer func() {
 		if t := in.tail.Swap(nil); t != nil {
-			t.close()
+			t.Close()
 		}
 	}()
 	defer in.sp.close()
@@ -240,15 +247,15 @@ func (in *Ingest) Reload(cfg config.NginxConfig) error {
 	}
 	in.poll.Store(int64(cfg.PollInterval))
 	if cfg.Logtail != old.Logtail {
-		var lt *logtail
+		var lt *logtail.Sender
 		if cfg.Logtail.Target != "" {
 			var err error
-			if lt, err = newLogtail(cfg.Logtail.Target, cfg.Logtail.Buffer, in.log); err != nil {
+			if lt, err = in.newLogtail(cfg.Logtail); err != nil {
 				return fmt.Errorf("nginx ingest: %w", err)
 			}
 		}
 		if prev := in.tail.Swap(lt); prev != nil {
-			prev.close()
+			prev.Close()
 		}
 	}
 	in.cfg = cfg
@@ -287,8 +294,27 @@ func (in *Ingest) line(b []byte) {
 	s.Record(collector.Outcome{Status: r.Status, RequestBytes: r.RequestBytes, ResponseBytes: r.ResponseBytes, Duration: r.RequestTime})
 	in.st.recorded.Add(1)
 	if t := in.tail.Load(); t != nil {
-		t.send(b, tag, device)
+		in.tailLine = enrich(in.tailLine[:0], b, tag, device)
+		t.Send(in.tailLine)
 	}
+}
+
+// newLogtail starts a sender of one line per datagram, counting into the
+// ingest's counters.
+func (in *Ingest) newLogtail(cfg config.NginxLogtailConfig) (*logtail.Sender, error) {
+	return logtail.New(logtail.Options{Target: cfg.Target, Queue: cfg.Buffer, Counters: &in.tailCounters, Logger: in.log})
+}
+
+// enrich appends `{"source_tag":"<tag>","device":"<device>",` and the rest
+// of line after its opening brace to b. Tags and device names need no
+// escaping.
+func enrich(b, line []byte, tag, device string) []byte {
+	b = append(b, `{"source_tag":"`...)
+	b = append(b, tag...)
+	b = append(b, `","device":"`...)
+	b = append(b, device...)
+	b = append(b, `",`...)
+	return append(b, line[1:]...)
 }
 
 func (in *Ingest) tooLong() {

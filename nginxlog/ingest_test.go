@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -176,18 +177,6 @@ func TestIngestLogtail(t *testing.T) {
 	}
 }
 
-func TestLogtailDropsWhenFull(t *testing.T) {
-	lt := &logtail{free: make(chan []byte, 2), queue: make(chan []byte, 2)}
-	lt.free <- nil
-	lt.free <- nil
-	for range 5 {
-		lt.send([]byte(line(nil)), "t", "d") // no sender running: never blocks
-	}
-	if lt.dropped.Load() != 3 || len(lt.queue) != 2 {
-		t.Errorf("dropped %d, queued %d; want 3, 2", lt.dropped.Load(), len(lt.queue))
-	}
-}
-
 func TestNewErrors(t *testing.T) {
 	f := newFixture(t, false)
 	if _, err := New(config.NginxConfig{}, Deps{}); err == nil {
@@ -230,4 +219,52 @@ func ptrTuple(t *testing.T, local, remote string) any {
 	}
 	k := loader.TupleKey(cookie, netip.MustParseAddrPort(local), netip.MustParseAddrPort(remote))
 	return &k
+}
+
+// TestIngestLogtailCountsAcrossReload: the logtail counters are the
+// ingest's, so a reload to another target keeps them, and write errors to
+// a target nothing listens on are counted.
+func TestIngestLogtailCountsAcrossReload(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	dead, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.LocalAddr().String()
+	dead.Close()
+
+	f := newFixture(t, false)
+	in := f.ingest(t, config.NginxConfig{Logtail: config.NginxLogtailConfig{Target: pc.LocalAddr().String()}})
+	var once sync.Once
+	stopRun := runIngest(t, in)
+	stop := func() { once.Do(stopRun) }
+	defer stop()
+	appendFile(t, f.path, line(nil)+"\n")
+	testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().LogtailSent == 1 }, "1 line sent")
+
+	if err := in.Reload(config.NginxConfig{LogFile: f.path, PollInterval: 5 * time.Millisecond, Logtail: config.NginxLogtailConfig{Target: deadAddr}}); err != nil {
+		t.Fatal(err)
+	}
+	lines := uint64(1)
+	for deadline := time.Now().Add(20 * time.Second); in.Stats().LogtailErrors == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no write error counted: %+v", in.Stats())
+		}
+		appendFile(t, f.path, line(nil)+"\n")
+		lines++
+		testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == lines }, "%d lines read", lines)
+	}
+	s := in.Stats()
+	if s.LogtailSent < 1 {
+		t.Errorf("sent %d after the reload, want at least the 1 line before it", s.LogtailSent)
+	}
+	stop()
+	s = in.Stats()
+	if sum := s.LogtailSent + s.LogtailDropped + s.LogtailErrors; sum != lines {
+		t.Errorf("sent %d + dropped %d + failed %d = %d, want the %d lines", s.LogtailSent, s.LogtailDropped, s.LogtailErrors, sum, lines)
+	}
 }

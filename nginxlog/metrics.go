@@ -4,22 +4,19 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // descs describe the ingest's own series.
 type descs struct {
-	lines, bytes, recorded, rejected, misses, full, reopens, backlog, tailSent, tailDrop, tailError *prometheus.Desc
+	lines, bytes, recorded, rejected, misses, full, reopens, backlog *prometheus.Desc
 }
 
 func newDescs() *descs {
 	return &descs{
-		lines:     prometheus.NewDesc("ipng_nginx_lines_total", "Access-log lines read from the nginx spool file, recorded or rejected.", nil, nil),
-		bytes:     prometheus.NewDesc("ipng_nginx_bytes_total", "Bytes of access-log lines read, newlines included.", nil, nil),
-		recorded:  prometheus.NewDesc("ipng_nginx_lines_recorded_total", "Access-log lines recorded as requests.", nil, nil),
-		rejected:  prometheus.NewDesc("ipng_nginx_lines_rejected_total", "Access-log lines rejected; by reason in ipng_outcomes_rejected_total{reason=~\"nginx_.*\"}.", nil, nil),
-		misses:    prometheus.NewDesc("ipng_nginx_tuple_misses_total", "Recorded lines whose connection was not found in ipng_by_tuple (default tag); by reason in ipng_attribution_fallbacks_total{reason=~\"nginx_.*\"}.", nil, nil),
-		full:      prometheus.NewDesc("ipng_nginx_spool_full_total", "Times the spool filesystem was found full: nginx could not write lines.", nil, nil),
-		reopens:   prometheus.NewDesc("ipng_nginx_log_reopens_total", "Times a new log file appeared at the path (rotation or re-creation).", []string{"kind"}, nil),
-		backlog:   prometheus.NewDesc("ipng_nginx_backlog_bytes", "Bytes nginx has written to the spool that are not read yet.", nil, nil),
-		tailSent:  prometheus.NewDesc("ipng_nginx_logtail_sent_total", "Lines forwarded to the logtail target.", nil, nil),
-		tailDrop:  prometheus.NewDesc("ipng_nginx_logtail_dropped_total", "Lines not forwarded because the logtail buffer was full.", nil, nil),
-		tailError: prometheus.NewDesc("ipng_nginx_logtail_errors_total", "Logtail datagrams the kernel refused to send.", nil, nil),
+		lines:    prometheus.NewDesc("ipng_nginx_lines_total", "Access-log lines read from the nginx spool file, recorded or rejected.", nil, nil),
+		bytes:    prometheus.NewDesc("ipng_nginx_bytes_total", "Bytes of access-log lines read, newlines included.", nil, nil),
+		recorded: prometheus.NewDesc("ipng_nginx_lines_recorded_total", "Access-log lines recorded as requests.", nil, nil),
+		rejected: prometheus.NewDesc("ipng_nginx_lines_rejected_total", "Access-log lines rejected; by reason in ipng_outcomes_rejected_total{reason=~\"nginx_.*\"}.", nil, nil),
+		misses:   prometheus.NewDesc("ipng_nginx_tuple_misses_total", "Recorded lines whose connection was not found in ipng_by_tuple (default tag); by reason in ipng_attribution_fallbacks_total{reason=~\"nginx_.*\"}.", nil, nil),
+		full:     prometheus.NewDesc("ipng_nginx_spool_full_total", "Times the spool filesystem was found full: nginx could not write lines.", nil, nil),
+		reopens:  prometheus.NewDesc("ipng_nginx_log_reopens_total", "Times a new log file appeared at the path (rotation or re-creation).", []string{"kind"}, nil),
+		backlog:  prometheus.NewDesc("ipng_nginx_backlog_bytes", "Bytes nginx has written to the spool that are not read yet.", nil, nil),
 	}
 }
 
@@ -27,9 +24,10 @@ func newDescs() *descs {
 func (in *Ingest) Describe(ch chan<- *prometheus.Desc) {
 	d := in.descs
 	for _, d := range []*prometheus.Desc{d.lines, d.bytes, d.recorded, d.rejected, d.misses, d.full,
-		d.reopens, d.backlog, d.tailSent, d.tailDrop, d.tailError} {
+		d.reopens, d.backlog} {
 		ch <- d
 	}
+	in.tailMetrics.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -47,9 +45,7 @@ func (in *Ingest) Collect(ch chan<- prometheus.Metric) {
 	c(d.reopens, s.Reopens, "rotated")
 	c(d.reopens, s.Truncations, "truncated")
 	ch <- prometheus.MustNewConstMetric(d.backlog, prometheus.GaugeValue, float64(s.BacklogBytes))
-	c(d.tailSent, s.LogtailSent)
-	c(d.tailDrop, s.LogtailDropped)
-	c(d.tailError, s.LogtailErrors)
+	in.tailMetrics.Collect(ch)
 }
 
 // Stats are the ingest's counters.
@@ -57,7 +53,9 @@ type Stats struct {
 	Lines, Bytes, Recorded, Rejected, TupleMisses uint64
 	SpoolFull, Reopens, Truncations               uint64
 	BacklogBytes                                  int64
-	LogtailSent, LogtailDropped, LogtailErrors    uint64
+	// Logtail lines: sent, dropped because the sender was behind, lost
+	// to write errors (ipng_logtail_lines_*_total{source="nginx"}).
+	LogtailSent, LogtailDropped, LogtailErrors uint64
 }
 
 // Stats returns the current counters; safe for concurrent use.
@@ -67,8 +65,7 @@ func (in *Ingest) Stats() Stats {
 		Rejected: in.st.rejected.Load(), TupleMisses: in.st.misses.Load(), SpoolFull: in.st.spoolFull.Load(),
 		Reopens: in.st.reopens.Load(), Truncations: in.st.truncs.Load(), BacklogBytes: in.st.backlog.Load(),
 	}
-	if t := in.tail.Load(); t != nil {
-		s.LogtailSent, s.LogtailDropped, s.LogtailErrors = t.sent.Load(), t.dropped.Load(), t.errors.Load()
-	}
+	t := &in.tailCounters
+	s.LogtailSent, s.LogtailDropped, s.LogtailErrors = t.Sent.Load(), t.QueueFull.Load(), t.SendErrors.Load()
 	return s
 }

@@ -4,45 +4,43 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
+	"log/slog"
 	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/httpstats"
+	"github.com/ipng/ipng-stats/logtail"
 )
 
 // Defaults of the access log.
 const (
 	defaultLogtailBuffer = 8 << 10 // bytes per datagram
-	defaultLogtailFlush  = time.Second
-	logtailQueue         = 64 // datagrams waiting for the sender
+	logtailQueue         = 64      // datagrams waiting for the sender
 	fileFlushInterval    = time.Second
 )
 
 // accessLog writes one JSON line per request to a file or stdout and/or to
-// a UDP logtail target. Writing never blocks on the network: datagrams that
-// do not fit the sender's queue are dropped and counted.
+// a UDP logtail target (package logtail: batched datagrams, never blocking
+// on the network; lines the sender cannot take are dropped and counted).
 type accessLog struct {
 	cfg config.ProxyAccessLogConfig
 
-	mu      sync.Mutex
-	file    io.WriteCloser // nil: no file
-	w       *bufio.Writer
-	batch   []byte // logtail lines not yet sent
-	limit   int
-	queue   chan []byte
-	closed  bool
-	dropped atomic.Uint64
-	done    chan struct{}
-	wg      sync.WaitGroup
+	mu     sync.Mutex
+	file   io.WriteCloser // nil: no file
+	w      *bufio.Writer
+	tail   *logtail.Sender // nil: no logtail
+	closed bool
+	done   chan struct{}
+	wg     sync.WaitGroup
 }
 
-func newAccessLog(cfg config.ProxyAccessLogConfig) (*accessLog, error) {
+// newAccessLog opens the file and starts the logtail sender, which counts
+// into tail (the Proxy's counters, kept across reloads).
+func newAccessLog(cfg config.ProxyAccessLogConfig, tail *logtail.Counters, log *slog.Logger) (*accessLog, error) {
 	a := &accessLog{cfg: cfg, done: make(chan struct{})}
 	switch cfg.File {
 	case "":
@@ -59,22 +57,21 @@ func newAccessLog(cfg config.ProxyAccessLogConfig) (*accessLog, error) {
 		a.w = bufio.NewWriterSize(a.file, 32<<10)
 	}
 	if t := cfg.Logtail.Target; t != "" {
-		conn, err := net.Dial("udp", t)
+		batch := cfg.Logtail.Buffer
+		if batch <= 0 {
+			batch = defaultLogtailBuffer
+		}
+		s, err := logtail.New(logtail.Options{Target: t, Queue: logtailQueue, Batch: batch,
+			FlushInterval: cfg.Logtail.FlushInterval, Counters: tail, Logger: log})
 		if err != nil {
 			if a.file != nil {
 				a.file.Close()
 			}
-			return nil, fmt.Errorf("access log logtail %s: %w", t, err)
+			return nil, fmt.Errorf("access log: %w", err)
 		}
-		a.limit = cfg.Logtail.Buffer
-		if a.limit <= 0 {
-			a.limit = defaultLogtailBuffer
-		}
-		a.queue = make(chan []byte, logtailQueue)
-		a.wg.Add(1)
-		go a.send(conn)
+		a.tail = s
 	}
-	if a.file != nil || a.queue != nil {
+	if a.file != nil {
 		a.wg.Add(1)
 		go a.flusher()
 	}
@@ -85,10 +82,7 @@ type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
 
-func (a *accessLog) enabled() bool { return a != nil && (a.file != nil || a.queue != nil) }
-
-// Dropped returns the number of logtail datagrams dropped.
-func (a *accessLog) Dropped() uint64 { return a.dropped.Load() }
+func (a *accessLog) enabled() bool { return a != nil && (a.file != nil || a.tail != nil) }
 
 // write logs e. It is called on the request's goroutine.
 func (a *accessLog) write(e *httpstats.Entry) {
@@ -102,41 +96,15 @@ func (a *accessLog) write(e *httpstats.Entry) {
 	if a.w != nil {
 		a.w.Write(line)
 	}
-	if a.queue != nil {
-		if len(a.batch)+len(line) > a.limit && len(a.batch) > 0 {
-			a.flushBatchLocked()
-		}
-		a.batch = append(a.batch, line...)
+	if a.tail != nil {
+		a.tail.Send(line)
 	}
 }
 
-func (a *accessLog) flushBatchLocked() {
-	if len(a.batch) == 0 {
-		return
-	}
-	select {
-	case a.queue <- a.batch:
-	default:
-		a.dropped.Add(1)
-	}
-	a.batch = make([]byte, 0, a.limit)
-}
-
-func (a *accessLog) send(conn net.Conn) {
-	defer a.wg.Done()
-	defer conn.Close()
-	for b := range a.queue {
-		conn.Write(b) // UDP: a lost datagram is a lost datagram
-	}
-}
-
+// flusher flushes the file's buffer every fileFlushInterval.
 func (a *accessLog) flusher() {
 	defer a.wg.Done()
-	every := fileFlushInterval
-	if a.queue != nil && a.cfg.Logtail.FlushInterval > 0 {
-		every = a.cfg.Logtail.FlushInterval
-	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(fileFlushInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -144,12 +112,7 @@ func (a *accessLog) flusher() {
 			return
 		case <-t.C:
 			a.mu.Lock()
-			if a.w != nil {
-				a.w.Flush()
-			}
-			if a.queue != nil {
-				a.flushBatchLocked()
-			}
+			a.w.Flush()
 			a.mu.Unlock()
 		}
 	}
@@ -171,12 +134,11 @@ func (a *accessLog) close() {
 		a.w.Flush()
 		a.file.Close()
 	}
-	if a.queue != nil {
-		a.flushBatchLocked()
-		close(a.queue)
-	}
 	a.mu.Unlock()
 	a.wg.Wait()
+	if a.tail != nil {
+		a.tail.Close() // sends what is queued
+	}
 }
 
 // appendEntry appends e as one JSON line.

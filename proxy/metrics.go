@@ -12,8 +12,6 @@ var (
 		[]string{"upstream", "server"}, nil)
 	activeDesc = prometheus.NewDesc("ipng_proxy_upstream_requests_active",
 		"Requests the proxy has in progress on an upstream server.", []string{"upstream", "server"}, nil)
-	droppedDesc = prometheus.NewDesc("ipng_proxy_logtail_dropped_total",
-		"Access log datagrams the proxy dropped because the logtail sender was behind.", nil, nil)
 )
 
 // Describe implements prometheus.Collector: register the Proxy in the
@@ -21,7 +19,7 @@ var (
 func (p *Proxy) Describe(ch chan<- *prometheus.Desc) {
 	ch <- upDesc
 	ch <- activeDesc
-	ch <- droppedDesc
+	p.tailMetrics.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -39,5 +37,5 @@ func (p *Proxy) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	p.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(p.Dropped()))
+	p.tailMetrics.Collect(ch)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/httpstats"
+	"github.com/ipng/ipng-stats/logtail"
 )
 
 // Defaults for zero configuration values.
@@ -51,6 +52,9 @@ type Proxy struct {
 	stats  *httpstats.Stats
 	bufs   *bufferPool
 	alog   atomic.Pointer[accessLog]
+	// tail counts the access log's logtail lines across reloads.
+	tail        logtail.Counters
+	tailMetrics *logtail.Metrics
 
 	mu        sync.Mutex
 	cfg       config.ProxyConfig
@@ -90,6 +94,7 @@ func New(cfg config.ProxyConfig, deps Deps) (*Proxy, error) {
 	}
 	p := &Proxy{deps: deps, log: deps.Logger.With("component", "proxy"), bufs: newBufferPool(),
 		listeners: map[string]*listener{}, pools: map[string]*pool{}}
+	p.tailMetrics = logtail.NewMetrics("proxy", &p.tail)
 	p.errLog = slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)
 	if deps.Collector != nil {
 		p.stats = httpstats.New(httpstats.Options{Collector: deps.Collector, ConnectionsCountedElsewhere: deps.ConnectionsCountedElsewhere, Log: func(e *httpstats.Entry) {
@@ -168,14 +173,9 @@ func (p *Proxy) Reload(cfg config.ProxyConfig) error {
 	return nil
 }
 
-// Dropped returns the number of access log datagrams dropped by the logtail
-// sender since the access log was last (re)opened.
-func (p *Proxy) Dropped() uint64 {
-	if a := p.alog.Load(); a != nil {
-		return a.Dropped()
-	}
-	return 0
-}
+// Logtail returns the counters of the access log's logtail lines (sent,
+// dropped because the sender was behind, lost to write errors) since New.
+func (p *Proxy) Logtail() *logtail.Counters { return &p.tail }
 
 // apply builds everything cfg needs, then commits it.
 func (p *Proxy) apply(raw config.ProxyConfig) error {
@@ -232,15 +232,12 @@ func (p *Proxy) apply(raw config.ProxyConfig) error {
 	}
 	// The access log is opened again on every reload when it is a file, so
 	// that logrotate's `create` + SIGHUP moves it to the new file. The
-	// logtail drop count carries over: it is a counter.
+	// logtail counters are the Proxy's: they carry over.
 	alog := p.alog.Load()
 	if alog == nil || alog.cfg != cfg.AccessLog || (cfg.AccessLog.File != "" && cfg.AccessLog.File != "-") {
-		a, err := newAccessLog(cfg.AccessLog)
+		a, err := newAccessLog(cfg.AccessLog, &p.tail, p.log)
 		if err != nil {
 			return fail(err)
-		}
-		if alog != nil {
-			a.dropped.Add(alog.Dropped())
 		}
 		alog = a
 	}

@@ -18,8 +18,11 @@ import (
 var agentBin string
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "tagserver" {
+	switch os.Getenv(helperEnv) {
+	case "tagserver":
 		os.Exit(tagServerMain())
+	case "frontdoor":
+		os.Exit(frontDoorMain())
 	}
 	os.Exit(run(m))
 }
