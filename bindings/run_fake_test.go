@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // fakeKernel stands in for netlink in Run: a link list and subscriptions the
@@ -150,25 +152,25 @@ func TestRunWithFakeKernel(t *testing.T) {
 		for _, u := range st.feed {
 			sub.feed <- u
 		}
-		waitFor(t, time.Second, st.name, func() bool { return lookup(st.idx) == st.want })
+		testenv.Eventually(t, time.Second, func() bool { return lookup(st.idx) == st.want }, "%s", st.name)
 	}
 
 	// A subscription error asks for a rescan.
 	k.setLinks([]Link{{1, "lo"}, {6, "tunz"}, {7, "tun0"}})
 	sub.sub.resync <- struct{}{}
 	waitChan(t, k.listCalls, time.Second, "rescan after subscription error")
-	waitFor(t, time.Second, "rescanned tun0", func() bool { return lookup(7) == Result{"t", "tun0", true} })
+	testenv.Eventually(t, time.Second, func() bool { return lookup(7) == Result{"t", "tun0", true} }, "rescanned tun0")
 
 	// The subscription breaks: Run resubscribes at once and rescans, which
 	// recovers the updates lost meanwhile.
 	k.setLinks([]Link{{1, "lo"}, {8, "tun0"}})
 	close(sub.fail)
 	sub = waitChan(t, k.subs, time.Second, "resubscribed")
-	waitFor(t, time.Second, "rescanned after resubscribing", func() bool {
+	testenv.Eventually(t, time.Second, func() bool {
 		return lookup(8) == Result{"t", "tun0", true} && lookup(7) == Result{"direct", "", false}
-	})
+	}, "rescanned after resubscribing")
 	sub.feed <- newLink(9, "eth9")
-	waitFor(t, time.Second, "new subscription delivers", func() bool { return lookup(9).Device == "eth9" })
+	testenv.Eventually(t, time.Second, func() bool { return lookup(9).Device == "eth9" }, "new subscription delivers")
 
 	// Scan is served by Run.
 	k.setLinks([]Link{{1, "lo"}, {10, "tun0"}})

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // eventDeadline is how fast a link change must reach the table. Run is
@@ -39,7 +41,7 @@ func (b *syncBuffer) String() string {
 func startRun(t *testing.T, n *testNS, r *Resolver) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	errc := n.inNS(func() error { return r.Run(ctx, time.Hour) })
+	errc := n.Go(func() error { return r.Run(ctx, time.Hour) })
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -51,14 +53,14 @@ func startRun(t *testing.T, n *testNS, r *Resolver) {
 			t.Error("Run did not return within 5s of cancel")
 		}
 	})
-	waitFor(t, 5*time.Second, "initial scan", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		select {
 		case err := <-errc:
 			t.Fatalf("Run returned early: %v", err)
 		default:
 		}
 		return r.Table().Lookup(1, FamilyIPv4).Device == "lo"
-	})
+	}, "initial scan")
 }
 
 func TestRunFollowsLinks(t *testing.T) {
@@ -93,45 +95,45 @@ func TestRunFollowsLinks(t *testing.T) {
 
 	// Created: bound.
 	idx1 := n.addLink("tun0")
-	waitFor(t, eventDeadline, "tun0 bound", both(
+	testenv.Eventually(t, eventDeadline, both(
 		lookup(idx1, FamilyIPv4, Result{"tunnel-a", "tun0", true}),
 		lookup(idx1, FamilyIPv6, Result{"tunnel-a", "tun0", true}),
-		bound(0, idx1, true)))
+		bound(0, idx1, true)), "tun0 bound")
 
 	// Deleted: gone.
 	n.mustIP("link", "del", "tun0")
-	waitFor(t, eventDeadline, "tun0 gone", both(
+	testenv.Eventually(t, eventDeadline, both(
 		lookup(idx1, FamilyIPv4, Result{"direct", "", false}),
-		bound(0, 0, false)))
+		bound(0, 0, false)), "tun0 gone")
 
 	// Re-created with a new ifindex: bound again.
 	idx2 := n.addLink("tun0")
 	if idx2 == idx1 {
 		t.Fatalf("re-created tun0 kept ifindex %d", idx1)
 	}
-	waitFor(t, eventDeadline, "re-created tun0 bound", both(
+	testenv.Eventually(t, eventDeadline, both(
 		lookup(idx2, FamilyIPv4, Result{"tunnel-a", "tun0", true}),
-		bound(0, idx2, true)))
+		bound(0, idx2, true)), "re-created tun0 bound")
 
 	// Renamed away: the index stays known under its new name, unbound.
 	n.mustIP("link", "set", "dev", "tun0", "name", "tunz")
-	waitFor(t, eventDeadline, "tun0 renamed to tunz", both(
+	testenv.Eventually(t, eventDeadline, both(
 		lookup(idx2, FamilyIPv4, Result{"direct", "tunz", false}),
-		bound(0, 0, false)))
+		bound(0, 0, false)), "tun0 renamed to tunz")
 
 	// Renamed onto a per-family binding.
 	n.mustIP("link", "set", "dev", "tunz", "name", "tun1")
-	waitFor(t, eventDeadline, "tunz renamed to tun1", both(
+	testenv.Eventually(t, eventDeadline, both(
 		lookup(idx2, FamilyIPv6, Result{"t1-v6", "tun1", true}),
 		lookup(idx2, FamilyIPv4, Result{"direct", "tun1", false}),
-		bound(1, idx2, true)))
+		bound(1, idx2, true)), "tunz renamed to tun1")
 
 	// Another link renamed onto tun0.
 	idx3 := n.addLink("other0")
 	n.mustIP("link", "set", "dev", "other0", "name", "tun0")
-	waitFor(t, eventDeadline, "other0 renamed to tun0", both(
+	testenv.Eventually(t, eventDeadline, both(
 		lookup(idx3, FamilyIPv4, Result{"tunnel-a", "tun0", true}),
-		bound(0, idx3, true)))
+		bound(0, idx3, true)), "other0 renamed to tun0")
 
 	if err := r.Run(context.Background(), time.Hour); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("second Run: err = %v, want already running", err)
@@ -181,7 +183,7 @@ func TestScanInCallingNamespace(t *testing.T) {
 	idx := n.addLink("tun0")
 	r := NewResolver(Spec{DefaultTag: "direct", Bindings: []Binding{{Device: "tun0"}}}, discardLogger())
 	select {
-	case err := <-n.inNS(r.Scan):
+	case err := <-n.Go(r.Scan):
 		if err != nil {
 			t.Fatalf("Scan: %v", err)
 		}

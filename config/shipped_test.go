@@ -2,12 +2,11 @@ package config
 
 import (
 	"bytes"
-	"errors"
-	"io"
-	"os"
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // TestShippedConfigs: the configuration files that ship with the Debian
@@ -26,27 +25,17 @@ func TestShippedConfigs(t *testing.T) {
 		t.Errorf("deploy/ipng-stats.yml differs from the defaults beyond keep_on_exit:\n%s", got)
 	}
 
-	raw, err := os.ReadFile("../deploy/kubernetes/ipng-stats.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	found := false
-	for {
+	for _, n := range testenv.Manifest(t, "../deploy/kubernetes/ipng-stats.yaml", "ConfigMap") {
 		var doc struct {
-			Kind string            `yaml:"kind"`
 			Data map[string]string `yaml:"data"`
 		}
-		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
+		if err := n.Decode(&doc); err != nil {
 			t.Fatalf("kubernetes manifest: %v", err)
 		}
-		if doc.Kind == "ConfigMap" {
-			found = true
-			if _, err := Parse([]byte(doc.Data["ipng-stats.yml"]), "ConfigMap ipng-stats.yml"); err != nil {
-				t.Errorf("ConfigMap: %v", err)
-			}
+		found = true
+		if _, err := Parse([]byte(doc.Data["ipng-stats.yml"]), "ConfigMap ipng-stats.yml"); err != nil {
+			t.Errorf("ConfigMap: %v", err)
 		}
 	}
 	if !found {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -14,10 +15,9 @@ import (
 func conns(t *testing.T, c *collector.Collector) map[string][2]uint64 {
 	t.Helper()
 	out := map[string][2]uint64{}
-	for _, s := range c.Snapshot(collector.Filter{}).Series {
-		if s.Connections != nil {
-			out[s.SourceTag+" "+s.VIP] = [2]uint64{s.Connections.Total, uint64(s.Connections.Active)}
-		}
+	total, active := fixtures.Connections(c.Snapshot(collector.Filter{}))
+	for k := range total {
+		out[k] = [2]uint64{total[k], uint64(active[k])}
 	}
 	return out
 }

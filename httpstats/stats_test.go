@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/attribution"
-	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/httpstats"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 )
 
 type fixture struct {
@@ -27,16 +26,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, tlsOn bool) *fixture {
 	t.Helper()
-	tags := bindings.NewResolver(bindings.Spec{DefaultTag: "direct", Bindings: []bindings.Binding{{Device: "lo", Tag: "loopback"}}}, nil)
-	tags.SetLinks([]bindings.Link{{Index: 1, Name: "lo"}})
-	attr, err := attribution.New(attribution.Options{Mode: attribution.ModeFallback, Bindings: tags})
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := collector.New(collector.Config{}, collector.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	attr, coll := fixtures.Loopback(t)
 	f := &fixture{coll: coll, entries: make(chan httpstats.Entry, 100)}
 	stats := httpstats.New(httpstats.Options{Collector: coll, Log: func(e *httpstats.Entry) {
 		c := *e
@@ -72,13 +62,7 @@ func newFixture(t *testing.T, tlsOn bool) *fixture {
 }
 
 func (f *fixture) codes() map[string]uint64 {
-	m := map[string]uint64{}
-	for _, s := range f.coll.Snapshot(collector.Filter{}).Series {
-		for _, c := range s.Codes {
-			m[s.SourceTag+" "+s.VIP+" "+c.Code] += c.Requests
-		}
-	}
-	return m
+	return fixtures.CollectorRequests(f.coll)
 }
 
 // raw sends a raw request and returns the first response line ("" if none).

@@ -4,17 +4,18 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/ipngstats"
 )
 
@@ -92,18 +93,8 @@ func TestEndToEnd(t *testing.T) {
 		"loopback 127.0.0.1 5xx": 1,
 		"loopback ::1 2xx":       4,
 	}
-	var got map[string]float64
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got = requests(t, metrics.URL+"/metrics")
-		if fmt.Sprint(got) == fmt.Sprint(want) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond) // a request is recorded once its response is flushed
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("ipng_requests_total by tag vip code:\n got %v\nwant %v", got, want)
-	}
+	// A request is recorded once its response is flushed.
+	waitRequests(t, metrics.URL+"/metrics", want)
 
 	if err := acct.Close(); err != nil {
 		t.Fatal(err)
@@ -112,9 +103,6 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
-
-var requestsRE = regexp.MustCompile(`^ipng_requests_total\{(.*)\} (\S+)$`)
-var labelRE = regexp.MustCompile(`(\w+)="([^"]*)"`)
 
 // requests scrapes url and returns ipng_requests_total by "tag vip code".
 func requests(t *testing.T, url string) map[string]float64 {
@@ -128,23 +116,18 @@ func requests(t *testing.T, url string) map[string]float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
-		m := requestsRE.FindStringSubmatch(line)
-		if m == nil {
-			continue
+	return testenv.Samples(string(body), "ipng_requests_total", "source_tag", "vip", "code")
+}
+
+// waitRequests waits until the requests scraped from url are want.
+func waitRequests(t *testing.T, url string, want map[string]float64) {
+	t.Helper()
+	testenv.EventuallyNil(t, 20*time.Second, "ipng_requests_total by tag vip code", func() error {
+		if got := requests(t, url); !maps.Equal(got, want) {
+			return fmt.Errorf("\n got %v\nwant %v", got, want)
 		}
-		l := map[string]string{}
-		for _, kv := range labelRE.FindAllStringSubmatch(m[1], -1) {
-			l[kv[1]] = kv[2]
-		}
-		v, err := strconv.ParseFloat(m[2], 64)
-		if err != nil {
-			t.Fatalf("bad sample %q", line)
-		}
-		out[l["source_tag"]+" "+l["vip"]+" "+l["code"]] = v
-	}
-	return out
+		return nil
+	})
 }
 
 func TestListenAndServe(t *testing.T) {
@@ -181,15 +164,7 @@ func TestListenAndServe(t *testing.T) {
 	want := map[string]float64{"loopback 127.0.0.1 4xx": 1}
 	metrics := httptest.NewServer(acct.MetricsHandler())
 	defer metrics.Close()
-	var got map[string]float64
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if got = requests(t, metrics.URL+"/metrics"); fmt.Sprint(got) == fmt.Sprint(want) || time.Now().After(deadline) {
-			break
-		}
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
+	waitRequests(t, metrics.URL+"/metrics", want)
 	srv.Close()
 	if err := <-done; err != http.ErrServerClosed {
 		t.Fatalf("ListenAndServe returned %v, want http.ErrServerClosed", err)

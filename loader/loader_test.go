@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -57,44 +56,25 @@ func helperServer() {
 	bufio.NewReader(os.Stdin).ReadString('\n')
 }
 
-// testCgroup makes a unique child cgroup and removes it after the test.
+// testCgroup makes a unique child cgroup and removes it after the test,
+// killing what is left in it.
 func testCgroup(t *testing.T) string {
 	t.Helper()
 	mnt, err := Cgroup2Mount()
 	if err != nil {
 		testenv.Skip(t, err.Error())
 	}
-	dir := filepath.Join(mnt, fmt.Sprintf("ipng-loader-%d-%d", os.Getpid(), time.Now().UnixNano()))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Leftover processes are killed by their own cleanups first.
-		for i := 0; i < 50; i++ {
-			if err := os.Remove(dir); err == nil || os.IsNotExist(err) {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Errorf("cgroup %s not removed", dir)
-	})
-	return dir
+	return testenv.NewCgroup(t, mnt).Path
 }
 
 // startServer runs helperServer inside cgroup and returns its port.
 func startServer(t *testing.T, cgroup string) int {
 	t.Helper()
-	cg, err := os.Open(cgroup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Close()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "IPNG_LOADER_HELPER=listen")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
+	if err := (&testenv.Cgroup{Path: cgroup}).Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -130,20 +110,21 @@ func dial(t *testing.T, port int) net.Conn {
 // remote.
 func findStamp(t *testing.T, m *Maps, remote netip.AddrPort) Stamp {
 	t.Helper()
-	for i := 0; i < 100; i++ {
+	var found Stamp
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		stamps, err := m.LiveStamps()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range stamps {
 			if s.Remote == remote {
-				return s
+				found = s
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no stamp for connection from %s", remote)
-	return Stamp{}
+		return false
+	}, "a stamp for the connection from %s", remote)
+	return found
 }
 
 func TestLoadAttachReuseDetach(t *testing.T) {

@@ -11,17 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-)
 
-// eventually fails the test if cond does not hold within a generous bound.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
+	"github.com/ipng/ipng-stats/internal/testenv"
+)
 
 // receiver is a local UDP target collecting datagrams.
 func receiver(t *testing.T) (addr string, got func() []string) {
@@ -64,11 +56,11 @@ func TestOneLinePerDatagram(t *testing.T) {
 	line[5] = '2' // Send copied it
 	s.Send(line)
 	s.Send([]byte(`{"a":3}`))
-	eventually(t, "3 datagrams", func() bool { return len(got()) == 3 })
+	testenv.Eventually(t, 20*time.Second, func() bool { return len(got()) == 3 }, "3 datagrams")
 	if want := []string{`{"a":1}`, `{"a":2}`, `{"a":3}`}; fmt.Sprint(got()) != fmt.Sprint(want) {
 		t.Errorf("datagrams %q, want %q", got(), want)
 	}
-	eventually(t, "sent 3", func() bool { return s.Counters().Sent.Load() == 3 })
+	testenv.Eventually(t, 20*time.Second, func() bool { return s.Counters().Sent.Load() == 3 }, "sent 3")
 }
 
 func TestBatches(t *testing.T) {
@@ -83,14 +75,14 @@ func TestBatches(t *testing.T) {
 	}
 	// "aaaa\nbbbb\ncccc\ndddd\n" fills 20 bytes; the long line goes alone;
 	// "eeee\n" waits for a flush.
-	eventually(t, "2 datagrams", func() bool { return len(got()) == 2 })
+	testenv.Eventually(t, 20*time.Second, func() bool { return len(got()) == 2 }, "2 datagrams")
 	s.Flush()
-	eventually(t, "3 datagrams", func() bool { return len(got()) == 3 })
+	testenv.Eventually(t, 20*time.Second, func() bool { return len(got()) == 3 }, "3 datagrams")
 	s.Send([]byte("ffff\n"))
 	if err := s.Close(); err != nil { // sends what is left
 		t.Fatal(err)
 	}
-	eventually(t, "4 datagrams", func() bool { return len(got()) == 4 })
+	testenv.Eventually(t, 20*time.Second, func() bool { return len(got()) == 4 }, "4 datagrams")
 	want := []string{"aaaa\nbbbb\ncccc\ndddd\n", strings.Repeat("x", 30) + "\n", "eeee\n", "ffff\n"}
 	if fmt.Sprintf("%q", got()) != fmt.Sprintf("%q", want) {
 		t.Errorf("datagrams\n%q\nwant\n%q", got(), want)
@@ -136,7 +128,7 @@ func TestDropsWhenBehind(t *testing.T) {
 		t.Fatalf("queue full %d, want 3", c.QueueFull.Load())
 	}
 	close(conn.release)
-	eventually(t, "sent 3", func() bool { return c.Sent.Load() == 3 })
+	testenv.Eventually(t, 20*time.Second, func() bool { return c.Sent.Load() == 3 }, "sent 3")
 	s.Close()
 	m := NewMetrics("nginx", &c)
 	want := `
@@ -182,11 +174,11 @@ func TestRealWriteErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := uint64(0)
-	eventually(t, "a write error", func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		s.Send([]byte("x"))
 		lines++
 		return c.SendErrors.Load() > 0
-	})
+	}, "a write error")
 	s.Close()
 	if sum := c.Sent.Load() + c.QueueFull.Load() + c.SendErrors.Load(); sum != lines {
 		t.Errorf("sent %d + queue full %d + errors %d = %d, want the %d lines", c.Sent.Load(), c.QueueFull.Load(), c.SendErrors.Load(), sum, lines)

@@ -1,13 +1,14 @@
 package monitoring
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 const kubeDir = "../deploy/kubernetes"
@@ -15,39 +16,26 @@ const kubeDir = "../deploy/kubernetes"
 // podTemplate reads the DaemonSet's pod labels and port names.
 func podTemplate(t *testing.T) (labels map[string]string, ports map[string]bool) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(kubeDir, "ipng-stats.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	for {
-		var doc struct {
-			Kind string
-			Spec struct {
-				Template struct {
-					Metadata struct{ Labels map[string]string }
-					Spec     struct {
-						Containers []struct {
-							Ports []struct{ Name string }
-						}
+	var ds struct {
+		Spec struct {
+			Template struct {
+				Metadata struct{ Labels map[string]string }
+				Spec     struct {
+					Containers []struct {
+						Ports []struct{ Name string }
 					}
 				}
 			}
 		}
-		if err := dec.Decode(&doc); err != nil {
-			t.Fatalf("no DaemonSet in ipng-stats.yaml: %v", err)
-		}
-		if doc.Kind != "DaemonSet" {
-			continue
-		}
-		ports = map[string]bool{}
-		for _, c := range doc.Spec.Template.Spec.Containers {
-			for _, p := range c.Ports {
-				ports[p.Name] = true
-			}
-		}
-		return doc.Spec.Template.Metadata.Labels, ports
 	}
+	testenv.ManifestObject(t, filepath.Join(kubeDir, "ipng-stats.yaml"), "DaemonSet", &ds)
+	ports = map[string]bool{}
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		for _, p := range c.Ports {
+			ports[p.Name] = true
+		}
+	}
+	return ds.Spec.Template.Metadata.Labels, ports
 }
 
 // TestPodMonitorSelectsDaemonSet: the PodMonitor selects the DaemonSet's

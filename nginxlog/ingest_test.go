@@ -3,6 +3,7 @@ package nginxlog
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -84,13 +86,7 @@ func (f *fixture) ingest(t testing.TB, cfg config.NginxConfig) *Ingest {
 
 // requests returns (tag, vip, code) → requests.
 func requests(c *collector.Collector) map[string]uint64 {
-	out := map[string]uint64{}
-	for _, s := range c.Snapshot(collector.Filter{}).Series {
-		for _, cc := range s.Codes {
-			out[s.SourceTag+" "+s.VIP+" "+cc.Code] += cc.Requests
-		}
-	}
-	return out
+	return fixtures.CollectorRequests(c)
 }
 
 func runIngest(t *testing.T, in *Ingest) (stop func()) {
@@ -121,13 +117,13 @@ func TestIngestAttribution(t *testing.T) {
 		`{"garbage`, line(map[string]string{"status": `"x"`}),
 	}
 	appendFile(t, f.path, strings.Join(lines, "\n")+"\n")
-	waitFor(t, func() bool { return in.Stats().Lines == uint64(len(lines)) })
+	testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == uint64(len(lines)) }, "%d lines read", len(lines))
 	stop()
 	want := map[string]uint64{
 		"maglev 192.0.2.10 2xx": 1, "maglev 192.0.2.10 3xx": 1, "maglev 2001:db8:10::10 4xx": 1,
 		"direct 192.0.2.10 5xx": 1, "direct 192.0.2.10 2xx": 1,
 	}
-	if got := requests(f.coll); !equalMaps(got, want) {
+	if got := requests(f.coll); !maps.Equal(got, want) {
 		t.Errorf("requests = %v, want %v", got, want)
 	}
 	meta := f.coll.Snapshot(collector.Filter{}).Meta
@@ -147,9 +143,9 @@ func TestIngestWithoutBPF(t *testing.T) {
 	in := f.ingest(t, config.NginxConfig{})
 	stop := runIngest(t, in)
 	appendFile(t, f.path, line(nil)+"\n"+line(map[string]string{"status": `"500"`})+"\n")
-	waitFor(t, func() bool { return in.Stats().Lines == 2 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == 2 }, "2 lines read")
 	stop()
-	if got, want := requests(f.coll), map[string]uint64{"direct 192.0.2.10 2xx": 1, "direct 192.0.2.10 5xx": 1}; !equalMaps(got, want) {
+	if got, want := requests(f.coll), map[string]uint64{"direct 192.0.2.10 2xx": 1, "direct 192.0.2.10 5xx": 1}; !maps.Equal(got, want) {
 		t.Errorf("requests = %v, want %v", got, want)
 	}
 	if n := f.coll.Snapshot(collector.Filter{}).Meta.AttributionFallbacks[ReasonNoBPF]; n != 2 {
@@ -197,29 +193,6 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-func equalMaps(a, b map[string]uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestConnCache: a kept-alive connection is looked up once; its serial
 // with another 4-tuple is not taken from the cache.
 func TestConnCache(t *testing.T) {
@@ -234,7 +207,7 @@ func TestConnCache(t *testing.T) {
 	in.line(first)                                                                           // from the cache: still maglev
 	in.line([]byte(line(map[string]string{"connection": `"42"`, "remote_port": `"40001"`}))) // same serial, other tuple: miss
 	want := map[string]uint64{"maglev 192.0.2.10 2xx": 2, "direct 192.0.2.10 2xx": 1}
-	if got := requests(f.coll); !equalMaps(got, want) {
+	if got := requests(f.coll); !maps.Equal(got, want) {
 		t.Errorf("requests = %v, want %v", got, want)
 	}
 }
@@ -271,7 +244,7 @@ func TestIngestLogtailCountsAcrossReload(t *testing.T) {
 	stop := func() { once.Do(stopRun) }
 	defer stop()
 	appendFile(t, f.path, line(nil)+"\n")
-	waitFor(t, func() bool { return in.Stats().LogtailSent == 1 })
+	testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().LogtailSent == 1 }, "1 line sent")
 
 	if err := in.Reload(config.NginxConfig{LogFile: f.path, PollInterval: 5 * time.Millisecond, Logtail: config.NginxLogtailConfig{Target: deadAddr}}); err != nil {
 		t.Fatal(err)
@@ -283,7 +256,7 @@ func TestIngestLogtailCountsAcrossReload(t *testing.T) {
 		}
 		appendFile(t, f.path, line(nil)+"\n")
 		lines++
-		waitFor(t, func() bool { return in.Stats().Lines == lines })
+		testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == lines }, "%d lines read", lines)
 	}
 	s := in.Stats()
 	if s.LogtailSent < 1 {

@@ -3,32 +3,21 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/attribution"
-	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 )
 
 func newDeps(t testing.TB) Deps {
 	t.Helper()
-	tags := bindings.NewResolver(bindings.Spec{DefaultTag: "direct", Bindings: []bindings.Binding{{Device: "lo", Tag: "loopback"}}}, slog.New(slog.DiscardHandler))
-	tags.SetLinks([]bindings.Link{{Index: 1, Name: "lo"}})
-	attr, err := attribution.New(attribution.Options{Mode: attribution.ModeFallback, Bindings: tags})
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := collector.New(collector.Config{}, collector.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	attr, coll := fixtures.Loopback(t)
 	return Deps{Attributor: attr, Collector: coll}
 }
 
@@ -46,16 +35,11 @@ func running(t testing.TB, p *Proxy) {
 		}
 	})
 	// wait until every listener has a server
-	for i := 0; i < 200; i++ {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		p.mu.Lock()
-		ok := p.runCtx != nil
-		p.mu.Unlock()
-		if ok {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("proxy not running")
+		defer p.mu.Unlock()
+		return p.runCtx != nil
+	}, "the proxy running")
 }
 
 // rawBackend serves each connection accepted on a loopback port with
@@ -93,39 +77,25 @@ func freeAddr(t testing.TB) string {
 
 // codes returns requests per "tag vip code".
 func codes(c *collector.Collector) map[string]uint64 {
-	m := map[string]uint64{}
-	for _, s := range c.Snapshot(collector.Filter{}).Series {
-		for _, cc := range s.Codes {
-			m[s.SourceTag+" "+s.VIP+" "+cc.Code] += cc.Requests
-		}
-	}
-	return m
+	return fixtures.CollectorRequests(c)
 }
 
 func waitCodes(t testing.TB, c *collector.Collector, want map[string]uint64) {
 	t.Helper()
-	var got map[string]uint64
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		got = codes(c)
-		if fmt.Sprint(got) == fmt.Sprint(want) {
-			return
-		}
-	}
-	t.Fatalf("codes = %v, want %v", got, want)
+	fixtures.WaitCounts(t, 30*time.Second, "codes", func() (map[string]uint64, error) { return codes(c), nil }, want)
 }
 
 // waitLines waits until file holds n lines: a request is counted before it
 // is logged, and the file is flushed every fileFlushInterval.
 func waitLines(t testing.TB, file string, n int) {
 	t.Helper()
-	var lines int
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	testenv.EventuallyNil(t, 30*time.Second, file, func() error {
 		data, _ := os.ReadFile(file)
-		if lines = strings.Count(string(data), "\n"); lines >= n {
-			return
+		if lines := strings.Count(string(data), "\n"); lines < n {
+			return fmt.Errorf("%d lines, want %d", lines, n)
 		}
-	}
-	t.Fatalf("%s: %d lines, want %d", file, lines, n)
+		return nil
+	})
 }
 
 // writeCert writes a self-signed certificate for names and returns it.

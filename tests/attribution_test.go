@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/loader"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
 // A path is a client namespace and the srv device its connections arrive on.

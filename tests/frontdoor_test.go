@@ -10,15 +10,15 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/ipngstats"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
 // envMetricsPort is the port the front-door server serves its metrics on.
@@ -140,10 +140,10 @@ func TestFrontDoorTags(t *testing.T) {
 					t.Logf("ipng_requests_total by tag vip code: got %v, want %v", got, want)
 				}
 			}()
-			waitFor(t, 20*time.Second, "the counts on the metrics handler", func() bool {
+			testenv.Eventually(t, 20*time.Second, func() bool {
 				got = scrapeRequests(t, e.topo.C1, metrics)
 				return fmt.Sprint(got) == fmt.Sprint(want)
-			})
+			}, "the counts on the metrics handler")
 		})
 	}
 }
@@ -168,11 +168,6 @@ func httpGet(ns *topo.NS, to netip.AddrPort, path string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-var (
-	requestsLine = regexp.MustCompile(`^ipng_requests_total\{(.*)\} (\S+)$`)
-	labelPair    = regexp.MustCompile(`(\w+)="([^"]*)"`)
-)
-
 // scrapeRequests reads ipng_requests_total from the metrics port at addr,
 // from ns, by "tag vip code".
 func scrapeRequests(t *testing.T, ns *topo.NS, addr netip.AddrPort) map[string]float64 {
@@ -195,18 +190,5 @@ func scrapeRequests(t *testing.T, ns *topo.NS, addr netip.AddrPort) map[string]f
 	if err != nil {
 		t.Fatalf("scrape: %v", err)
 	}
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
-		m := requestsLine.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		l := map[string]string{}
-		for _, kv := range labelPair.FindAllStringSubmatch(m[1], -1) {
-			l[kv[1]] = kv[2]
-		}
-		v, _ := strconv.ParseFloat(m[2], 64)
-		out[l["source_tag"]+" "+l["vip"]+" "+l["code"]] = v
-	}
-	return out
+	return testenv.Samples(string(body), "ipng_requests_total", "source_tag", "vip", "code")
 }

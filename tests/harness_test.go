@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -21,8 +19,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ipng/ipng-stats/loader"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // bindingsYAML is the bindings section every e2e test uses: eth1 one tag for
@@ -72,12 +70,7 @@ func newEnv(t *testing.T, extraYAML string) *env {
 	t.Helper()
 	topo.Require(t)
 	e := &env{t: t, topo: topo.New(t), cg: topo.NewCgroup(t)}
-	e.pinDir = filepath.Join(loader.DefaultBPFFS, "ipngt-"+randHex())
-	t.Cleanup(func() {
-		if err := loader.Detach(e.pinDir); err != nil {
-			t.Errorf("removing pins: %v", err)
-		}
-	})
+	e.pinDir = topo.PinDir(t)
 	dir := t.TempDir()
 	// Readable by nobody, who runs `ipng-stats conns` in some tests.
 	os.Chmod(filepath.Dir(dir), 0o755)
@@ -88,12 +81,6 @@ func newEnv(t *testing.T, extraYAML string) *env {
 	}
 	e.port = e.topo.Srv.FreePort(t)
 	return e
-}
-
-func randHex() string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // proc is a background process of a test, with its output kept for the log.
@@ -180,14 +167,14 @@ func (e *env) startAgent(args ...string) *proc {
 // test if it exits first.
 func (p *proc) awaitRunning(t *testing.T, msg string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, p.name+" running", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.String())
 		default:
 		}
 		return strings.Contains(p.out.String(), msg)
-	})
+	}, "%s running", p.name)
 }
 
 // startTagServer runs the tag server in srv's namespace and the test cgroup.
@@ -223,17 +210,6 @@ func awaitReady(t *testing.T, name string, p *proc, ready <-chan error) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s not ready\n%s", name, p.out.String())
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -8,14 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // TestDSRTagged: a connection from cl whose SYN comes through lb and the
 // tunnel, to the VIP on srv's lo, completes with the reply path leaving by
 // eth5 (srv sends nothing into tun0), and is tagged with the tunnel's tag.
 // The negative control, SO_BINDTODEVICE on tun0 timing out, is
-// tests/internal/topo's TestDSR.
+// internal/testenv/topo's TestDSR.
 func TestDSRTagged(t *testing.T) {
 	e := newEnv(t, "")
 	e.startAgent()
@@ -166,16 +167,16 @@ func TestAgentReloadWhileStarting(t *testing.T) {
 	e := newEnv(t, "")
 	p := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", e.cfgPath,
 		"--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir), false)
-	waitFor(t, 10*time.Second, "agent starting", func() bool { return strings.Contains(p.out.String(), "starting ipng-stats agent") })
+	testenv.Eventually(t, 10*time.Second, func() bool { return strings.Contains(p.out.String(), "starting ipng-stats agent") }, "agent starting")
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 10*time.Second, "agent running", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("agent died on an early SIGHUP: %v\n%s", p.err, p.out.String())
 		default:
 		}
 		return strings.Contains(p.out.String(), `msg="agent running"`)
-	})
+	}, "agent running")
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 5*time.Second, "reload", func() bool { return strings.Contains(p.out.String(), "configuration reloaded") })
+	testenv.Eventually(t, 5*time.Second, func() bool { return strings.Contains(p.out.String(), "configuration reloaded") }, "reload")
 }

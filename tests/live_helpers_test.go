@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // liveEnv is an agent carrying real traffic for the live views (status
@@ -33,14 +35,14 @@ func newLiveEnv(t *testing.T) *liveEnv {
 	e.agent = e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", e.cfgPath,
 		"--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir, "--attribution.mode", "bpf",
 		"--web.listen-address", "127.0.0.1:9113"), true)
-	waitFor(t, 10*time.Second, "agent running", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		select {
 		case <-e.agent.done:
 			t.Fatalf("agent exited: %v\n%s", e.agent.err, e.agent.out.String())
 		default:
 		}
 		return strings.Contains(e.agent.out.String(), `msg="agent running"`)
-	})
+	}, "agent running")
 	e.base = "http://127.0.0.1:9113"
 	return e
 }
@@ -82,23 +84,17 @@ func (e *liveEnv) traffic(errors5xx int) string {
 // to its own metrics port on 127.0.0.1, which is in the test cgroup).
 func (e *liveEnv) waitRequests(want map[string]uint64) {
 	e.t.Helper()
-	var got map[string]uint64
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		got = map[string]uint64{}
-		if d, err := e.stats(); err == nil {
-			for _, s := range d.Series {
-				if s.VIP == e.topo.VIP4.String() || s.VIP == e.topo.VIP6.String() {
-					got[s.SourceTag+" "+s.VIP] = s.Summary.Requests
-				}
-			}
-			if fmt.Sprint(got) == fmt.Sprint(want) {
-				return
+	fixtures.WaitCounts(e.t, 15*time.Second, "agent's requests per series", func() (map[string]uint64, error) {
+		d, err := e.stats()
+		if err != nil {
+			return nil, err
+		}
+		got := map[string]uint64{}
+		for _, s := range d.Series {
+			if s.VIP == e.topo.VIP4.String() || s.VIP == e.topo.VIP6.String() {
+				got[s.SourceTag+" "+s.VIP] = s.Summary.Requests
 			}
 		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("agent's requests per series\n got %v\nwant %v", got, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return got, nil
+	}, want)
 }

@@ -1,5 +1,5 @@
 // Package tests holds the privileged end-to-end tests of ipng-stats: real
-// network namespaces (tests/internal/topo), the real agent binary, the sock_ops
+// network namespaces (internal/testenv/topo), the real agent binary, the sock_ops
 // program attached to a throw-away cgroup, and a server built on package
 // attribution. Without root they skip; with IPNG_STATS_E2E=1 (CI) a skip is
 // a failure.

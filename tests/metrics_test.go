@@ -15,6 +15,7 @@ import (
 
 	"github.com/ipng/ipng-stats/exporter"
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 )
 
 // scrape GETs path from the agent's exporter inside srv's namespace.
@@ -53,14 +54,7 @@ func (e *env) connCounts(t *testing.T, query string) (map[string]uint64, map[str
 	if err != nil {
 		t.Fatal(err)
 	}
-	total, active := map[string]uint64{}, map[string]int64{}
-	for _, s := range doc.Series {
-		if s.Connections != nil {
-			total[s.SourceTag+" "+s.VIP] = s.Connections.Total
-			active[s.SourceTag+" "+s.VIP] = s.Connections.Active
-		}
-	}
-	return total, active
+	return fixtures.DocConnections(doc)
 }
 
 // TestAgentConnectionCounts: the agent counts every accepted connection per
@@ -91,10 +85,10 @@ func TestAgentConnectionCounts(t *testing.T) {
 	}
 	var total map[string]uint64
 	var active map[string]int64
-	waitFor(t, 5*time.Second, "connection counts", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		total, active = e.connCounts(t, "")
 		return maps.Equal(total, want)
-	})
+	}, "connection counts")
 	for k, n := range want {
 		if active[k] != int64(n) {
 			t.Errorf("active %s = %d, want %d", k, active[k], n)
@@ -103,7 +97,7 @@ func TestAgentConnectionCounts(t *testing.T) {
 	for _, c := range open {
 		c.conn.Close()
 	}
-	waitFor(t, 5*time.Second, "active connections back to 0", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		_, active = e.connCounts(t, "")
 		for _, n := range active {
 			if n != 0 {
@@ -111,7 +105,7 @@ func TestAgentConnectionCounts(t *testing.T) {
 			}
 		}
 		return true
-	})
+	}, "active connections back to 0")
 
 	// Filters apply to both formats.
 	total, _ = e.connCounts(t, "&source_tag=maglev")
@@ -161,13 +155,13 @@ func TestAgentConnectionCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 5*time.Second, "reload", func() bool { return strings.Contains(agent.out.String(), "configuration reloaded") })
+	testenv.Eventually(t, 5*time.Second, func() bool { return strings.Contains(agent.out.String(), "configuration reloaded") }, "reload")
 	c, err := e.connect(e.topo.LB, "ipv4")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.conn.Close()
-	waitFor(t, 5*time.Second, "a connection counted under the new tag", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		after, _ := e.connCounts(t, "")
 		for k, n := range before {
 			if after[k] != n {
@@ -175,5 +169,5 @@ func TestAgentConnectionCounts(t *testing.T) {
 			}
 		}
 		return after["maglev-new "+e.topo.VIP4.String()] == 1
-	})
+	}, "a connection counted under the new tag")
 }

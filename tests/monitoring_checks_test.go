@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // What TestMonitoringBundle checks against Prometheus: the dashboards'
@@ -296,7 +298,7 @@ func (n *nginxEnv) checkRecordingRules(prom *promServer, tags map[string]bool) {
 			}
 		}
 	}
-	waitFor(t, 15*time.Second, "every recording rule to have data", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		for r := range records {
 			if s, err := prom.query(r); err != nil || !hasData(s) {
 				t.Logf("recording rule %s: no data yet (%v)", r, err)
@@ -304,7 +306,7 @@ func (n *nginxEnv) checkRecordingRules(prom *promServer, tags map[string]bool) {
 			}
 		}
 		return true
-	})
+	}, "every recording rule to have data")
 	s, err := prom.query("instance_source_tag:ipng_requests_5xx:ratio_rate5m")
 	if err != nil {
 		t.Fatal(err)

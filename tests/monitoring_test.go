@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // The committed monitoring bundle (make generate).
@@ -105,10 +106,10 @@ proxy:
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "prometheus to scrape every tag and code class", func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		s, err := prom.query(`count by (source_tag, code) (ipng_requests_total{code=~"2xx|4xx|5xx"})`)
 		return err == nil && len(s) == 3*len(tags)
-	})
+	}, "prometheus to scrape every tag and code class")
 
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -147,10 +148,10 @@ func (n *nginxEnv) checkAlerts(prom *promServer, tags map[string]bool) {
 	t := n.t
 	t.Helper()
 	for _, name := range []string{"IpngStats5xxBudgetBurnFast", "IpngStats5xxBudgetBurnSlow"} {
-		waitFor(t, 15*time.Second, name+" for every tag", func() bool {
+		testenv.Eventually(t, 15*time.Second, func() bool {
 			s, err := prom.query(`ALERTS{alertname="` + name + `"}`)
 			return err == nil && len(s) == len(tags)
-		})
+		}, "%s for every tag", name)
 	}
 	quiet := `ALERTS{alertname=~"IpngStatsAgentDown|IpngStatsAgentAbsent|IpngStatsBPFNotAttached|IpngStatsBPFEventsFailing|` +
 		`IpngStatsAttributionFallingBack|IpngStatsNginxTupleMisses|IpngStatsNginxBacklogGrowing|IpngStatsNginxSpoolFull|` +

@@ -17,9 +17,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/nginxlog"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
 // BenchmarkNginxWrk measures what the issue asks (docs/benchmarks.md): nginx
@@ -35,7 +36,7 @@ func BenchmarkNginxWrk(b *testing.B) {
 	topo.Require(b)
 	for _, bin := range []string{"nginx", "wrk"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			b.Skipf("%s not installed", bin)
+			testenv.Skip(b, bin+" not installed")
 		}
 	}
 	tp := topo.New(b)
@@ -53,8 +54,7 @@ func BenchmarkNginxWrk(b *testing.B) {
 	}
 	b.Cleanup(func() { unix.Unmount(spool, unix.MNT_DETACH) })
 	logFile := filepath.Join(spool, "access.log")
-	pinDir := filepath.Join(loader.DefaultBPFFS, "ipngt-"+randHex())
-	b.Cleanup(func() { loader.Detach(pinDir) })
+	pinDir := topo.PinDir(b)
 	cfg := filepath.Join(dir, "ipng-stats.yml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("bindings:\n  devices:\n    - device: lo\n      tag: loopback\nnginx:\n  enabled: true\n  log_file: %s\n", logFile)), 0o644)
 	agentCfg := filepath.Join(dir, "agent.yml")
@@ -78,7 +78,7 @@ func BenchmarkNginxWrk(b *testing.B) {
 	}
 	bg("agent", tp.Srv.Exec(context.Background(), agentBin, "agent", "--config", agentCfg, "--bpf.cgroup", cg.Path,
 		"--bpf.pin-dir", pinDir, "--attribution.mode", "bpf"), false)
-	waitForB(b, "agent pins", func() bool { _, err := os.Stat(filepath.Join(pinDir, loader.PinByTuple)); return err == nil })
+	testenv.Eventually(b, 30*time.Second, func() bool { _, err := os.Stat(filepath.Join(pinDir, loader.PinByTuple)); return err == nil }, "agent pins")
 
 	port, statusPort, statePort := tp.Srv.FreePort(b), tp.Srv.FreePort(b), tp.Srv.FreePort(b)
 	run := func(name, accessLog string) (reqs float64, served uint64) {
@@ -96,7 +96,7 @@ http {
 }
 `, dir, name, nginxlog.LogFormat(), accessLog, port, statusPort)), 0o644)
 		ngx := bg("nginx-"+name, tp.Srv.Exec(context.Background(), "nginx", "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", conf, "-g", "daemon off;"), true)
-		waitForB(b, "nginx", func() bool { _, err := stubRequests(tp, statusPort); return err == nil })
+		testenv.Eventually(b, 30*time.Second, func() bool { _, err := stubRequests(tp, statusPort); return err == nil }, "nginx")
 		before, _ := stubRequests(tp, statusPort)
 		out, err := tp.Srv.Exec(context.Background(), "wrk", "-t1", "-c32", "-d4s", fmt.Sprintf("http://127.0.0.1:%d/", port)).CombinedOutput()
 		if err != nil {
@@ -119,7 +119,7 @@ http {
 	helper := tp.Srv.Exec(context.Background(), os.Args[0], "-test.run=^$")
 	helper.Env = append(os.Environ(), envNginxHelper+"=1", envPins+"="+pinDir, envConfig+"="+cfg, envNginxState+"="+strconv.Itoa(statePort))
 	bg("helper", helper, false)
-	waitForB(b, "helper", func() bool { _, err := helperState(tp, statePort); return err == nil })
+	testenv.Eventually(b, 30*time.Second, func() bool { _, err := helperState(tp, statePort); return err == nil }, "helper")
 	cpu0 := procCPU(helper.Process.Pid)
 	// Interleaved rounds, medians: the machine's CPUs are shared.
 	var offs, ons, unread, ratios, unreadRatios []float64
@@ -140,10 +140,10 @@ http {
 	}
 	off, on := median(offs), median(ons)
 	var st nginxState
-	waitForB(b, "all lines", func() bool {
+	testenv.Eventually(b, 30*time.Second, func() bool {
 		st, err = helperState(tp, statePort)
 		return err == nil && st.Stats.Lines >= served
-	})
+	}, "all lines")
 	cpu := procCPU(helper.Process.Pid) - cpu0
 	rss := procRSS(helper.Process.Pid)
 	b.ReportMetric(off, "req/s_off")
@@ -160,16 +160,6 @@ func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-func waitForB(b *testing.B, what string, cond func() bool) {
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func stubRequests(tp *topo.Topo, port int) (uint64, error) {

@@ -21,8 +21,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/nginxlog"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
 // nginxEnv is an env with Debian's nginx serving in srv's namespace and the
@@ -144,7 +144,7 @@ func (n *nginxEnv) startNginx() {
 	cmd.WaitDelay = time.Second // workers inherit the output pipes
 	n.nginx = n.start("nginx", cmd, true)
 	n.t.Cleanup(n.killNginx) // runs before start's cleanup: stop the workers too
-	waitFor(n.t, 10*time.Second, "nginx listening", func() bool {
+	testenv.Eventually(n.t, 10*time.Second, func() bool {
 		select {
 		case <-n.nginx.done:
 			b, _ := os.ReadFile(filepath.Join(n.dir, "error.log"))
@@ -156,7 +156,7 @@ func (n *nginxEnv) startNginx() {
 			c.Close()
 		}
 		return err == nil
-	})
+	}, "nginx listening")
 }
 
 // killNginx kills every process of the test cgroup (only nginx runs there).
@@ -239,13 +239,13 @@ func (n *nginxEnv) state() (nginxState, error) {
 func (n *nginxEnv) waitLines(want uint64) nginxState {
 	n.t.Helper()
 	var st nginxState
-	waitFor(n.t, 15*time.Second, fmt.Sprintf("%d access-log lines", want), func() bool {
+	testenv.Eventually(n.t, 15*time.Second, func() bool {
 		var err error
 		st, err = n.state()
 		// Every line handled to the end (recorded, or rejected without a
 		// record), not only read.
 		return err == nil && st.Stats.Lines >= want && st.Stats.Recorded+st.Stats.Rejected >= st.Stats.Lines
-	})
+	}, "%d access-log lines", want)
 	return st
 }
 

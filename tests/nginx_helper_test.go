@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/ipng/ipng-stats/collector"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/nginxlog"
 )
@@ -75,14 +76,8 @@ func nginxHelper() error {
 		// after, so Recorded never runs ahead of the snapshot.
 		stats := in.Stats()
 		snap := coll.Snapshot(collector.Filter{})
-		st := nginxState{Requests: map[string]uint64{}, Rejected: snap.Meta.OutcomesRejected,
+		return nginxState{Requests: fixtures.Requests(snap), Rejected: snap.Meta.OutcomesRejected,
 			Fallbacks: snap.Meta.AttributionFallbacks, Stats: stats}
-		for _, s := range snap.Series {
-			for _, c := range s.Codes {
-				st.Requests[s.SourceTag+" "+s.VIP+" "+c.Code] += c.Requests
-			}
-		}
-		return st
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv(envNginxState))
 	if err != nil {

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // load sends n requests per client (one kept-alive connection each) from
@@ -137,12 +138,12 @@ func TestNginxAgentStopped(t *testing.T) {
 	addCounts(want, w)
 	sent += s
 	n.startHelper()
-	waitFor(t, 15*time.Second, "all lines over both ingests", func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		st, err := n.state()
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		return err == nil && len(n.finals) == 1 && n.finals[0].Stats.Lines+st.Stats.Lines >= sent
-	})
+	}, "all lines over both ingests")
 	time.Sleep(1500 * time.Millisecond)
 	st, err := n.state()
 	if err != nil {

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // TestNginxSpoolFull: with the ingest stopped and a 1 MiB spool, nginx
@@ -34,10 +37,10 @@ func TestNginxSpoolFull(t *testing.T) {
 		t.Errorf("spool uses %d bytes, more than its 1 MiB", used)
 	}
 	h.cmd.Process.Signal(syscall.SIGCONT)
-	waitFor(t, 10*time.Second, "spool full counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		s, err := n.state()
 		return err == nil && s.Stats.SpoolFull >= 1
-	})
+	}, "spool full counted")
 	errLog, _ := os.ReadFile(filepath.Join(n.dir, "error.log"))
 	if !strings.Contains(string(errLog), "No space left on device") && !strings.Contains(string(errLog), "was incomplete") {
 		t.Errorf("nginx's error log does not name the failed writes:\n%s", errLog)
@@ -61,19 +64,7 @@ func TestNginxSpoolFull(t *testing.T) {
 			got[k] = d
 		}
 	}
-	if after.Stats.Lines-base.Stats.Lines != sent || !equalCounts(got, want) {
+	if after.Stats.Lines-base.Stats.Lines != sent || !maps.Equal(got, want) {
 		t.Errorf("after the spool drained: %d lines %v, want %d %v", after.Stats.Lines-base.Stats.Lines, got, sent, want)
 	}
-}
-
-func equalCounts(a, b map[string]uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }

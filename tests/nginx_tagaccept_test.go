@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -16,7 +15,9 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/exporter"
-	"github.com/ipng/ipng-stats/loader"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/nginxlog"
 )
 
@@ -33,8 +34,7 @@ type ingestAgent struct {
 const ingestAgentAddr = "127.0.0.1:9114" // inside srv's network namespace
 
 func newIngestAgent(n *nginxEnv, logtail string) *ingestAgent {
-	a := &ingestAgent{n: n, cfg: filepath.Join(n.dir, "agent-nginx.yml"), pins: filepath.Join(loader.DefaultBPFFS, "ipngt-"+randHex()), logtail: logtail}
-	n.t.Cleanup(func() { loader.Detach(a.pins) })
+	a := &ingestAgent{n: n, cfg: filepath.Join(n.dir, "agent-nginx.yml"), pins: topo.PinDir(n.t), logtail: logtail}
 	a.writeConfig(bindingsYAML)
 	a.start()
 	return a
@@ -57,9 +57,9 @@ func (a *ingestAgent) start() {
 	a.n.t.Helper()
 	a.proc = a.n.start("agent-nginx", a.n.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", a.cfg,
 		"--bpf.cgroup", a.n.cg.Path, "--bpf.pin-dir", a.pins, "--web.listen-address", ingestAgentAddr), false)
-	waitFor(a.n.t, 10*time.Second, "agent running", func() bool {
+	testenv.Eventually(a.n.t, 10*time.Second, func() bool {
 		return strings.Contains(a.proc.out.String(), `msg="agent running"`)
-	})
+	}, "agent running")
 }
 
 // reload rewrites the configuration and waits until the agent applied it.
@@ -68,9 +68,9 @@ func (a *ingestAgent) reload(yml string) {
 	before := strings.Count(a.proc.out.String(), "configuration reloaded")
 	a.writeConfig(yml)
 	a.proc.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(a.n.t, 10*time.Second, "reload", func() bool {
+	testenv.Eventually(a.n.t, 10*time.Second, func() bool {
 		return strings.Count(a.proc.out.String(), "configuration reloaded") > before
-	})
+	}, "reload")
 }
 
 // requests scrapes the agent: requests per "tag vip code".
@@ -86,29 +86,13 @@ func (a *ingestAgent) requests() (map[string]uint64, error) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, err
 	}
-	got := map[string]uint64{}
-	for _, s := range doc.Series {
-		for code, c := range s.Codes {
-			got[s.SourceTag+" "+s.VIP+" "+code] += c.Requests
-		}
-	}
-	return got, nil
+	return fixtures.DocRequests(&doc), nil
 }
 
 // waitRequests waits until the agent's counts equal want.
 func (a *ingestAgent) waitRequests(step string, want map[string]uint64) {
 	a.n.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got, err := a.requests()
-		if err == nil && maps.Equal(got, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			a.n.t.Fatalf("%s: requests per (tag, vip, code) on the agent's endpoint:\n got  %v (%v)\n want %v", step, got, err, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	fixtures.WaitCounts(a.n.t, 20*time.Second, step+": requests per (tag, vip, code) on the agent's endpoint", a.requests, want)
 }
 
 // TestNginxTagAtAccept: a request is counted under the tag its connection's

@@ -62,7 +62,7 @@ rule_files:
 	ps := &promServer{base: "http://" + addr, client: &http.Client{Timeout: 5 * time.Second,
 		Transport: &http.Transport{DialContext: e.topo.Srv.Dial}}}
 	e.t.Cleanup(ps.client.CloseIdleConnections)
-	waitFor(e.t, 20*time.Second, "prometheus ready", func() bool {
+	testenv.Eventually(e.t, 20*time.Second, func() bool {
 		select {
 		case <-p.done:
 			e.t.Fatalf("prometheus exited: %v\n%s", p.err, p.out.String())
@@ -74,7 +74,7 @@ rule_files:
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	})
+	}, "prometheus ready")
 	return ps
 }
 

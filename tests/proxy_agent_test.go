@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 )
 
 // TestProxyThroughAgent: the proxy as the agent runs it (proxy.enabled),
@@ -46,17 +48,13 @@ func TestProxyThroughAgent(t *testing.T) {
 			conns[key]++
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.EventuallyNil(t, 10*time.Second, "agent's counts", func() error {
 		gotReq, gotConns, err := agentCounts(e.env)
-		if err == nil && maps.Equal(gotReq, requests) && maps.Equal(gotConns, conns) {
-			return
+		if err != nil || !maps.Equal(gotReq, requests) || !maps.Equal(gotConns, conns) {
+			return fmt.Errorf("(%v)\n requests %v\n want     %v\n connections %v\n want        %v", err, gotReq, requests, gotConns, conns)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent's counts (%v):\n requests %v\n want     %v\n connections %v\n want        %v", err, gotReq, requests, gotConns, conns)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // newAgentProxy runs the agent with the proxy enabled (extra is more YAML
@@ -72,7 +70,7 @@ func newAgentProxy(t *testing.T, extra string) *proxyEnv {
 		"--web.listen-address", "127.0.0.1:9113"), true)
 	agent.awaitRunning(t, `msg="agent running"`)
 	// "agent running" may come before the metrics listener is up.
-	waitFor(t, 10*time.Second, "metrics served", func() bool { _, err := e.statsDoc(); return err == nil })
+	testenv.Eventually(t, 10*time.Second, func() bool { _, err := e.statsDoc(); return err == nil }, "metrics served")
 	e.proc = agent
 	return e
 }
@@ -99,7 +97,7 @@ func TestProxyOverflowOncePerConnection(t *testing.T) {
 		resp.Body.Close()
 	}
 	var doc *exporter.Document
-	waitFor(t, 10*time.Second, "the proxied requests counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		doc, err = e.statsDoc()
 		if err != nil {
 			return false
@@ -110,7 +108,7 @@ func TestProxyOverflowOncePerConnection(t *testing.T) {
 			}
 		}
 		return false
-	})
+	}, "the proxied requests counted")
 	if got := doc.Meta.SeriesOverflow - first.Meta.SeriesOverflow; got != n {
 		t.Errorf("ipng_series_overflow_total rose by %d for %d connections, want %d", got, n, n)
 	}
@@ -119,21 +117,11 @@ func TestProxyOverflowOncePerConnection(t *testing.T) {
 // agentCounts reads requests per "tag vip code" and connections per
 // "tag vip" (the connections to the proxy's VIPs only) from the agent.
 func agentCounts(e *env) (map[string]uint64, map[string]uint64, error) {
-	reqs, conns := map[string]uint64{}, map[string]uint64{}
 	doc, err := e.statsDoc()
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, s := range doc.Series {
-		if s.VIP != e.topo.VIP4.String() && s.VIP != e.topo.VIP6.String() {
-			continue
-		}
-		for code, c := range s.Codes {
-			reqs[s.SourceTag+" "+s.VIP+" "+code] += c.Requests
-		}
-		if s.Connections != nil {
-			conns[s.SourceTag+" "+s.VIP] = s.Connections.Total
-		}
-	}
-	return reqs, conns, nil
+	vips := []string{e.topo.VIP4.String(), e.topo.VIP6.String()}
+	conns, _ := fixtures.DocConnections(doc, vips...)
+	return fixtures.DocRequests(doc, vips...), conns, nil
 }

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // checkYAML enables the proxy with one listener on %LISTEN%.
@@ -116,37 +116,28 @@ func unitCaps(t *testing.T) []string {
 // chart adds to the agent's container (it drops all others): file is the
 // chart's golden rendering with every option on, the proxy included.
 func daemonSetCaps(t *testing.T, file string) []string {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	for {
-		var doc struct {
-			Kind string
-			Spec struct {
-				Template struct {
-					Spec struct {
-						Containers []struct {
-							SecurityContext struct {
-								Capabilities struct{ Drop, Add []string }
-							} `yaml:"securityContext"`
-						}
+	var ds struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					Containers []struct {
+						SecurityContext struct {
+							Capabilities struct{ Drop, Add []string }
+						} `yaml:"securityContext"`
 					}
 				}
 			}
 		}
-		if err := dec.Decode(&doc); err != nil {
-			t.Fatalf("no DaemonSet in the manifest: %v", err)
-		}
-		if doc.Kind == "DaemonSet" && len(doc.Spec.Template.Spec.Containers) > 0 {
-			c := doc.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
-			if len(c.Drop) != 1 || c.Drop[0] != "ALL" {
-				t.Fatalf("the DaemonSet drops %v, want ALL", c.Drop)
-			}
-			return c.Add
-		}
 	}
+	testenv.ManifestObject(t, file, "DaemonSet", &ds)
+	if len(ds.Spec.Template.Spec.Containers) == 0 {
+		t.Fatalf("the DaemonSet in %s has no containers", file)
+	}
+	c := ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities
+	if len(c.Drop) != 1 || c.Drop[0] != "ALL" {
+		t.Fatalf("the DaemonSet drops %v, want ALL", c.Drop)
+	}
+	return c.Add
 }
 
 // TestProxyCheckRunningProxy: listeners held by a running ipng-stats (the

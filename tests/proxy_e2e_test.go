@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 const proxyYAML = `
@@ -124,19 +125,19 @@ func TestProxySlowClient(t *testing.T) {
 	e := newProxyEnv(t, strings.Replace(proxyYAML, "read_header: 500ms", "read_header: 10s", 1))
 	c := e.rawDial(e.topo.C1)
 	io.WriteString(c, "GET /status/200 HTTP/1.1\r\n")
-	waitFor(t, 5*time.Second, "requests_reading > 0", func() bool { return e.gauge(false) > 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return e.gauge(false) > 0 }, "requests_reading > 0")
 	io.WriteString(c, "Host: x\r\nConnection: close\r\n\r\n")
 	io.Copy(io.Discard, c)
-	waitFor(t, 5*time.Second, "requests_reading = 0", func() bool { return e.gauge(false) == 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return e.gauge(false) == 0 }, "requests_reading = 0")
 
 	c = e.rawDial(e.topo.C2)
 	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-	waitFor(t, 5*time.Second, "requests_writing > 0", func() bool { return e.gauge(true) > 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return e.gauge(true) > 0 }, "requests_writing > 0")
 	n, _ := io.Copy(io.Discard, c)
 	if n < 32<<20 {
 		t.Errorf("read %d bytes of /big", n)
 	}
-	waitFor(t, 5*time.Second, "requests_writing = 0", func() bool { return e.gauge(true) == 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return e.gauge(true) == 0 }, "requests_writing = 0")
 	e.waitCounts(map[string]uint64{"tag1 192.0.2.10 2xx": 1, "tag2-v4 192.0.2.10 2xx": 1})
 }
 
@@ -189,9 +190,9 @@ func TestProxyReloadAndDrain(t *testing.T) {
 	} {
 		e.writeProxyConfig(y)
 		e.proc.cmd.Process.Signal(syscall.SIGHUP)
-		waitFor(t, 5*time.Second, "reload", func() bool {
+		testenv.Eventually(t, 5*time.Second, func() bool {
 			return strings.Count(e.proc.out.String(), `msg="configuration reloaded"`) == i+1
-		})
+		}, "reload")
 		time.Sleep(300 * time.Millisecond)
 	}
 	stop.Store(true)
@@ -219,7 +220,7 @@ func TestProxyReloadAndDrain(t *testing.T) {
 		resp.Body.Close()
 		done <- result{resp.StatusCode, nil}
 	}()
-	waitFor(t, 5*time.Second, "request in progress", func() bool { return e.gauge(true) > 0 })
+	testenv.Eventually(t, 5*time.Second, func() bool { return e.gauge(true) > 0 }, "request in progress")
 	e.proc.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case r := <-done:

@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // twoServerYAML is an upstream of two servers with the default max_fails
@@ -50,10 +51,10 @@ func newTwoServerProxyWith(t *testing.T, upstream string, first, second func(*to
 		}
 		return strings.NewReplacer("%SECOND%", secondAddr, "%UPSTREAM%", upstream).Replace(twoServerYAML)
 	})
-	waitFor(t, 5*time.Second, "both upstream servers up", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		up := e.upstreamUp()
 		return len(up) == 2 && up[e.backend] == 1 && up[secondAddr] == 1
-	})
+	}, "both upstream servers up")
 	return e
 }
 
@@ -66,25 +67,11 @@ func (e *proxyEnv) upstreamUp() map[string]float64 {
 		return nil
 	}
 	defer resp.Body.Close()
-	up := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "ipng_proxy_upstream_up{") {
-			continue
-		}
-		var v float64
-		i := strings.Index(line, `server="`)
-		j := strings.LastIndexByte(line, ' ')
-		if i < 0 || j < 0 {
-			continue
-		}
-		server := line[i+len(`server="`):]
-		server = server[:strings.IndexByte(server, '"')]
-		fmt.Sscan(line[j+1:], &v)
-		up[server] = v
+	text, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil
 	}
-	return up
+	return testenv.Samples(string(text), "ipng_proxy_upstream_up", "server")
 }
 
 // TestProxyClientErrorsSpareUpstreams: malformed chunked bodies, a client
@@ -120,9 +107,9 @@ func TestProxyClientErrorsSpareUpstreams(t *testing.T) {
 	for range 2 {
 		c := e.rawDial(e.topo.C1)
 		io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")
-		waitFor(t, 5*time.Second, "request in the handler", func() bool { return e.gauge(true) > 0 })
+		testenv.Eventually(t, 5*time.Second, func() bool { return e.gauge(true) > 0 }, "request in the handler")
 		c.Close()
-		waitFor(t, 5*time.Second, "request finished", func() bool { return e.gauge(true) == 0 })
+		testenv.Eventually(t, 5*time.Second, func() bool { return e.gauge(true) == 0 }, "request finished")
 	}
 	if up := e.upstreamUp(); len(up) != 2 || up[e.backend] != 1 {
 		t.Errorf("ipng_proxy_upstream_up after client errors: %v, want both 1", up)
@@ -215,9 +202,9 @@ func TestProxyIdleUpstreamClose(t *testing.T) {
 				total += 24
 				// Idle gap: wait until the backends (or the proxy) have
 				// closed every idle upstream connection.
-				waitFor(t, 10*time.Second, fmt.Sprintf("round %d: idle upstream connections closed", round), func() bool {
+				testenv.Eventually(t, 10*time.Second, func() bool {
 					return open[0].Load() == 0 && open[1].Load() == 0
-				})
+				}, "round %d: idle upstream connections closed", round)
 				for range 6 { // a few sequential requests after the gap
 					send(round % 3)
 					total++

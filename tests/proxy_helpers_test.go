@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/exporter"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // proxyEnv is an `ipng-stats proxy` process in srv's namespace (IP_PKTINFO
@@ -140,14 +142,14 @@ func newProxyEnvWith(t *testing.T, mode string, backend, yamlOf func(*topo.Topo)
 	}
 	e.proc = e.start("proxy", e.topo.Srv.Exec(context.Background(), agentBin, "proxy", "--config", e.cfgPath,
 		"--attribution.mode", mode, "--bpf.pin-dir", e.pinDir, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", e.web)), mode == "bpf")
-	waitFor(t, 10*time.Second, "proxy running", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		select {
 		case <-e.proc.done:
 			t.Fatalf("proxy exited: %v\n%s", e.proc.err, e.proc.out.String())
 		default:
 		}
 		return strings.Contains(e.proc.out.String(), `msg="proxy command running"`)
-	})
+	}, "proxy running")
 	return e
 }
 
@@ -191,27 +193,13 @@ func (e *proxyEnv) counts() map[string]uint64 {
 	if err != nil {
 		e.t.Fatalf("scrape: %v", err)
 	}
-	m := map[string]uint64{}
-	for _, s := range d.Series {
-		for code, c := range s.Codes {
-			m[s.SourceTag+" "+s.VIP+" "+code] += c.Requests
-		}
-	}
-	return m
+	return fixtures.DocRequests(d)
 }
 
 // waitCounts waits until the counts are exactly want.
 func (e *proxyEnv) waitCounts(want map[string]uint64) {
 	e.t.Helper()
-	var got map[string]uint64
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if got = e.counts(); fmt.Sprint(got) == fmt.Sprint(want) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	e.t.Fatalf("counts\n got %v\nwant %v", got, want)
+	fixtures.WaitCounts(e.t, 5*time.Second, "counts", func() (map[string]uint64, error) { return e.counts(), nil }, want)
 }
 
 // gauge returns the sum of requests_reading (or _writing) over all series.

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // TestProxyTLS: one TLS listener with two certificates picked by SNI,
@@ -97,11 +99,11 @@ proxy:
 
 	// The access log is flushed every second.
 	var lines []string
-	waitFor(t, 5*time.Second, "access log lines", func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		data, _ := os.ReadFile(logFile)
 		lines = strings.Split(strings.TrimSpace(string(data)), "\n")
 		return len(lines) == 5
-	})
+	}, "access log lines")
 	var last struct {
 		SourceTag string `json:"source_tag"`
 		Device    string `json:"device"`

@@ -20,7 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 var updateDocs = flag.Bool("update-docs", false, "write the live views' screenshots into docs/images")
@@ -210,18 +210,12 @@ const a11yJS = `(function () {
 // waitRows polls the page (without reloading it) until its rows are want.
 func (b *browser) waitRows(t *testing.T, want string) {
 	t.Helper()
-	var got string
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got = get(t, b, chromedp.Evaluate[string](rowsJS))
-		if got == want {
-			return
+	testenv.EventuallyNil(t, 30*time.Second, "page rows", func() error {
+		if got := get(t, b, chromedp.Evaluate[string](rowsJS)); got != want {
+			return fmt.Errorf("\n%s\nwant:\n%s", got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("page rows:\n%s\nwant:\n%s", got, want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestStatusPageInBrowser: the status page of an agent carrying traffic
@@ -306,7 +300,7 @@ document.dispatchEvent(new Event('visibilitychange')); true`, hidden)))
 		t.Errorf("%d polls while hidden", n-polls)
 	}
 	setHidden(false)
-	waitFor(t, 10*time.Second, "polling after the tab is visible again", func() bool { return b.requestCount("format=json") > polls })
+	testenv.Eventually(t, 10*time.Second, func() bool { return b.requestCount("format=json") > polls }, "polling after the tab is visible again")
 
 	// The screenshot in the docs: unfiltered, desktop width.
 	b.run(t, chromedp.Navigate(page), live)

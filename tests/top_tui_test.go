@@ -14,8 +14,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/status"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
 // terminal is a tmux server of the test's own (socket -S) with one
@@ -74,16 +74,13 @@ func (tm *terminal) keys(keys ...string) {
 func (tm *terminal) waitScreen(what string, cond func(screen string) bool) string {
 	tm.t.Helper()
 	var s string
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if s = tm.screen(false); cond(s) {
-			return s
+	testenv.EventuallyNil(tm.t, 30*time.Second, what, func() error {
+		if s = tm.screen(false); !cond(s) {
+			return fmt.Errorf("screen:\n%s", s)
 		}
-		if time.Now().After(deadline) {
-			tm.t.Fatalf("timed out waiting for %s; screen:\n%s", what, s)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return s
 }
 
 // topRow matches a table row: tag, VIP, REQ/S, 5M, 15M, REQUESTS.
@@ -195,10 +192,10 @@ func TestTopInTerminal(t *testing.T) {
 		t.Errorf("--once against a stopped agent: %v", err)
 	}
 	tm.keys("q")
-	waitFor(t, 10*time.Second, "top to quit on q", func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		_, err := tm.tmux("has-session", "-t", "top")
 		return err != nil
-	})
+	}, "top to quit on q")
 }
 
 // screenshotTerminal renders a capture with escapes in chromium and saves

@@ -1,7 +1,24 @@
-// Package testenv decides whether privileged tests run: they need root (BPF,
-// network namespaces, cgroups). Without it they skip, except when
-// IPNG_STATS_E2E=1 (set by CI), where a skip would hide a failure and is
-// turned into one.
+// Package testenv is the test toolkit of ipng-stats, used by every
+// package's tests:
+//
+//   - whether privileged tests run (RequireRoot, RequireNetns, Skip): they
+//     need root (BPF, network namespaces, cgroups). Without it they skip,
+//     except when IPNG_STATS_E2E=1 (set by CI and `make test-e2e`), where a
+//     skip would hide a failure and is turned into one;
+//   - network namespaces (NewNS, CreateNS, NS: run code, sockets and ip(8)
+//     inside one) and throw-away cgroups (NewCgroup, Cgroup.Start);
+//   - Eventually and EventuallyNil: wait for an observable condition with a
+//     bounded deadline instead of sleeping;
+//   - Samples: a Prometheus text exposition as values by label values,
+//     e.g. requests per "tag vip code";
+//   - golden files, web configurations with self-signed certificates,
+//     Kubernetes manifests (Manifest, ManifestObject).
+//
+// It imports none of the project's packages, so their own tests can use
+// it. Subpackages that do: topo (the six-namespace topology with a vxlan
+// "load balancer" and a DSR client) and fixtures (requests per "tag vip
+// code" from collector snapshots and the agent's JSON, the loopback
+// attributor and collector).
 package testenv
 
 import (

@@ -70,8 +70,11 @@
 // sock_ops programs; Cgroup.Start starts a command directly inside it
 // (clone3 CLONE_INTO_CGROUP).
 //
+// NS and Cgroup are internal/testenv's: a package whose tests cannot import
+// topo (it imports loader) uses testenv.NewNS and testenv.NewCgroup.
+//
 // Leftovers of a killed test binary (no cleanup ran) can be removed with
 //
-//	ip netns | awk '/^ipngt-/{print $1}' | xargs -rn1 ip netns del
+//	ip netns | awk '/^ipng[tb]-/{print $1}' | xargs -rn1 ip netns del
 //	rmdir /sys/fs/cgroup/unified/ipngt-* # or wherever cgroup2 is mounted
 package topo

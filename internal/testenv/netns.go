@@ -1,7 +1,9 @@
-package topo
+package testenv
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,18 +21,97 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+const (
+	cmdTimeout  = 10 * time.Second // bound for every ip/nsenter call
+	listenRetry = 3 * time.Second  // see NS.ListenWith
+)
+
+// RequireNetns skips the test unless it can create network namespaces
+// (root, ip and nsenter available); under IPNG_STATS_E2E=1 it fails
+// instead.
+func RequireNetns(t testing.TB) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, bin := range []string{"ip", "nsenter"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	if len(missing) > 0 {
+		Skip(t, "privileged test needs "+strings.Join(missing, ", "))
+	}
+}
+
+// CreateNS creates the network namespace name ("ip netns add"), with
+// rp_filter off and no duplicate address detection (set before any device
+// exists, so every device inherits them). The caller removes it (Remove).
+func CreateNS(name string) (*NS, error) {
+	ns := &NS{Name: name, Path: "/run/netns/" + name}
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %v: %s", name, err, out)
+	}
+	err := ns.Sysctl(
+		"ipv4/conf/all/rp_filter", "0", "ipv4/conf/default/rp_filter", "0",
+		"ipv6/conf/all/accept_dad", "0", "ipv6/conf/default/accept_dad", "0",
+	)
+	return ns, err
+}
+
+// NewNS creates a uniquely named network namespace "<prefix>-<random>"
+// (see CreateNS), deleted at cleanup. It skips (fails under
+// IPNG_STATS_E2E=1) unless RequireNetns holds.
+func NewNS(t testing.TB, prefix string) *NS {
+	t.Helper()
+	RequireNetns(t)
+	var ns *NS
+	var err error
+	for try := 0; try < 5; try++ {
+		if ns, err = CreateNS(prefix + "-" + RandomID()); ns != nil {
+			break
+		}
+	}
+	if ns != nil {
+		t.Cleanup(func() {
+			if err := ns.Remove(); err != nil {
+				t.Errorf("netns cleanup: %v", err)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// RandomID returns 6 random hex digits, for names that parallel test
+// binaries must not share.
+func RandomID() string {
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
 // NS is a named network namespace, bind-mounted at /run/netns/<Name>.
 type NS struct {
 	Name string
 	Path string // /run/netns/<Name>
 
-	// V4 and V6 are this namespace's own address on its link towards srv
-	// (lb: its tun0 address; cl: its address towards lb). They are the
-	// source addresses srv sees for connections to the VIPs. Zero for srv.
+	// V4 and V6 are set by internal/testenv/topo: this namespace's own
+	// address on its link towards srv (lb: its tun0 address; cl: its
+	// address towards lb), the source addresses srv sees for connections to
+	// the VIPs. Zero for srv and outside a topology.
 	V4, V6 netip.Addr
 }
 
-// Role returns the namespace's role: "srv", "c1", "c2", "lb", "c4", "cl".
+// Role returns the last "-"-separated part of the name: in a topology
+// (internal/testenv/topo) "srv", "c1", "c2", "lb", "c4" or "cl".
 func (ns *NS) Role() string { return ns.Name[strings.LastIndex(ns.Name, "-")+1:] }
 
 // Do runs fn on a fresh goroutine locked to an OS thread that has entered
@@ -45,7 +126,12 @@ func (ns *NS) Do(t testing.TB, fn func() error) error {
 	return ns.do(fn)
 }
 
-func (ns *NS) do(fn func() error) error {
+func (ns *NS) do(fn func() error) error { return <-ns.Go(fn) }
+
+// Go is Do without waiting: it starts fn on a thread in ns and returns the
+// channel that receives fn's error (or the error entering the namespace),
+// e.g. for a function that runs until its context is cancelled.
+func (ns *NS) Go(fn func() error) <-chan error {
 	errc := make(chan error, 1)
 	go func() {
 		sent := false
@@ -68,7 +154,7 @@ func (ns *NS) do(fn func() error) error {
 		sent = true
 		errc <- err
 	}()
-	return <-errc
+	return errc
 }
 
 // Dial connects from inside ns. The socket is created on a thread in ns,
@@ -186,14 +272,16 @@ func (ns *NS) Run(t testing.TB, args ...string) {
 // Out is Run returning ip's output.
 func (ns *NS) Out(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := ns.ip(args...)
+	out, err := ns.IP(args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-func (ns *NS) ip(args ...string) (string, error) {
+// IP runs "ip -n <Name> args..." and returns its output, or an error
+// with the output.
+func (ns *NS) IP(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"-n", ns.Name}, args...)...)
@@ -204,9 +292,9 @@ func (ns *NS) ip(args ...string) (string, error) {
 	return string(out), nil
 }
 
-// sysctl writes net sysctls inside ns; keys are paths below /proc/sys/net,
+// Sysctl writes net sysctls inside ns; keys are paths below /proc/sys/net,
 // e.g. "ipv4/conf/all/rp_filter". Each "*" in a key is expanded (glob).
-func (ns *NS) sysctl(kv ...string) error {
+func (ns *NS) Sysctl(kv ...string) error {
 	return ns.do(func() error {
 		for i := 0; i+1 < len(kv); i += 2 {
 			paths, err := filepath.Glob("/proc/sys/net/" + kv[i])
@@ -226,9 +314,9 @@ func (ns *NS) sysctl(kv ...string) error {
 	})
 }
 
-// remove deletes the namespace's bind mount. The namespace dies with its
+// Remove deletes the namespace's bind mount. The namespace dies with its
 // last reference (open sockets, processes), taking its devices with it.
-func (ns *NS) remove() error {
+func (ns *NS) Remove() error {
 	_, err := os.Stat(ns.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

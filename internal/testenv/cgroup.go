@@ -1,4 +1,4 @@
-package topo
+package testenv
 
 import (
 	"errors"
@@ -11,32 +11,25 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/ipng/ipng-stats/loader"
 )
 
-// Cgroup is a throw-away child of the cgroup2 mount, e.g. for attaching
-// ipng-stats' sock_ops program to only the processes a test starts.
+// Cgroup is a throw-away child cgroup, e.g. for attaching ipng-stats'
+// sock_ops program to only the processes a test starts.
 type Cgroup struct {
 	Path string
 }
 
-// Cgroup2Mount is loader.Cgroup2Mount: the production code and the tests
-// must agree on where cgroup2 is.
-func Cgroup2Mount() (string, error) { return loader.Cgroup2Mount() }
-
-// NewCgroup creates a uniquely named child cgroup of the cgroup2 mount. Its
-// cleanup kills every process still in it and removes it.
-func NewCgroup(t testing.TB) *Cgroup {
+// NewCgroup creates a uniquely named child "ipngt-<random>" of parent, a
+// cgroup2 directory (loader.Cgroup2Mount(), which testenv cannot import:
+// the production code and the tests must agree on where cgroup2 is). Its
+// cleanup kills every process still in it and removes it. It skips
+// (fails under IPNG_STATS_E2E=1) without root.
+func NewCgroup(t testing.TB, parent string) *Cgroup {
 	t.Helper()
-	Require(t)
-	mnt, err := Cgroup2Mount()
-	if err != nil {
-		t.Fatal(err)
-	}
+	RequireRoot(t)
 	var c *Cgroup
 	for try := 0; c == nil; try++ {
-		p := filepath.Join(mnt, nsPrefix+randomID())
+		p := filepath.Join(parent, "ipngt-"+RandomID())
 		err := os.Mkdir(p, 0o755)
 		switch {
 		case err == nil:

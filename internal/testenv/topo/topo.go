@@ -2,25 +2,19 @@ package topo
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
+	"github.com/ipng/ipng-stats/internal/testenv"
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
 const (
-	nsPrefix    = "ipngt-"         // namespace and cgroup name prefix
-	cmdTimeout  = 10 * time.Second // bound for every ip/nsenter call
-	vni         = "42"             // vxlan id of tun0
-	listenRetry = 3 * time.Second  // see NS.ListenWith
+	nsPrefix = "ipngt-" // namespace and cgroup name prefix
+	vni      = "42"     // vxlan id of tun0
 )
 
 // AddrPair is an IPv4 and an IPv6 address. It is an alias, so
@@ -46,26 +40,7 @@ func (tp *Topo) All() []*NS {
 // Require skips the test unless it can build topologies (root, ip and
 // nsenter available). With IPNG_STATS_E2E=1 in the environment it fails
 // instead, because in CI a skipped end-to-end test is a failed one.
-func Require(t testing.TB) {
-	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, bin := range []string{"ip", "nsenter"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, bin)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := fmt.Sprintf("privileged e2e test needs %s", strings.Join(missing, ", "))
-	if os.Getenv("IPNG_STATS_E2E") == "1" {
-		t.Fatal(msg + " (IPNG_STATS_E2E=1, so this is a failure)")
-	}
-	t.Skip(msg)
-}
+func Require(t testing.TB) { t.Helper(); testenv.RequireNetns(t) }
 
 // registry remembers every namespace this process created, so the
 // package's own TestMain can check that cleanup left none behind.
@@ -98,13 +73,7 @@ func createdNames() map[string]bool {
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
-func randomID() string {
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
+func randomID() string { return testenv.RandomID() }
 
 // New builds the topology in fresh namespaces and registers a cleanup that
 // deletes them. It fails the test on any error.
@@ -127,26 +96,18 @@ func New(t testing.TB) *Topo {
 	var created []*NS
 	t.Cleanup(func() {
 		for i := len(created) - 1; i >= 0; i-- {
-			if err := created[i].remove(); err != nil {
+			if err := created[i].Remove(); err != nil {
 				t.Errorf("topo cleanup: %v", err)
 			}
 		}
 	})
 	newNS := func(id, role string) (*NS, error) {
-		ns := &NS{Name: nsPrefix + id + "-" + role}
-		ns.Path = "/run/netns/" + ns.Name
-		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-		defer cancel()
-		if out, err := exec.CommandContext(ctx, "ip", "netns", "add", ns.Name).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("ip netns add %s: %v: %s", ns.Name, err, out)
+		ns, err := testenv.CreateNS(nsPrefix + id + "-" + role)
+		if ns != nil {
+			created = append(created, ns)
+			registry.add(ns.Name)
 		}
-		created = append(created, ns)
-		registry.add(ns.Name)
-		// Before any device exists, so every device inherits "default".
-		return ns, ns.sysctl(
-			"ipv4/conf/all/rp_filter", "0", "ipv4/conf/default/rp_filter", "0",
-			"ipv6/conf/all/accept_dad", "0", "ipv6/conf/default/accept_dad", "0",
-		)
+		return ns, err
 	}
 
 	// srv first: if its name is taken, another topology drew the same id.
@@ -231,7 +192,7 @@ func (tp *Topo) build(t testing.TB) {
 	// address-less, ARP-silent and IPv6-less, so traffic is seen on mv0.
 	veth(srv, "eth4", tp.C4, "eth0")
 	srv.Run(t, "link", "add", "mv0", "link", "eth4", "type", "macvlan", "mode", "bridge")
-	if err := srv.sysctl("ipv4/conf/eth4/arp_ignore", "1", "ipv6/conf/eth4/disable_ipv6", "1"); err != nil {
+	if err := srv.Sysctl("ipv4/conf/eth4/arp_ignore", "1", "ipv6/conf/eth4/disable_ipv6", "1"); err != nil {
 		t.Fatal(err)
 	}
 	srv.Run(t, "link", "set", "eth4", "up")
@@ -256,13 +217,13 @@ func (tp *Topo) build(t testing.TB) {
 	lb.Run(t, "rule", "add", "pref", "100", "iif", "tun0", "to", "10.5.0.0/24", "blackhole")
 	lb.Run(t, "-6", "rule", "add", "pref", "100", "iif", "tun0", "to", "fd00:5::/64", "blackhole")
 
-	if err := lb.sysctl("ipv4/ip_forward", "1", "ipv6/conf/all/forwarding", "1"); err != nil {
+	if err := lb.Sysctl("ipv4/ip_forward", "1", "ipv6/conf/all/forwarding", "1"); err != nil {
 		t.Fatal(err)
 	}
 	// Belt and braces: devices inherit rp_filter=0 from "default", but a
 	// leftover value from devconf_inherit_init_net must not break DSR.
 	for _, ns := range tp.All() {
-		if err := ns.sysctl("ipv4/conf/*/rp_filter", "0"); err != nil {
+		if err := ns.Sysctl("ipv4/conf/*/rp_filter", "0"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -279,7 +240,7 @@ func (tp *Topo) addTunnel(t testing.TB, ns *NS) {
 	}
 	ns.Run(t, "link", "add", "tun0", "address", mac, "mtu", "1500", "type", "vxlan", "id", vni,
 		"local", local, "remote", remote, "dstport", "4789", "dev", under)
-	if err := ns.sysctl("ipv4/conf/tun0/rp_filter", "0"); err != nil {
+	if err := ns.Sysctl("ipv4/conf/tun0/rp_filter", "0"); err != nil {
 		t.Fatal(err)
 	}
 	addrs(t, ns, "tun0", "10.30.0."+n+"/24", "fd00:30::"+n+"/64")
