@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/loader"
+	"github.com/ipng/ipng-stats/node"
 )
 
 func connsCommand() *cli.Command {
@@ -62,7 +63,7 @@ func runConns(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	tags, err := newTags(cfg, quietLogger(c))
+	tags, err := node.NewBindings(cfg, quietLogger(c))
 	if err != nil {
 		return err
 	}
