@@ -23,7 +23,7 @@ func Start(col *collector.Collector, tags *bindings.Resolver, maps *loader.Maps,
 	// The program stamps each connection with its interface's tag at
 	// accept: it learns every new bindings table at once.
 	tags.OnChange(func(t *bindings.Table) {
-		if err := ids.Sync(t); err != nil {
+		if err := ids.Sync(Ifaces(t)); err != nil {
 			logger.Warn("telling the program the interfaces' tags (connections on them get their tag when counted instead)", "err", err)
 		}
 	})
@@ -35,4 +35,17 @@ func Start(col *collector.Collector, tags *bindings.Resolver, maps *loader.Maps,
 	}
 	refresh()
 	return refresh, ids.Name, nil
+}
+
+// Ifaces is what the program is told about the links of t
+// (loader.TagTable.Sync): the tag and device of each, for IPv4 and IPv6.
+func Ifaces(t *bindings.Table) []loader.Iface {
+	out := make([]loader.Iface, 0, 2*len(t.Links()))
+	for _, l := range t.Links() {
+		for _, fam := range []bindings.Family{bindings.FamilyIPv4, bindings.FamilyIPv6} {
+			r := t.Lookup(l.Index, fam)
+			out = append(out, loader.Iface{Ifindex: l.Index, Family: fam, Device: l.Name, Tag: r.Tag, Bound: r.Bound})
+		}
+	}
+	return out
 }

@@ -1,19 +1,15 @@
 package nginxlog
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"runtime"
 	"time"
-	"unsafe"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/bindings"
-	ipngbpf "github.com/ipng/ipng-stats/bpf"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -35,15 +31,12 @@ const (
 	ReasonLookupError = "nginx_lookup_error"
 )
 
-// tupleLookup looks 4-tuples up in ipng_by_tuple without allocating: the key
-// and value live in this (heap) struct and are handed to cilium/ebpf as
-// unsafe.Pointers. It is used by the ingest goroutine only.
+// tupleLookup looks 4-tuples up in ipng_by_tuple (loader.Maps.LookupTuple,
+// which does not allocate) and caches what it found per nginx connection.
+// It is used by the ingest goroutine only.
 type tupleLookup struct {
-	m        *ebpf.Map
 	maps     *loader.Maps
 	netns    uint64
-	key      ipngbpf.SockopsIpngTuple
-	stamp    ipngbpf.SockopsIpngStamp
 	capacity uint64
 	cache    []connEntry // by nginx connection serial, see lookup
 	names    func(uint32) (string, bool)
@@ -55,7 +48,7 @@ type tupleLookup struct {
 }
 
 func newTupleLookup(m *loader.Maps, netns uint64) *tupleLookup {
-	t := &tupleLookup{m: m.ByTuple, maps: m, netns: netns, capacity: uint64(m.ByTuple.MaxEntries()),
+	t := &tupleLookup{maps: m, netns: netns, capacity: uint64(m.ByTuple.MaxEntries()),
 		cache: make([]connEntry, connCacheSize)}
 	t.refresh()
 	return t
@@ -115,50 +108,31 @@ func (t *tupleLookup) lookup(r *Record, clk *clockOffset) (connInfo, string) {
 			return e.connInfo, ""
 		}
 	}
-	t.key = loader.TupleKey(t.netns, r.Local, r.Remote)
-	err := t.m.Lookup(unsafe.Pointer(&t.key), unsafe.Pointer(&t.stamp))
+	st, found, err := t.maps.LookupTuple(t.netns, r.Local, r.Remote)
 	switch {
-	case err == nil:
-		c := connInfo{ifindex: t.stamp.Ifindex, fam: bindings.Family(t.stamp.Family), bound: t.stamp.Bound != 0}
-		if t.stamp.TagId != 0 && t.names != nil {
-			if tag, ok := t.names(t.stamp.TagId); ok {
-				c.tag, c.device = tag, t.device()
-			}
-		}
-		if e != nil {
-			*e = connEntry{conn: r.Conn, local: r.Local, remote: r.Remote, connInfo: c}
-		}
-		return c, ""
-	case !errors.Is(err, ebpf.ErrKeyNotExist):
+	case err != nil:
 		return connInfo{}, ReasonLookupError
+	case !found:
+		return connInfo{}, t.missReason(r, clk)
 	}
-	return connInfo{}, t.missReason(r, clk)
+	c := connInfo{ifindex: st.Ifindex, fam: st.Family, bound: st.Bound}
+	if st.TagID != 0 && t.names != nil {
+		if tag, ok := t.names(st.TagID); ok {
+			c.tag, c.device = tag, t.device(&st.Device)
+		}
+	}
+	if e != nil {
+		*e = connEntry{conn: r.Conn, local: r.Local, remote: r.Remote, connInfo: c}
+	}
+	return c, ""
 }
 
 // device is the stamp's device name; it allocates only when the name
 // differs from the last one.
-func (t *tupleLookup) device() string {
-	n := 0
-	for n < len(t.stamp.Device) && t.stamp.Device[n] != 0 {
-		n++
+func (t *tupleLookup) device(d *loader.Device) string {
+	if !d.Is(t.lastDev) {
+		t.lastDev = d.String()
 	}
-	if n == len(t.lastDev) {
-		same := true
-		for i := range n {
-			if byte(t.stamp.Device[i]) != t.lastDev[i] {
-				same = false
-				break
-			}
-		}
-		if same {
-			return t.lastDev
-		}
-	}
-	b := make([]byte, n)
-	for i := range n {
-		b[i] = byte(t.stamp.Device[i])
-	}
-	t.lastDev = string(b)
 	return t.lastDev
 }
 
