@@ -7,7 +7,7 @@ import (
 
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
-	"github.com/ipng/ipng-stats/node"
+	"github.com/ipng/ipng-stats/internal/node"
 )
 
 func agentCommand() *cli.Command {

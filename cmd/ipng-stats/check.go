@@ -14,8 +14,8 @@ import (
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/internal/node"
 	"github.com/ipng/ipng-stats/loader"
-	"github.com/ipng/ipng-stats/node"
 )
 
 // Exit codes of `ipng-stats check`.

@@ -10,8 +10,8 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/ipng/ipng-stats/internal/node"
 	"github.com/ipng/ipng-stats/loader"
-	"github.com/ipng/ipng-stats/node"
 )
 
 func connsCommand() *cli.Command {

@@ -8,7 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ipng/ipng-stats/config"
-	"github.com/ipng/ipng-stats/node"
+	"github.com/ipng/ipng-stats/internal/node"
 )
 
 // Flag names. Each overrides the config key named in its usage; precedence

@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/urfave/cli/v2"
 
-	"github.com/ipng/ipng-stats/node"
+	"github.com/ipng/ipng-stats/internal/node"
 )
 
 func proxyCommand() *cli.Command {

@@ -15,7 +15,7 @@ import (
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/exporter"
-	"github.com/ipng/ipng-stats/node"
+	"github.com/ipng/ipng-stats/internal/node"
 )
 
 // badConfig is a --config that check, the agent's start and a SIGHUP reload
