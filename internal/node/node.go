@@ -69,14 +69,18 @@ type Options struct {
 	// ipng_build_info series, and Build.Version the exporter's version.
 	Version string
 	Build   collector.BuildInfo
-	// AfterAttach run in order once the BPF program is attached (agent) or
-	// the agent's maps are opened (proxy), or without them when the node
-	// runs without BPF; before any part starts serving. A hook's error stops
-	// the start (e.g. dropping capabilities that are no longer needed).
+	// AfterAttach run in order once the start's privileged work is done:
+	// the BPF program attached (agent) or the agent's pins opened (proxy),
+	// and every part built (the proxy's listeners bound, the nginx ingest's
+	// network namespace read, the Parts below built); before any part
+	// runs. This is where capabilities that are no longer needed are
+	// dropped. A hook's error stops the start.
 	AfterAttach []func(*Node) error
-	// Parts build further long-lived parts from the assembled node; they
-	// run beside the node's own parts, stop with them, and are reloaded
-	// after them on SIGHUP.
+	// Parts build further long-lived parts from the assembled node, after
+	// the node's own; they run beside them, stop with them, and are
+	// reloaded after them on SIGHUP. A part does its privileged work
+	// (attaching a program, binding a low port) when it is built, not in
+	// Run, which starts after the AfterAttach hooks.
 	Parts []func(*Node) (Part, error)
 }
 
@@ -164,11 +168,6 @@ func build(opts Options) (*Node, error) {
 	if err := n.setup(opts); err != nil {
 		return n, err
 	}
-	for _, hook := range opts.AfterAttach {
-		if err := hook(n); err != nil {
-			return n, err
-		}
-	}
 	if err := n.addParts(opts); err != nil {
 		return n, err
 	}
@@ -178,6 +177,11 @@ func build(opts Options) (*Node, error) {
 			return n, err
 		}
 		n.parts = append(n.parts, p)
+	}
+	for _, hook := range opts.AfterAttach {
+		if err := hook(n); err != nil {
+			return n, err
+		}
 	}
 	return n, nil
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -156,10 +157,10 @@ func TestGCPercent(t *testing.T) {
 }
 
 // TestSIGHUPDuringStart: a SIGHUP that arrives while the node starts (here:
-// right after the BPF step, before the proxy's listeners are up) is a
-// reload applied once the node runs; it used to kill `ipng-stats proxy`,
-// whose SIGHUP handler was installed only after its listeners were up. The
-// node runs in a child process, which the signal would kill.
+// while it reads its configuration, the first step) is a reload applied
+// once the node runs; it used to kill `ipng-stats proxy`, whose SIGHUP
+// handler was installed only after its listeners were up. The node runs in
+// a child process, which the signal would kill.
 func TestSIGHUPDuringStart(t *testing.T) {
 	if role := os.Getenv("IPNG_NODE_TEST_CHILD"); role != "" {
 		sighupChild(t, role)
@@ -184,10 +185,16 @@ func TestSIGHUPDuringStart(t *testing.T) {
 
 func sighupChild(t *testing.T, role string) {
 	logs := newLogBuffer("configuration reloaded")
-	opts := Options{Role: RoleAgent, Load: testConfig(t, true), LogOutput: logs,
-		AfterAttach: []func(*Node) error{func(*Node) error {
-			return syscall.Kill(os.Getpid(), syscall.SIGHUP)
-		}}}
+	load, first := testConfig(t, true), true
+	opts := Options{Role: RoleAgent, LogOutput: logs, Load: func() (*config.Config, error) {
+		if first {
+			first = false
+			if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+				return nil, err
+			}
+		}
+		return load()
+	}}
 	if role == "proxy" {
 		opts.Role = RoleProxy
 	}
@@ -237,5 +244,43 @@ func TestReloadRefused(t *testing.T) {
 	bad = false
 	if next := n.reload(); next == nil {
 		t.Fatalf("reload to the good file refused:\n%s", logs)
+	}
+}
+
+// TestAfterAttach: the hooks run once the node is built (attribution,
+// collector, every part), before anything runs; a hook's error stops the
+// start and is the node's error.
+func TestAfterAttach(t *testing.T) {
+	var order []string
+	hookErr := errors.New("dropping capabilities: test")
+	opts := Options{Role: RoleProxy, Load: testConfig(t, true), LogOutput: newLogBuffer(""),
+		Parts: []func(*Node) (Part, error){func(*Node) (Part, error) {
+			order = append(order, "part built")
+			return Part{Name: "test", Run: func(context.Context) error {
+				order = append(order, "part ran")
+				return nil
+			}}, nil
+		}},
+		AfterAttach: []func(*Node) error{
+			func(n *Node) error {
+				var names []string
+				for _, p := range n.parts {
+					names = append(names, p.Name)
+				}
+				order = append(order, "hook 1 "+strings.Join(names, ","))
+				if n.Attributor == nil || n.Collector == nil || n.Registry == nil || n.Bindings == nil {
+					t.Errorf("hook: node not assembled: %+v", n)
+				}
+				return nil
+			},
+			func(*Node) error { order = append(order, "hook 2"); return hookErr },
+			func(*Node) error { order = append(order, "hook 3"); return nil },
+		}}
+	if err := Run(context.Background(), opts); !errors.Is(err, hookErr) {
+		t.Errorf("Run = %v, want the hook's error", err)
+	}
+	want := []string{"part built", "hook 1 exporter,collector,bindings,proxy,test", "hook 2"}
+	if strings.Join(order, "; ") != strings.Join(want, "; ") {
+		t.Errorf("order:\n got %q\nwant %q", order, want)
 	}
 }
