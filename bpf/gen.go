@@ -9,8 +9,8 @@
 // pinning belong to package loader.
 package bpf
 
-// Each C file has one go:generate line through bpf2go.sh, which adds the
-// host's include directory and the warning flags (make generate works on
+// Each C file has one go:generate line through bpf2go.sh, which appends the
+// host's include directory to the C flags after `--` (make generate works on
 // amd64 and arm64).
 //
-//go:generate sh bpf2go.sh -tags linux -target bpfel -type ipng_stamp -type ipng_tuple -type ipng_counter -type ipng_source -type ipng_iface_key -type ipng_iface -type ipng_tag_name -type ipng_conn_key -type ipng_conn_count Sockops sockops.c
+//go:generate sh bpf2go.sh -tags linux -target bpfel -type ipng_stamp -type ipng_tuple -type ipng_counter -type ipng_source -type ipng_iface_key -type ipng_iface -type ipng_tag_name -type ipng_conn_key -type ipng_conn_count Sockops sockops.c -- -Wall -Werror
