@@ -12,15 +12,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"sync/atomic"
-	"unsafe"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/bindings"
-	ipngbpf "github.com/ipng/ipng-stats/bpf"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -97,11 +93,11 @@ type Options struct {
 // Attributor resolves accepted connections. It is safe for concurrent use
 // and does not allocate per connection.
 type Attributor struct {
-	mode       Mode
-	sk, cookie *ebpf.Map
-	pktinfo    bool
-	tags       *bindings.Resolver
-	fallbacks  [numReasons]atomic.Uint64
+	mode      Mode
+	maps      *loader.Maps // nil: no stamps looked up
+	pktinfo   bool
+	tags      *bindings.Resolver
+	fallbacks [numReasons]atomic.Uint64
 }
 
 // New checks the mode against what is available and logs the method used.
@@ -120,7 +116,7 @@ func New(opts Options) (*Attributor, error) {
 		if opts.Maps == nil {
 			return nil, fmt.Errorf("attribution mode bpf needs the sock_ops program: %w", orUnknown(opts.BPFError))
 		}
-		a.sk, a.cookie = opts.Maps.Sk, opts.Maps.ByCookie
+		a.maps = opts.Maps
 		logger.Info("attribution by BPF socket stamps", "mode", opts.Mode)
 	case ModeFallback:
 		a.pktinfo = true
@@ -128,7 +124,7 @@ func New(opts Options) (*Attributor, error) {
 	case ModeAuto:
 		a.pktinfo = true
 		if opts.Maps != nil {
-			a.sk, a.cookie = opts.Maps.Sk, opts.Maps.ByCookie
+			a.maps = opts.Maps
 			logger.Info("attribution by BPF socket stamps, IP_PKTINFO for unstamped sockets", "mode", opts.Mode)
 		} else {
 			logger.Warn("BPF program not available; attribution by IP_PKTINFO", "mode", opts.Mode, "reason", orUnknown(opts.BPFError))
@@ -147,7 +143,7 @@ func orUnknown(err error) error {
 }
 
 // UsesBPF reports whether stamps are looked up.
-func (a *Attributor) UsesBPF() bool { return a.cookie != nil }
+func (a *Attributor) UsesBPF() bool { return a.maps != nil }
 
 // UsesPktinfo reports whether listeners need PrepareListener.
 func (a *Attributor) UsesPktinfo() bool { return a.pktinfo }
@@ -168,10 +164,10 @@ func (a *Attributor) PrepareListener(fd int) error {
 // Resolve finds the ingress interface of the accepted socket fd, whose
 // connection is of family fam.
 func (a *Attributor) Resolve(fd int, fam bindings.Family) (uint32, Method) {
-	if a.cookie != nil {
+	if a.maps != nil {
 		if ifindex, m, err := a.lookupBPF(fd); err == nil && ifindex != 0 {
 			return ifindex, m
-		} else if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		} else if err != nil {
 			a.fallbacks[ReasonBPFError].Add(1)
 		} else {
 			a.fallbacks[ReasonNotStamped].Add(1)
@@ -188,40 +184,21 @@ func (a *Attributor) Resolve(fd int, fam bindings.Family) (uint32, Method) {
 	return 0, MethodNone
 }
 
-// lookupBuf holds a map key and value. Handing cilium/ebpf unsafe.Pointers
-// avoids its marshalling, but a pointer passed as `any` escapes, so the
-// buffers are pooled to keep the lookup free of allocations.
-type lookupBuf struct {
-	fd     uint32
-	cookie uint64
-	stamp  ipngbpf.SockopsIpngStamp
-}
-
-var lookupBufs = sync.Pool{New: func() any { return new(lookupBuf) }}
-
+// lookupBPF finds the stamp of fd: in the socket storage, then by the
+// socket's cookie. Ifindex 0 and a nil error: not stamped.
 func (a *Attributor) lookupBPF(fd int) (uint32, Method, error) {
-	buf := lookupBufs.Get().(*lookupBuf)
-	defer lookupBufs.Put(buf)
-	var err error
-	if a.sk != nil { // nil: the program does not write socket storage
-		buf.fd = uint32(fd)
-		err = a.sk.Lookup(unsafe.Pointer(&buf.fd), unsafe.Pointer(&buf.stamp))
-		if err == nil {
-			return buf.stamp.Ifindex, MethodSkStorage, nil
-		}
-		if !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return 0, MethodNone, err
-		}
+	st, ok, err := a.maps.LookupFd(fd)
+	if err != nil || ok {
+		return st.Ifindex, MethodSkStorage, err
 	}
 	cookie, cerr := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
 	if cerr != nil {
 		return 0, MethodNone, cerr
 	}
-	buf.cookie = cookie
-	if err := a.cookie.Lookup(unsafe.Pointer(&buf.cookie), unsafe.Pointer(&buf.stamp)); err != nil {
+	if st, ok, err = a.maps.LookupCookie(cookie); err != nil || !ok {
 		return 0, MethodNone, err
 	}
-	return buf.stamp.Ifindex, MethodCookie, nil
+	return st.Ifindex, MethodCookie, nil
 }
 
 // Info is what attribution knows about one accepted connection.

@@ -9,43 +9,24 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+
+	"github.com/ipng/ipng-stats/family"
 )
 
-// Family is the IP version of a connection. IPv4 connections accepted on a
-// dual-stack IPv6 socket (v4-mapped addresses) are FamilyIPv4.
-type Family uint8
+// Family is the IP version of a connection (package family, below both
+// bindings and loader). IPv4 connections accepted on a dual-stack IPv6
+// socket (v4-mapped addresses) are FamilyIPv4.
+type Family = family.Family
 
 const (
 	// FamilyAny in a Binding means "both families".
-	FamilyAny  Family = 0
-	FamilyIPv4 Family = 4
-	FamilyIPv6 Family = 6
+	FamilyAny  = family.Any
+	FamilyIPv4 = family.IPv4
+	FamilyIPv6 = family.IPv6
 )
 
-func (f Family) String() string {
-	switch f {
-	case FamilyAny:
-		return "any"
-	case FamilyIPv4:
-		return "ipv4"
-	case FamilyIPv6:
-		return "ipv6"
-	}
-	return fmt.Sprintf("family(%d)", uint8(f))
-}
-
 // ParseFamily accepts "", "any", "ipv4" and "ipv6".
-func ParseFamily(s string) (Family, error) {
-	switch s {
-	case "", "any":
-		return FamilyAny, nil
-	case "ipv4":
-		return FamilyIPv4, nil
-	case "ipv6":
-		return FamilyIPv6, nil
-	}
-	return 0, fmt.Errorf("unknown family %q (want ipv4, ipv6 or any)", s)
-}
+func ParseFamily(s string) (Family, error) { return family.Parse(s) }
 
 // DefaultTag is the tag of connections whose interface has no binding.
 const DefaultTag = "direct"

@@ -13,7 +13,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
-	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/family"
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
@@ -93,11 +93,17 @@ func runConsumer(b *testing.B, p *Program) func() {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var links []bindings.Link
+	var ifaces []Iface
 	for _, i := range ifs {
-		links = append(links, bindings.Link{Index: uint32(i.Index), Name: i.Name})
+		tag, bound := "direct", i.Name == "lo"
+		if bound {
+			tag = "loopback"
+		}
+		for _, fam := range []family.Family{family.IPv4, family.IPv6} {
+			ifaces = append(ifaces, Iface{Ifindex: uint32(i.Index), Family: fam, Device: i.Name, Tag: tag, Bound: bound})
+		}
 	}
-	if err := tt.Sync(bindings.NewTable(bindings.Spec{Bindings: []bindings.Binding{{Device: "lo", Tag: "loopback"}}}, links)); err != nil {
+	if err := tt.Sync(ifaces); err != nil {
 		b.Fatal(err)
 	}
 	done := make(chan struct{})

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/ipng/ipng-stats/bindings"
 	ipngbpf "github.com/ipng/ipng-stats/bpf"
+	"github.com/ipng/ipng-stats/family"
 )
 
 // ConnKey is one series of the program's connection counts: connections of
@@ -15,7 +15,7 @@ type ConnKey struct {
 	VIP     netip.Addr
 	TagID   uint32
 	Ifindex uint32 // only when TagID is 0
-	Family  bindings.Family
+	Family  family.Family
 	Bound   bool
 }
 
@@ -36,7 +36,7 @@ func (m *Maps) ReadConns() ([]ConnCount, error) {
 	it := m.Conns.Iterate()
 	for it.Next(&key, &perCPU) {
 		c := ConnCount{Key: ConnKey{VIP: unmap(key.Vip), TagID: key.TagId, Ifindex: key.Ifindex,
-			Family: bindings.Family(key.Family), Bound: key.Bound != 0}}
+			Family: family.Family(key.Family), Bound: key.Bound != 0}}
 		for _, v := range perCPU {
 			c.Opened += v.Opened
 			c.Closed += v.Closed

@@ -1,8 +1,12 @@
 // Package loader owns the life of the sock_ops program in the kernel: it
 // loads it, attaches it to a cgroup2 with a bpf_link, pins the link and the
 // maps so that attribution survives agent restarts, and opens those pins for
-// readers. It does not interpret stamps beyond decoding them (package
-// attribution) nor map them to tags (package bindings).
+// readers. It owns the program's ABI: only loader touches the types bpf2go
+// generates (package bpf) and hands cilium/ebpf raw pointers; readers get
+// typed, allocation-free lookups (Maps.LookupFd, LookupCookie, LookupTuple)
+// returning a Stamp. It does not interpret stamps beyond decoding them
+// (package attribution) nor map them to tags (package bindings, which sits
+// above it: loader depends only on package family).
 package loader
 
 import (

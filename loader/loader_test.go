@@ -155,7 +155,7 @@ func TestLoadAttachReuseDetach(t *testing.T) {
 	beforeAddr := before.LocalAddr().(*net.TCPAddr).AddrPort()
 	s := findStamp(t, p.Maps(), beforeAddr)
 	lo, _ := net.InterfaceByName("lo")
-	if s.Ifindex != uint32(lo.Index) || s.Local.Port() != uint16(port) || s.Source != "skb" {
+	if s.Ifindex != uint32(lo.Index) || s.Local.Port() != uint16(port) || s.Source != SourceSKB {
 		t.Errorf("stamp = %+v, want ifindex %d (lo), local port %d, source skb", s, lo.Index, port)
 	}
 

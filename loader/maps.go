@@ -6,12 +6,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
-	"github.com/ipng/ipng-stats/bindings"
 	ipngbpf "github.com/ipng/ipng-stats/bpf"
+	"github.com/ipng/ipng-stats/family"
 )
 
 // Maps are the program's maps, either owned by a loaded Program or opened
@@ -68,15 +70,17 @@ func (m *Maps) Close() error {
 	return errors.Join(errs...)
 }
 
-// Stamp is what the program recorded about one accepted socket.
+// Stamp is what the program recorded about one accepted socket. It holds
+// no pointer to memory of its own (Device is an array), so that the
+// lookups copy it out without allocating.
 type Stamp struct {
 	Cookie      uint64
 	NetnsCookie uint64
 	Local       netip.AddrPort // the VIP and port the client connected to
 	Remote      netip.AddrPort
 	Ifindex     uint32
-	Family      bindings.Family
-	Source      string        // "skb" or "rx_dst": where the ifindex was read
+	Family      family.Family
+	Source      Source        // where the ifindex was read
 	StampedAt   time.Duration // CLOCK_MONOTONIC at accept
 	// TagID is the source tag of the interface's binding at accept
 	// (TagTable.Name names it); 0 when the program did not know the
@@ -85,25 +89,74 @@ type Stamp struct {
 	TagID uint32
 	// Bound: a binding matched at accept (false: the default tag).
 	Bound bool
-	// Device is the interface's name at accept; "" when TagID is 0.
-	Device string
+	// Device is the interface's name at accept; empty when TagID is 0.
+	Device Device
 }
 
-// DecodeStamp converts the raw map value.
-func DecodeStamp(r *ipngbpf.SockopsIpngStamp) Stamp {
-	return Stamp{
+// Device is an interface name as the program stores it: NUL-padded.
+type Device [len(ipngbpf.SockopsIpngStamp{}.Device)]byte
+
+// String is the name; it allocates.
+func (d *Device) String() string { return string(d[:d.len()]) }
+
+// Is reports whether the name is s, without allocating.
+func (d *Device) Is(s string) bool { return d.len() == len(s) && string(d[:len(s)]) == s }
+
+func (d *Device) len() int {
+	for i, c := range d {
+		if c == 0 {
+			return i
+		}
+	}
+	return len(d)
+}
+
+// Source says where the program read a connection's ifindex.
+type Source uint8
+
+const (
+	SourceUnknown Source = iota
+	SourceSKB            // the SYN's skb (the normal case)
+	SourceRxDst          // the socket's cached receive route
+)
+
+func (s Source) String() string {
+	switch s {
+	case SourceSKB:
+		return "skb"
+	case SourceRxDst:
+		return "rx_dst"
+	}
+	return "unknown"
+}
+
+// decodeStamp converts the raw map value.
+func decodeStamp(r *ipngbpf.SockopsIpngStamp, s *Stamp) {
+	*s = Stamp{
 		Cookie:      r.Cookie,
 		NetnsCookie: r.Tuple.NetnsCookie,
 		Local:       netip.AddrPortFrom(unmap(r.Tuple.LocalAddr), r.Tuple.LocalPort),
 		Remote:      netip.AddrPortFrom(unmap(r.Tuple.RemoteAddr), r.Tuple.RemotePort),
 		Ifindex:     r.Ifindex,
-		Family:      bindings.Family(r.Family),
-		Source:      sourceName(r.Source),
+		Family:      family.Family(r.Family),
+		Source:      decodeSource(r.Source),
 		StampedAt:   time.Duration(r.StampedNs),
 		TagID:       r.TagId,
 		Bound:       r.Bound != 0,
-		Device:      cString(r.Device[:]),
 	}
+	for i, c := range r.Device {
+		s.Device[i] = byte(c)
+	}
+}
+
+func decodeSource(s ipngbpf.SockopsIpngSource) Source {
+	switch s {
+	case ipngbpf.SockopsIpngSourceIPNG_SOURCE_SKB:
+		return SourceSKB
+	case ipngbpf.SockopsIpngSourceIPNG_SOURCE_RX_DST:
+		return SourceRxDst
+	}
+	return SourceUnknown
 }
 
 // cString is the NUL-terminated string in b.
@@ -120,20 +173,10 @@ func cString(b []int8) string {
 
 func unmap(a [16]byte) netip.Addr { return netip.AddrFrom16(a).Unmap() }
 
-func sourceName(s ipngbpf.SockopsIpngSource) string {
-	switch s {
-	case ipngbpf.SockopsIpngSourceIPNG_SOURCE_SKB:
-		return "skb"
-	case ipngbpf.SockopsIpngSourceIPNG_SOURCE_RX_DST:
-		return "rx_dst"
-	}
-	return "unknown"
-}
-
-// TupleKey builds the ipng_by_tuple key; IPv4 addresses are stored v4-mapped,
-// so an IPv4 connection has the same key whether the listener was AF_INET or
-// a dual-stack AF_INET6 socket.
-func TupleKey(netnsCookie uint64, local, remote netip.AddrPort) ipngbpf.SockopsIpngTuple {
+// tupleKey builds the ipng_by_tuple key; IPv4 addresses are stored
+// v4-mapped, so an IPv4 connection has the same key whether the listener was
+// AF_INET or a dual-stack AF_INET6 socket.
+func tupleKey(netnsCookie uint64, local, remote netip.AddrPort) ipngbpf.SockopsIpngTuple {
 	return ipngbpf.SockopsIpngTuple{
 		NetnsCookie: netnsCookie,
 		LocalAddr:   local.Addr().As16(),
@@ -143,20 +186,76 @@ func TupleKey(netnsCookie uint64, local, remote netip.AddrPort) ipngbpf.SockopsI
 	}
 }
 
-// LookupTuple finds the stamp of a connection by its addresses.
-func (m *Maps) LookupTuple(netnsCookie uint64, local, remote netip.AddrPort) (Stamp, bool, error) {
-	key := TupleKey(netnsCookie, local, remote)
-	var raw ipngbpf.SockopsIpngStamp
-	if m.ByTuple == nil {
-		return Stamp{}, false, errors.New("looking up 4-tuple: the 4-tuple map is off (nginx ingest disabled)")
-	}
-	if err := m.ByTuple.Lookup(&key, &raw); err != nil {
+// lookupBuf holds a key and a raw value. Handing cilium/ebpf
+// unsafe.Pointers avoids its marshalling, but a pointer passed as `any`
+// escapes, so the buffers are pooled to keep the lookups free of
+// allocations.
+type lookupBuf struct {
+	fd     uint32
+	cookie uint64
+	tuple  ipngbpf.SockopsIpngTuple
+	raw    ipngbpf.SockopsIpngStamp
+}
+
+var lookupBufs = sync.Pool{New: func() any { return new(lookupBuf) }}
+
+// lookup looks key up in m and decodes the stamp into s. found is false
+// (and err nil) when m has no entry for key.
+func lookup(m *ebpf.Map, key unsafe.Pointer, buf *lookupBuf, s *Stamp) (found bool, err error) {
+	if err := m.Lookup(key, unsafe.Pointer(&buf.raw)); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return Stamp{}, false, nil
+			return false, nil
 		}
-		return Stamp{}, false, fmt.Errorf("looking up 4-tuple: %w", err)
+		return false, err
 	}
-	return DecodeStamp(&raw), true, nil
+	decodeStamp(&buf.raw, s)
+	return true, nil
+}
+
+// LookupFd finds the stamp of the accepted socket fd in the socket storage
+// (ipng_sk), which the kernel resolves from the fd. It does not allocate.
+func (m *Maps) LookupFd(fd int) (Stamp, bool, error) {
+	var s Stamp
+	if m.Sk == nil { // the program was loaded without socket storage
+		return s, false, nil
+	}
+	buf := lookupBufs.Get().(*lookupBuf)
+	defer lookupBufs.Put(buf)
+	buf.fd = uint32(fd)
+	found, err := lookup(m.Sk, unsafe.Pointer(&buf.fd), buf, &s)
+	return s, found, err
+}
+
+// LookupCookie finds the stamp of a live socket by its cookie
+// (SO_COOKIE) in ipng_by_cookie. It does not allocate.
+func (m *Maps) LookupCookie(cookie uint64) (Stamp, bool, error) {
+	var s Stamp
+	buf := lookupBufs.Get().(*lookupBuf)
+	defer lookupBufs.Put(buf)
+	buf.cookie = cookie
+	found, err := lookup(m.ByCookie, unsafe.Pointer(&buf.cookie), buf, &s)
+	return s, found, err
+}
+
+// errNoTuples: the program was loaded without the 4-tuple map.
+var errNoTuples = errors.New("looking up 4-tuple: the 4-tuple map is off (nginx ingest disabled)")
+
+// LookupTuple finds the stamp of a connection by its addresses in the
+// network namespace of netnsCookie (ipng_by_tuple), which outlives the
+// socket. It does not allocate.
+func (m *Maps) LookupTuple(netnsCookie uint64, local, remote netip.AddrPort) (Stamp, bool, error) {
+	var s Stamp
+	if m.ByTuple == nil {
+		return s, false, errNoTuples
+	}
+	buf := lookupBufs.Get().(*lookupBuf)
+	defer lookupBufs.Put(buf)
+	buf.tuple = tupleKey(netnsCookie, local, remote)
+	found, err := lookup(m.ByTuple, unsafe.Pointer(&buf.tuple), buf, &s)
+	if err != nil {
+		return s, false, fmt.Errorf("looking up 4-tuple: %w", err)
+	}
+	return s, found, nil
 }
 
 // LiveStamps lists the stamps of sockets that are still open.
@@ -168,10 +267,53 @@ func (m *Maps) LiveStamps() ([]Stamp, error) {
 	)
 	it := m.ByCookie.Iterate()
 	for it.Next(&cookie, &raw) {
-		out = append(out, DecodeStamp(&raw))
+		var s Stamp
+		decodeStamp(&raw, &s)
+		out = append(out, s)
 	}
 	if err := it.Err(); err != nil {
 		return out, fmt.Errorf("iterating %s: %w", PinByCookie, err)
 	}
 	return out, nil
+}
+
+// NewTupleMaps returns Maps with only an unpinned 4-tuple map of entries
+// entries, attached to no program: what the tests of a 4-tuple reader (the
+// nginx ingest) stamp by hand with PutTuple. Close it after use. It needs
+// CAP_BPF.
+func NewTupleMaps(entries uint32) (*Maps, error) {
+	mp, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: uint32(unsafe.Sizeof(ipngbpf.SockopsIpngTuple{})),
+		ValueSize: uint32(unsafe.Sizeof(ipngbpf.SockopsIpngStamp{})), MaxEntries: entries})
+	if err != nil {
+		return nil, fmt.Errorf("creating a 4-tuple map: %w", err)
+	}
+	return &Maps{ByTuple: mp, owned: true}, nil
+}
+
+// PutTuple writes s into the 4-tuple map under (s.NetnsCookie, s.Local,
+// s.Remote), as the program does at accept (for tests; see NewTupleMaps).
+func (m *Maps) PutTuple(s Stamp) error {
+	k := tupleKey(s.NetnsCookie, s.Local, s.Remote)
+	v := ipngbpf.SockopsIpngStamp{Tuple: k, Cookie: s.Cookie, StampedNs: uint64(s.StampedAt), Ifindex: s.Ifindex,
+		Family: uint8(s.Family), TagId: s.TagID}
+	switch s.Source {
+	case SourceSKB:
+		v.Source = ipngbpf.SockopsIpngSourceIPNG_SOURCE_SKB
+	case SourceRxDst:
+		v.Source = ipngbpf.SockopsIpngSourceIPNG_SOURCE_RX_DST
+	}
+	if s.Bound {
+		v.Bound = 1
+	}
+	for i, c := range s.Device {
+		v.Device[i] = int8(c)
+	}
+	return m.ByTuple.Put(&k, &v)
+}
+
+// DeleteTuple removes the 4-tuple entry of a connection, as LRU eviction
+// does (for tests; see NewTupleMaps).
+func (m *Maps) DeleteTuple(netnsCookie uint64, local, remote netip.AddrPort) error {
+	k := tupleKey(netnsCookie, local, remote)
+	return m.ByTuple.Delete(&k)
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/ipng/ipng-stats/bindings"
 	ipngbpf "github.com/ipng/ipng-stats/bpf"
+	"github.com/ipng/ipng-stats/family"
 )
 
 // TagTable gives source tags ids that stay stable across reloads and agent
@@ -89,29 +89,37 @@ func (t *TagTable) Name(id uint32) (string, bool) {
 	return name, ok
 }
 
-// Sync tells the program the tag and device of every link of tb, for IPv4
-// and IPv6, and forgets links tb no longer has. Only entries that changed
-// are written. Call it with every new bindings table.
-func (t *TagTable) Sync(tb *bindings.Table) error {
+// Iface is what the program is told about one interface of the agent's
+// network namespace and one family: the tag its connections get at accept.
+type Iface struct {
+	Ifindex uint32
+	Family  family.Family // IPv4 or IPv6
+	Device  string
+	Tag     string
+	Bound   bool // a binding matched (false: the default tag)
+}
+
+// Sync tells the program the tag and device of every interface and family
+// of ifaces (the whole current set: package connstats builds it from each
+// new bindings table), and forgets the ones ifaces no longer has. Only
+// entries that changed are written.
+func (t *TagTable) Sync(ifaces []Iface) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	want := make(map[ipngbpf.SockopsIpngIfaceKey]ipngbpf.SockopsIpngIface, 2*len(tb.Links()))
+	want := make(map[ipngbpf.SockopsIpngIfaceKey]ipngbpf.SockopsIpngIface, len(ifaces))
 	var errs []error
-	for _, l := range tb.Links() {
-		for _, fam := range []bindings.Family{bindings.FamilyIPv4, bindings.FamilyIPv6} {
-			r := tb.Lookup(l.Index, fam)
-			id, err := t.idLocked(r.Tag)
-			if err != nil {
-				errs = append(errs, err)
-				continue // the program stamps tag 0: resolved when read
-			}
-			v := ipngbpf.SockopsIpngIface{TagId: id}
-			if r.Bound {
-				v.Bound = 1
-			}
-			putCString(v.Device[:], l.Name)
-			want[ipngbpf.SockopsIpngIfaceKey{Ifindex: l.Index, Family: uint32(fam)}] = v
+	for _, f := range ifaces {
+		id, err := t.idLocked(f.Tag)
+		if err != nil {
+			errs = append(errs, err)
+			continue // the program stamps tag 0: resolved when read
 		}
+		v := ipngbpf.SockopsIpngIface{TagId: id}
+		if f.Bound {
+			v.Bound = 1
+		}
+		putCString(v.Device[:], f.Device)
+		want[ipngbpf.SockopsIpngIfaceKey{Ifindex: f.Ifindex, Family: uint32(f.Family)}] = v
 	}
 	for k := range t.mirror {
 		if _, ok := want[k]; ok {

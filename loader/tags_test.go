@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/bindings"
+	"github.com/ipng/ipng-stats/family"
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
@@ -31,9 +31,9 @@ func TestTagAtAcceptAndKernelCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	links := []bindings.Link{{Index: uint32(lo.Index), Name: "lo"}}
-	table := func(tag string) *bindings.Table {
-		return bindings.NewTable(bindings.Spec{DefaultTag: "direct", Bindings: []bindings.Binding{{Device: "lo", Tag: tag}}}, links)
+	table := func(tag string) []Iface {
+		return []Iface{{Ifindex: uint32(lo.Index), Family: family.IPv4, Device: "lo", Tag: tag, Bound: true},
+			{Ifindex: uint32(lo.Index), Family: family.IPv6, Device: "lo", Tag: tag, Bound: true}}
 	}
 	if err := tt.Sync(table("first")); err != nil {
 		t.Fatal(err)
@@ -52,8 +52,8 @@ func TestTagAtAcceptAndKernelCounts(t *testing.T) {
 	tagOf := func(c net.Conn) string {
 		s := findStamp(t, p.Maps(), c.LocalAddr().(*net.TCPAddr).AddrPort())
 		name, _ := tt.Name(s.TagID)
-		if s.Device != "lo" || !s.Bound {
-			t.Errorf("stamp device %q bound %v, want lo, true", s.Device, s.Bound)
+		if s.Device.String() != "lo" || !s.Device.Is("lo") || !s.Bound {
+			t.Errorf("stamp device %q bound %v, want lo, true", s.Device.String(), s.Bound)
 		}
 		return name
 	}

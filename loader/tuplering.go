@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"net/netip"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -32,8 +33,8 @@ func tupleRingSize(n uint32) uint32 {
 	return uint32(1) << bits.Len64(want-1)
 }
 
-// TupleHash is the program's tuple_hash of an ipng_by_tuple key.
-func TupleHash(k *ipngbpf.SockopsIpngTuple) uint64 {
+// tupleHash is the program's tuple_hash of an ipng_by_tuple key.
+func tupleHash(k *ipngbpf.SockopsIpngTuple) uint64 {
 	b := unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k))
 	h := uint64(0x9e3779b97f4a7c15)
 	for i := 0; i+8 <= len(b); i += 8 {
@@ -73,12 +74,13 @@ func (h *TupleHistory) Window() uint64 { return h.size }
 
 // Stamped reports whether key was written to the 4-tuple map among the last
 // Window() stamps.
-func (h *TupleHistory) Stamped(key *ipngbpf.SockopsIpngTuple) (bool, error) {
+func (h *TupleHistory) Stamped(netnsCookie uint64, local, remote netip.AddrPort) (bool, error) {
+	key := tupleKey(netnsCookie, local, remote)
 	head, err := h.sync()
 	if err != nil {
 		return false, err
 	}
-	seq, ok := h.index[TupleHash(key)]
+	seq, ok := h.index[tupleHash(&key)]
 	return ok && seq+h.size >= head, nil
 }
 

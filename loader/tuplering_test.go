@@ -1,16 +1,12 @@
 package loader
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-
-	ipngbpf "github.com/ipng/ipng-stats/bpf"
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
@@ -64,18 +60,16 @@ func TestTupleHistory(t *testing.T) {
 		t.Fatalf("ring head %d, want %d stamps", head, conns)
 	}
 	var inMap, evicted int
-	var stamp ipngbpf.SockopsIpngStamp
 	for _, r := range remotes {
-		key := TupleKey(netns, server, r)
-		err := m.ByTuple.Lookup(&key, &stamp)
-		if err == nil {
+		_, found, err := m.LookupTuple(netns, server, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if found {
 			inMap++
 			continue
 		}
-		if !errors.Is(err, ebpf.ErrKeyNotExist) {
-			t.Fatal(err)
-		}
-		ok, err := hist.Stamped(&key)
+		ok, err := hist.Stamped(netns, server, r)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,8 +84,7 @@ func TestTupleHistory(t *testing.T) {
 		t.Errorf("%d in the map, %d evicted; want %d in all, at least %d evicted", inMap, evicted, conns, conns-1024)
 	}
 	for _, r := range []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.2:40000")} {
-		key := TupleKey(netns, server, r)
-		if ok, err := hist.Stamped(&key); ok || err != nil {
+		if ok, err := hist.Stamped(netns, server, r); ok || err != nil {
 			t.Errorf("never stamped %s: Stamped = %v, %v", r, ok, err)
 		}
 	}

@@ -12,14 +12,11 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
-
-	"github.com/cilium/ebpf"
 
 	"github.com/ipng/ipng-stats/bindings"
-	ipngbpf "github.com/ipng/ipng-stats/bpf"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/family"
 	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 	"github.com/ipng/ipng-stats/loader"
@@ -50,12 +47,12 @@ func newFixture(t testing.TB, bpf bool) *fixture {
 		f.path = filepath.Join(t.TempDir(), "access.log")
 	}
 	if bpf {
-		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: uint32(unsafe.Sizeof(ipngbpf.SockopsIpngTuple{})), ValueSize: uint32(unsafe.Sizeof(ipngbpf.SockopsIpngStamp{})), MaxEntries: 1024})
+		m, err := loader.NewTupleMaps(1024)
 		if err != nil {
 			testenv.Skip(t, "creating a BPF map (needs CAP_BPF): "+err.Error())
 		}
 		t.Cleanup(func() { m.Close() })
-		f.maps = &loader.Maps{ByTuple: m}
+		f.maps = m
 	}
 	return f
 }
@@ -66,9 +63,9 @@ func (f *fixture) stamp(t testing.TB, local, remote string, ifindex uint32, fam 
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := loader.TupleKey(cookie, netip.MustParseAddrPort(local), netip.MustParseAddrPort(remote))
-	v := ipngbpf.SockopsIpngStamp{Tuple: k, Ifindex: ifindex, Family: fam}
-	if err := f.maps.ByTuple.Put(&k, &v); err != nil {
+	st := loader.Stamp{NetnsCookie: cookie, Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote),
+		Ifindex: ifindex, Family: family.Family(fam)}
+	if err := f.maps.PutTuple(st); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -201,7 +198,11 @@ func TestConnCache(t *testing.T) {
 	in := f.ingest(t, config.NginxConfig{})
 	first := []byte(line(map[string]string{"connection": `"42"`}))
 	in.line(first)
-	if err := f.maps.ByTuple.Delete(ptrTuple(t, "192.0.2.10:80", "198.51.100.7:40000")); err != nil {
+	cookie, err := loader.NetnsCookie()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.maps.DeleteTuple(cookie, netip.MustParseAddrPort("192.0.2.10:80"), netip.MustParseAddrPort("198.51.100.7:40000")); err != nil {
 		t.Fatal(err)
 	}
 	in.line(first)                                                                           // from the cache: still maglev
@@ -210,15 +211,6 @@ func TestConnCache(t *testing.T) {
 	if got := requests(f.coll); !maps.Equal(got, want) {
 		t.Errorf("requests = %v, want %v", got, want)
 	}
-}
-
-func ptrTuple(t *testing.T, local, remote string) any {
-	cookie, err := loader.NetnsCookie()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := loader.TupleKey(cookie, netip.MustParseAddrPort(local), netip.MustParseAddrPort(remote))
-	return &k
 }
 
 // TestIngestLogtailCountsAcrossReload: the logtail counters are the

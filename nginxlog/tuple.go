@@ -1,18 +1,14 @@
 package nginxlog
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"runtime"
-	"unsafe"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/bindings"
-	ipngbpf "github.com/ipng/ipng-stats/bpf"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -34,14 +30,12 @@ const (
 	ReasonLookupError = "nginx_lookup_error"
 )
 
-// tupleLookup looks 4-tuples up in ipng_by_tuple without allocating: the key
-// and value live in this (heap) struct and are handed to cilium/ebpf as
-// unsafe.Pointers. It is used by the ingest goroutine only.
+// tupleLookup looks 4-tuples up in ipng_by_tuple (loader.Maps.LookupTuple,
+// which does not allocate) and caches what it found per nginx connection.
+// It is used by the ingest goroutine only.
 type tupleLookup struct {
-	m       *ebpf.Map
+	maps    *loader.Maps
 	netns   uint64
-	key     ipngbpf.SockopsIpngTuple
-	stamp   ipngbpf.SockopsIpngStamp
 	cache   []connEntry // by nginx connection serial, see lookup
 	names   func(uint32) (string, bool)
 	lastDev string
@@ -52,7 +46,7 @@ type tupleLookup struct {
 
 func newTupleLookup(m *loader.Maps, netns uint64) *tupleLookup {
 	hist, _ := m.TupleHistory()
-	return &tupleLookup{m: m.ByTuple, netns: netns, hist: hist, cache: make([]connEntry, connCacheSize)}
+	return &tupleLookup{maps: m, netns: netns, hist: hist, cache: make([]connEntry, connCacheSize)}
 }
 
 // connCacheSize is the number of entries of the connection cache (a power
@@ -90,60 +84,41 @@ func (t *tupleLookup) lookup(r *Record) (connInfo, string) {
 			return e.connInfo, ""
 		}
 	}
-	t.key = loader.TupleKey(t.netns, r.Local, r.Remote)
-	err := t.m.Lookup(unsafe.Pointer(&t.key), unsafe.Pointer(&t.stamp))
+	st, found, err := t.maps.LookupTuple(t.netns, r.Local, r.Remote)
 	switch {
-	case err == nil:
-		c := connInfo{ifindex: t.stamp.Ifindex, fam: bindings.Family(t.stamp.Family), bound: t.stamp.Bound != 0}
-		if t.stamp.TagId != 0 && t.names != nil {
-			if tag, ok := t.names(t.stamp.TagId); ok {
-				c.tag, c.device = tag, t.device()
-			}
-		}
-		if e != nil {
-			*e = connEntry{conn: r.Conn, local: r.Local, remote: r.Remote, connInfo: c}
-		}
-		return c, ""
-	case !errors.Is(err, ebpf.ErrKeyNotExist):
+	case err != nil:
 		return connInfo{}, ReasonLookupError
+	case !found:
+		return connInfo{}, t.missReason(r)
 	}
-	return connInfo{}, t.missReason()
+	c := connInfo{ifindex: st.Ifindex, fam: st.Family, bound: st.Bound}
+	if st.TagID != 0 && t.names != nil {
+		if tag, ok := t.names(st.TagID); ok {
+			c.tag, c.device = tag, t.device(&st.Device)
+		}
+	}
+	if e != nil {
+		*e = connEntry{conn: r.Conn, local: r.Local, remote: r.Remote, connInfo: c}
+	}
+	return c, ""
 }
 
 // device is the stamp's device name; it allocates only when the name
 // differs from the last one.
-func (t *tupleLookup) device() string {
-	n := 0
-	for n < len(t.stamp.Device) && t.stamp.Device[n] != 0 {
-		n++
+func (t *tupleLookup) device(d *loader.Device) string {
+	if !d.Is(t.lastDev) {
+		t.lastDev = d.String()
 	}
-	if n == len(t.lastDev) {
-		same := true
-		for i := range n {
-			if byte(t.stamp.Device[i]) != t.lastDev[i] {
-				same = false
-				break
-			}
-		}
-		if same {
-			return t.lastDev
-		}
-	}
-	b := make([]byte, n)
-	for i := range n {
-		b[i] = byte(t.stamp.Device[i])
-	}
-	t.lastDev = string(b)
 	return t.lastDev
 }
 
-// missReason says why t.key is not in the map: the program stamped it
-// (evicted) or not (never seen), from the ring of stamped 4-tuples.
-func (t *tupleLookup) missReason() string {
+// missReason says why r's 4-tuple is not in the map: the program stamped
+// it (evicted) or not (never seen), from the ring of stamped 4-tuples.
+func (t *tupleLookup) missReason(r *Record) string {
 	if t.hist == nil {
 		return ReasonNeverSeen
 	}
-	stamped, err := t.hist.Stamped(&t.key)
+	stamped, err := t.hist.Stamped(t.netns, r.Local, r.Remote)
 	switch {
 	case err != nil:
 		return ReasonLookupError

@@ -14,6 +14,7 @@ import (
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/internal/node"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -115,7 +116,7 @@ func checkBPF(w io.Writer, cfg *config.Config, pinOK bool) (ok bool) {
 		fmt.Fprintf(w, "skip  bpf: not privileged (%s); the agent needs them, or falls back to IP_PKTINFO in mode auto\n", why)
 		return true
 	}
-	cgroup, err := loader.Probe(loaderConfig(cfg))
+	cgroup, err := loader.Probe(node.LoaderConfig(cfg))
 	if err != nil {
 		if mode == attribution.ModeBPF {
 			fmt.Fprintf(w, "FAIL  bpf: %v\n", err)
@@ -134,7 +135,7 @@ func checkBPF(w io.Writer, cfg *config.Config, pinOK bool) (ok bool) {
 // checkWeb validates the exporter's settings: the metrics configuration and
 // the exporter-toolkit web configuration file (TLS certificates, users).
 func checkWeb(w io.Writer, cfg *config.Config) (ok bool) {
-	col, err := collector.New(collectorConfig(cfg), collector.Options{})
+	col, err := collector.New(node.CollectorConfig(cfg), collector.Options{})
 	if err == nil {
 		_, err = exporter.New(exporter.Options{ListenAddress: cfg.Web.ListenAddress, WebConfigFile: cfg.Web.ConfigFile, Collector: col})
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/ipng/ipng-stats/internal/node"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -62,7 +63,7 @@ func runConns(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	tags, err := newTags(cfg, quietLogger(c))
+	tags, err := node.NewBindings(cfg, quietLogger(c))
 	if err != nil {
 		return err
 	}
@@ -89,7 +90,7 @@ func runConns(c *cli.Context) error {
 		if tag, ok := names(s.TagID); ok && s.TagID != 0 {
 			// The tag the interface had when the connection was accepted,
 			// which is what its requests and its count are recorded under.
-			row.Device, row.Tag, row.Bound = s.Device, tag, s.Bound
+			row.Device, row.Tag, row.Bound = s.Device.String(), tag, s.Bound
 		} else if s.NetnsCookie == own {
 			r := table.Lookup(s.Ifindex, s.Family)
 			row.Device, row.Tag, row.Bound = r.Device, r.Tag, r.Bound

@@ -2,14 +2,13 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/internal/node"
 )
 
 // Flag names. Each overrides the config key named in its usage; precedence
@@ -106,44 +105,14 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	}
 	// config.Validate covers what the collector checks; this keeps the two
 	// from drifting apart (check, start and reload all come through here).
-	if err := collectorConfig(cfg).Validate(); err != nil {
+	if err := node.CollectorConfig(cfg).Validate(); err != nil {
 		return nil, fmt.Errorf("invalid metrics configuration: %w", err)
 	}
 	return cfg, nil
-}
-
-// newLogger builds the slog logger from log.level and log.format.
-// The level lives in lvl so that a reload can change it.
-func newLogger(w io.Writer, level, format string, lvl *slog.LevelVar) (*slog.Logger, error) {
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch strings.ToLower(format) {
-	case "logfmt", "":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("log format %q: want logfmt or json", format)
 }
 
 // quietLogger is the logger of the one-shot commands (conns, check): their
 // output is the answer, so only warnings and errors are logged, to stderr.
 func quietLogger(c *cli.Context) *slog.Logger {
 	return slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-// newTags builds the bindings resolver of cfg and resolves the bound devices
-// in the current network namespace.
-func newTags(cfg *config.Config, logger *slog.Logger) (*bindings.Resolver, error) {
-	spec, err := cfg.BindingsSpec()
-	if err != nil {
-		return nil, err
-	}
-	tags := bindings.NewResolver(spec, logger)
-	if err := tags.Scan(); err != nil {
-		return nil, fmt.Errorf("listing links: %w", err)
-	}
-	return tags, nil
 }

@@ -1,6 +1,7 @@
 // Command ipng-stats is the per-interface, per-VIP HTTP accounting agent.
-// This package only parses flags and configuration and wires the packages of
-// the data path together.
+// This package only parses flags and configuration: `agent` and `proxy` are
+// one call each into the node builder (internal/node), and the one-shot
+// commands (check, conns, detach, top, ...) call their packages directly.
 package main
 
 import (
