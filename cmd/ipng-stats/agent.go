@@ -21,6 +21,7 @@ import (
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/connstats"
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/internal/caps"
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/nginxlog"
 	"github.com/ipng/ipng-stats/proxy"
@@ -118,6 +119,12 @@ func runAgent(c *cli.Context) error {
 	reloadProxy, err := startProxy(cfg, proxy.Deps{Attributor: a.attr, Collector: a.col, Logger: a.logger,
 		ConnectionsCountedElsewhere: a.conns != nil}, reg, p.run)
 	if err != nil {
+		return err
+	}
+	// Least privilege: everything above needed root, what follows needs
+	// at most what caps.Keep lists (docs/reliability.md).
+	if err := caps.AfterAttach(caps.Needs{BindLowPorts: cfg.Proxy.Enabled || caps.LowPort(cfg.Web.ListenAddress),
+		NginxSpool: cfg.Nginx.Enabled, Pins: a.prog != nil, MapAccess: caps.MapProbe(maps)}, a.logger); err != nil {
 		return err
 	}
 
