@@ -111,6 +111,7 @@ func runAgent(c *cli.Context) error {
 	var tagNames func(uint32) (string, bool)
 	if a.prog != nil {
 		maps, tagNames = a.prog.Maps(), a.tagIDs.Name
+		p.run("pins", func(ctx context.Context) error { return a.prog.WatchPins(ctx, loader.PinCheckInterval) })
 	}
 	ingest, err := startNginx(cfg, a.col, a.tags, maps, tagNames, reg, a.logger, p.run)
 	if err != nil {
