@@ -84,6 +84,9 @@ func Load(cfg Config, logger *slog.Logger) (*Program, error) {
 	if err := requireCapabilities(); err != nil {
 		return nil, err
 	}
+	if err := privateMounts(cfg, logger); err != nil {
+		return nil, err
+	}
 	cgroup, err := ResolveCgroup(cfg.Cgroup)
 	if err != nil {
 		return nil, err
