@@ -53,6 +53,13 @@ type Options struct {
 	Ready func() error
 	// Version is shown on the landing page.
 	Version string
+	// MaxConnections bounds the connections held open at once (0:
+	// DefaultMaxConnections). At the bound a new connection makes room by
+	// closing the one idle longest (never sent a byte first), or is closed.
+	MaxConnections int
+	// ReadHeaderTimeout bounds the time a client takes to send a request's
+	// headers (0: DefaultReadHeaderTimeout).
+	ReadHeaderTimeout time.Duration
 	// Health reports the agent's state for the JSON document's meta.health
 	// (and the status page). nil leaves meta.health out.
 	Health func() Health
@@ -67,6 +74,8 @@ type Server struct {
 	links   []web.LandingLinks
 	landing http.Handler // rebuilt by Mount
 	promAll http.Handler // the unfiltered Prometheus formats
+	guard   *connGuard
+	own     *prometheus.Registry // the exporter's own series (guard)
 }
 
 // New checks opts (including the web configuration file) and builds the
@@ -84,7 +93,14 @@ func New(opts Options) (*Server, error) {
 	if err := ValidateWebConfig(opts.WebConfigFile); err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, log: opts.Logger}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	s := &Server{opts: opts, log: opts.Logger, guard: newConnGuard(opts.MaxConnections, opts.ReadHeaderTimeout), own: prometheus.NewRegistry()}
+	s.own.MustRegister(s.guard)
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -156,11 +172,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 func (s *Server) serve(ctx context.Context, run func(*http.Server, *web.FlagConfig) error) error {
 	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		Handler:     s.handler,
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	s.guard.install(srv)
 	done := make(chan struct{})    // run returned
 	stopped := make(chan struct{}) // the shutdown goroutine finished
 	go func() {

@@ -102,6 +102,13 @@ type gatherer struct {
 func (g *gatherer) Gather() ([]*dto.MetricFamily, error) {
 	snap := g.s.opts.Collector.Snapshot(g.filter)
 	mfs := snap.MetricFamilies()
+	own, err := g.s.own.Gather()
+	if err != nil {
+		return nil, fmt.Errorf("gathering the exporter's series: %w", err)
+	}
+	if mfs, err = merge(mfs, own); err != nil {
+		return nil, err
+	}
 	if g.s.opts.Registry == nil {
 		return mfs, nil
 	}

@@ -24,9 +24,12 @@ func Cgroup2Mount() (string, error) {
 	return cgroup2MountFrom(f)
 }
 
-// cgroup2MountFrom parses mountinfo lines; the first cgroup2 mount wins.
+// cgroup2MountFrom parses mountinfo lines: the first cgroup2 mount of the
+// whole hierarchy (mount root "/") wins; a bind mount of a subtree (another
+// tool's, e.g. a container runtime's) only when there is nothing else.
 func cgroup2MountFrom(r io.Reader) (string, error) {
 	sc := bufio.NewScanner(r)
+	subtree := ""
 	for sc.Scan() {
 		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw
 		left, right, ok := strings.Cut(sc.Text(), " - ")
@@ -35,12 +38,21 @@ func cgroup2MountFrom(r io.Reader) (string, error) {
 		}
 		fstype, _, _ := strings.Cut(right, " ")
 		fields := strings.Fields(left)
-		if fstype == "cgroup2" && len(fields) >= 5 {
+		if fstype != "cgroup2" || len(fields) < 5 {
+			continue
+		}
+		if fields[3] == "/" {
 			return unescapeMountPath(fields[4]), nil
+		}
+		if subtree == "" {
+			subtree = unescapeMountPath(fields[4])
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return "", fmt.Errorf("reading mountinfo: %w", err)
+	}
+	if subtree != "" {
+		return subtree, nil
 	}
 	return "", errors.New("no cgroup2 filesystem is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup) or boot with systemd.unified_cgroup_hierarchy=1")
 }

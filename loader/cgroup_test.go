@@ -33,6 +33,17 @@ func TestCgroup2MountFrom(t *testing.T) {
 			want:      "/my cgroup",
 		},
 		{
+			name: "a subtree bind mount before the hierarchy",
+			mountinfo: `89 56 0:37 /k8s /tmp/x/host-cgroup rw - cgroup2 cgroup2 rw
+25 22 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw`,
+			want: "/sys/fs/cgroup",
+		},
+		{
+			name:      "only a subtree",
+			mountinfo: `89 56 0:37 /k8s /tmp/x/host-cgroup rw - cgroup2 cgroup2 rw`,
+			want:      "/tmp/x/host-cgroup",
+		},
+		{
 			name:      "cgroup v1 only",
 			mountinfo: `32 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu`,
 			wantErr:   "no cgroup2 filesystem is mounted",

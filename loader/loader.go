@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -84,6 +85,7 @@ type Program struct {
 	// replaced (an upgrade, or changed map sizes).
 	replaced bool
 	log      *slog.Logger
+	repins   atomic.Uint64
 }
 
 // Load loads the program, reusing pinned maps and the pinned link when they
@@ -95,6 +97,9 @@ func Load(cfg Config, logger *slog.Logger) (*Program, error) {
 	}
 	logger = logger.With("component", "loader")
 	if err := requireCapabilities(); err != nil {
+		return nil, err
+	}
+	if err := privateMounts(cfg, logger); err != nil {
 		return nil, err
 	}
 	cgroup, err := ResolveCgroup(cfg.Cgroup)
@@ -321,14 +326,23 @@ func (p *Program) Close() error {
 	var errs []error
 	if !p.cfg.KeepOnExit {
 		errs = append(errs, Detach(p.cfg.PinDir))
+	} else if names, err := p.Repin(); err != nil {
+		errs = append(errs, err)
+	} else if len(names) > 0 {
+		p.log.Warn("pins were removed while the agent ran: pinned again to leave the program attached", "pin_dir", p.cfg.PinDir, "pins", names)
 	}
 	if p.link != nil {
 		errs = append(errs, p.link.Close())
 	}
 	errs = append(errs, p.objs.Close())
-	if p.cfg.KeepOnExit {
+	switch {
+	case p.cfg.KeepOnExit && !p.linkWasPinned():
+		// Removed by someone else after the last check: nothing holds the
+		// program once this process exits.
+		p.log.Warn("sock_ops program detached: bpf.keep_on_exit is set but its pins were removed", "pin_dir", p.cfg.PinDir)
+	case p.cfg.KeepOnExit:
 		p.log.Info("sock_ops program left attached", "pin_dir", p.cfg.PinDir)
-	} else {
+	default:
 		p.log.Info("sock_ops program detached", "cgroup", p.cgroup)
 	}
 	return errors.Join(errs...)

@@ -59,6 +59,7 @@ type Ingest struct {
 	st    stats
 	descs *descs
 	full  bool // the spool was full at the last check (edge detection)
+	loss  lossEstimator
 	ready atomic.Bool
 }
 
@@ -225,7 +226,15 @@ func (in *Ingest) checkFull() {
 		in.st.spoolFull.Add(1)
 		in.log.Warn("spool filesystem is full: nginx cannot write access-log lines, they are lost (nginx logs each failed write); give the tmpfs more room", "dir", in.dir)
 	}
+	if in.full && !full {
+		in.log.Warn("spool filesystem has room again", "dir", in.dir, "lines_lost_estimated_total", in.loss.lost.Load())
+	}
 	in.full = full
+	var waiting float64
+	if lines, bytes := in.st.lines.Load(), in.st.bytes.Load(); lines > 0 {
+		waiting = float64(in.st.backlog.Load()) / (float64(bytes) / float64(lines))
+	}
+	in.loss.observe(time.Now(), in.st.lines.Load(), waiting, full)
 }
 
 // Reload applies a new configuration: poll_interval and logtail take effect

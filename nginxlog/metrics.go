@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // descs describe the ingest's own series.
 type descs struct {
-	lines, bytes, recorded, rejected, misses, full, reopens, backlog *prometheus.Desc
+	lines, bytes, recorded, rejected, misses, full, lost, fullSecs, reopens, backlog *prometheus.Desc
 }
 
 func newDescs() *descs {
@@ -15,6 +15,8 @@ func newDescs() *descs {
 		rejected: prometheus.NewDesc("ipng_nginx_lines_rejected_total", "Access-log lines rejected; by reason in ipng_outcomes_rejected_total{reason=~\"nginx_.*\"}.", nil, nil),
 		misses:   prometheus.NewDesc("ipng_nginx_tuple_misses_total", "Recorded lines whose connection was not found in ipng_by_tuple (default tag); by reason in ipng_attribution_fallbacks_total{reason=~\"nginx_.*\"}.", nil, nil),
 		full:     prometheus.NewDesc("ipng_nginx_spool_full_total", "Times the spool filesystem was found full: nginx could not write lines.", nil, nil),
+		lost:     prometheus.NewDesc("ipng_nginx_lines_lost_estimated_total", "Access-log lines nginx could not write to the full spool, estimated when the spool has room again: the lines expected at the rate of the minute before, plus those waiting when it filled, minus those read (docs/metrics.md).", nil, nil),
+		fullSecs: prometheus.NewDesc("ipng_nginx_spool_full_seconds_total", "Seconds the spool was full, summed over episodes that ended.", nil, nil),
 		reopens:  prometheus.NewDesc("ipng_nginx_log_reopens_total", "Times a new log file appeared at the path (rotation or re-creation).", []string{"kind"}, nil),
 		backlog:  prometheus.NewDesc("ipng_nginx_backlog_bytes", "Bytes nginx has written to the spool that are not read yet.", nil, nil),
 	}
@@ -23,7 +25,7 @@ func newDescs() *descs {
 // Describe implements prometheus.Collector.
 func (in *Ingest) Describe(ch chan<- *prometheus.Desc) {
 	d := in.descs
-	for _, d := range []*prometheus.Desc{d.lines, d.bytes, d.recorded, d.rejected, d.misses, d.full,
+	for _, d := range []*prometheus.Desc{d.lines, d.bytes, d.recorded, d.rejected, d.misses, d.full, d.lost, d.fullSecs,
 		d.reopens, d.backlog} {
 		ch <- d
 	}
@@ -42,6 +44,8 @@ func (in *Ingest) Collect(ch chan<- prometheus.Metric) {
 	c(d.rejected, s.Rejected)
 	c(d.misses, s.TupleMisses)
 	c(d.full, s.SpoolFull)
+	c(d.lost, s.LinesLostEstimated)
+	ch <- prometheus.MustNewConstMetric(d.fullSecs, prometheus.CounterValue, s.SpoolFullSeconds)
 	c(d.reopens, s.Reopens, "rotated")
 	c(d.reopens, s.Truncations, "truncated")
 	ch <- prometheus.MustNewConstMetric(d.backlog, prometheus.GaugeValue, float64(s.BacklogBytes))
@@ -52,6 +56,8 @@ func (in *Ingest) Collect(ch chan<- prometheus.Metric) {
 type Stats struct {
 	Lines, Bytes, Recorded, Rejected, TupleMisses uint64
 	SpoolFull, Reopens, Truncations               uint64
+	LinesLostEstimated                            uint64
+	SpoolFullSeconds                              float64
 	BacklogBytes                                  int64
 	// Logtail lines: sent, dropped because the sender was behind, lost
 	// to write errors (ipng_logtail_lines_*_total{source="nginx"}).
@@ -63,6 +69,7 @@ func (in *Ingest) Stats() Stats {
 	s := Stats{
 		Lines: in.st.lines.Load(), Bytes: in.st.bytes.Load(), Recorded: in.st.recorded.Load(),
 		Rejected: in.st.rejected.Load(), TupleMisses: in.st.misses.Load(), SpoolFull: in.st.spoolFull.Load(),
+		LinesLostEstimated: in.loss.lost.Load(), SpoolFullSeconds: float64(in.loss.fullSeconds.Load()) / 1000,
 		Reopens: in.st.reopens.Load(), Truncations: in.st.truncs.Load(), BacklogBytes: in.st.backlog.Load(),
 	}
 	t := &in.tailCounters

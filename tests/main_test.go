@@ -41,6 +41,9 @@ func run(m *testing.M) int {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	build := exec.Command(goBin, "build", "-o", agentBin, "github.com/ipng/ipng-stats/cmd/ipng-stats")
+	// As the release binary (Makefile): without cgo, so the agent can
+	// drop its capabilities on every thread (internal/caps).
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "building ipng-stats: %v\n", err)

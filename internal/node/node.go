@@ -26,6 +26,7 @@ import (
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/internal/caps"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -180,6 +181,15 @@ func build(opts Options) (*Node, error) {
 	}
 	for _, hook := range opts.AfterAttach {
 		if err := hook(n); err != nil {
+			return n, err
+		}
+	}
+	if n.Role == RoleAgent {
+		// Least privilege: everything above needed root, what follows
+		// needs at most what caps.Keep lists (docs/reliability.md).
+		cfg := n.Config
+		if err := caps.AfterAttach(caps.Needs{BindLowPorts: cfg.Proxy.Enabled || caps.LowPort(cfg.Web.ListenAddress),
+			NginxSpool: cfg.Nginx.Enabled, Pins: n.Program != nil, MapAccess: caps.MapProbe(n.Maps)}, n.Logger); err != nil {
 			return n, err
 		}
 	}

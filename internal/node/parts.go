@@ -9,6 +9,7 @@ import (
 
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/nginxlog"
 	"github.com/ipng/ipng-stats/proxy"
 	"github.com/ipng/ipng-stats/status"
@@ -42,6 +43,12 @@ func (n *Node) addParts(opts Options) error {
 		Part{Name: "exporter", Run: srv.Run},
 		Part{Name: "collector", Run: n.Collector.Run},
 		Part{Name: "bindings", Run: func(ctx context.Context) error { return n.Bindings.Run(ctx, cfg.Bindings.RescanInterval) }})
+	if n.Program != nil {
+		// Notice pins removed while the node runs and pin them again.
+		n.parts = append(n.parts, Part{Name: "pins", Run: func(ctx context.Context) error {
+			return n.Program.WatchPins(ctx, loader.PinCheckInterval)
+		}})
+	}
 	if n.Role == RoleAgent {
 		if err := n.addNginx(); err != nil {
 			return err

@@ -1,0 +1,191 @@
+package exporter
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultMaxConnections bounds the connections the metrics port holds open
+// at once when Options.MaxConnections is 0. A scrape needs one; the bound
+// keeps a flood of idle connections (each costs a goroutine and buffers)
+// from growing the agent's memory.
+const DefaultMaxConnections = 512
+
+// DefaultReadHeaderTimeout is how long a client may take to send its
+// request line and headers (Options.ReadHeaderTimeout 0): a slowloris
+// client is closed after it.
+const DefaultReadHeaderTimeout = 10 * time.Second
+
+// maxHeaderBytes bounds a request's header block (net/http adds 4 KiB of
+// slack): scrapes send a few hundred bytes. Larger ones get 431.
+const maxHeaderBytes = 16 << 10
+
+// Rejection reasons of ipng_exporter_rejected_total.
+const (
+	reasonBadRequest  = "bad_request"  // malformed, oversized headers: 400, 431, 501 from net/http
+	reasonSlowRequest = "slow_request" // request started but not complete within the header timeout
+	reasonIdleTimeout = "idle_timeout" // connected, sent nothing within the header timeout
+	reasonEvicted     = "evicted"      // idle, closed to make room at the connection limit
+	reasonOverLimit   = "over_limit"   // new, closed at once: the limit is reached and nothing can be evicted
+)
+
+var rejectReasons = []string{reasonBadRequest, reasonSlowRequest, reasonIdleTimeout, reasonEvicted, reasonOverLimit}
+
+// connGuard counts what net/http rejects on its own (it never calls the
+// handler for a malformed or too large request, or a timed-out one) and
+// enforces the connection limit, from the server's ConnState hook.
+type connGuard struct {
+	max     int
+	timeout time.Duration
+
+	mu    sync.Mutex
+	conns map[net.Conn]*connInfo
+
+	rejected *prometheus.CounterVec
+	open     prometheus.GaugeFunc
+}
+
+type connInfo struct {
+	since   time.Time // accepted, or became idle: when the header timeout started
+	state   http.ConnState
+	served  atomic.Bool // the handler ran for the current request
+	evicted bool
+}
+
+type connInfoKey struct{}
+
+func newConnGuard(max int, timeout time.Duration) *connGuard {
+	g := &connGuard{max: max, timeout: timeout, conns: map[net.Conn]*connInfo{}}
+	g.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ipng_exporter_rejected_total",
+		Help: "Connections to the metrics port closed without serving a request, by reason: bad_request (malformed, oversized headers), slow_request and idle_timeout (header timeout), evicted (idle, closed at the connection limit to make room), over_limit.",
+	}, []string{"reason"})
+	for _, r := range rejectReasons {
+		g.rejected.WithLabelValues(r)
+	}
+	g.open = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ipng_exporter_connections_open",
+		Help: "Connections the metrics port holds open.",
+	}, func() float64 {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return float64(len(g.conns))
+	})
+	return g
+}
+
+// install sets the server's hooks and limits.
+func (g *connGuard) install(srv *http.Server) {
+	srv.ReadHeaderTimeout = g.timeout
+	srv.MaxHeaderBytes = maxHeaderBytes
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		info := &connInfo{since: time.Now(), state: http.StateNew}
+		g.mu.Lock()
+		g.conns[c] = info
+		g.mu.Unlock()
+		return context.WithValue(ctx, connInfoKey{}, info)
+	}
+	srv.ConnState = g.connState
+	h := srv.Handler
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if info, ok := r.Context().Value(connInfoKey{}).(*connInfo); ok {
+			info.served.Store(true)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (g *connGuard) connState(c net.Conn, state http.ConnState) {
+	g.mu.Lock()
+	info, ok := g.conns[c]
+	if !ok {
+		g.mu.Unlock()
+		return
+	}
+	prev, since := info.state, info.since
+	info.state = state
+	if state == http.StateIdle {
+		info.since = time.Now()
+	}
+	var victim net.Conn
+	reason := ""
+	switch state {
+	case http.StateNew:
+		if len(g.conns) > g.max {
+			victim = g.evictable(c)
+			if victim == nil {
+				victim, reason = c, reasonOverLimit
+			} else {
+				reason = reasonEvicted
+			}
+			g.conns[victim].evicted = true
+		}
+	case http.StateIdle:
+		if prev == http.StateActive && !info.served.Load() {
+			reason = reasonBadRequest
+		}
+		info.served.Store(false)
+	case http.StateClosed, http.StateHijacked:
+		delete(g.conns, c)
+		switch {
+		case info.evicted: // counted when it was chosen
+		case prev == http.StateActive && !info.served.Load():
+			reason = reasonBadRequest
+			if time.Since(since) >= g.timeout {
+				reason = reasonSlowRequest
+			}
+		case prev == http.StateNew && time.Since(since) >= g.timeout:
+			reason = reasonIdleTimeout
+		}
+	}
+	g.mu.Unlock()
+	if reason != "" {
+		g.rejected.WithLabelValues(reason).Inc()
+	}
+	if victim != nil {
+		victim.Close()
+	}
+}
+
+// evictable is the connection to close to make room for c: the one that
+// has waited longest without sending a byte, else the longest idle
+// keep-alive one; nil when every other connection is serving a request.
+// Called with g.mu held.
+func (g *connGuard) evictable(c net.Conn) net.Conn {
+	var best net.Conn
+	var bestInfo *connInfo
+	for k, in := range g.conns {
+		if k == c || in.evicted || in.state != http.StateNew && in.state != http.StateIdle {
+			continue
+		}
+		if bestInfo == nil || rank(in) < rank(bestInfo) || rank(in) == rank(bestInfo) && in.since.Before(bestInfo.since) {
+			best, bestInfo = k, in
+		}
+	}
+	return best
+}
+
+// rank orders eviction: connections that never sent anything first.
+func rank(in *connInfo) int {
+	if in.state == http.StateNew {
+		return 0
+	}
+	return 1
+}
+
+// Describe and Collect make the guard a prometheus.Collector.
+func (g *connGuard) Describe(ch chan<- *prometheus.Desc) {
+	g.rejected.Describe(ch)
+	g.open.Describe(ch)
+}
+
+func (g *connGuard) Collect(ch chan<- prometheus.Metric) {
+	g.rejected.Collect(ch)
+	g.open.Collect(ch)
+}

@@ -1,0 +1,113 @@
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// pinner is a pinned object: a map or the link.
+type pinner interface {
+	Pin(string) error
+	Unpin() error
+}
+
+// pinned returns the objects the program pins, by pin name: the link and
+// every map of mapPins the program has (found by their ebpf tags, so a map
+// added to the program is covered once it is in mapPins).
+func (p *Program) pinned() map[string]pinner {
+	out := map[string]pinner{}
+	if p.link != nil {
+		out[PinLink] = p.link
+	}
+	v := reflect.ValueOf(p.objs.SockopsMaps)
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Tag.Get("ebpf")
+		m, ok := v.Field(i).Interface().(*ebpf.Map)
+		if ok && m != nil && slices.Contains(mapPins, name) {
+			out[name] = m
+		}
+	}
+	return out
+}
+
+// Repin pins again, in the configured pin directory, every object whose pin
+// is gone: when the directory or pins in it were removed while the agent
+// runs (by hand, a cleanup script, a bpffs remounted), readers (`ipng-stats
+// conns`, the library, a restarted agent taking over) would otherwise find
+// nothing, and a restart would attach a new program with empty maps. It
+// re-creates the directory (ensurePinDir) and returns the names it
+// re-pinned; an error means the pins stay missing.
+func (p *Program) Repin() ([]string, error) {
+	objs := p.pinned()
+	var missing []string
+	for name := range objs {
+		if _, err := os.Lstat(filepath.Join(p.cfg.PinDir, name)); errors.Is(err, os.ErrNotExist) {
+			missing = append(missing, name)
+		} else if err != nil {
+			return nil, fmt.Errorf("checking pin %s: %w", name, err)
+		}
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	slices.Sort(missing)
+	if err := ensurePinDir(p.cfg.PinDir); err != nil {
+		return nil, fmt.Errorf("re-creating the removed pin directory: %w", err)
+	}
+	for _, name := range missing {
+		path := filepath.Join(p.cfg.PinDir, name)
+		// Unpin forgets the old path (it is gone): Pin to the same path is
+		// a no-op otherwise.
+		if err := objs[name].Unpin(); err != nil {
+			return nil, fmt.Errorf("re-pinning %s: %w", name, err)
+		}
+		if err := objs[name].Pin(path); err != nil {
+			return nil, fmt.Errorf("re-pinning %s: %w", name, err)
+		}
+		if name != PinLink {
+			if err := os.Chmod(path, 0o644); err != nil {
+				return nil, fmt.Errorf("making re-pinned map readable: %w", err)
+			}
+		}
+	}
+	return missing, nil
+}
+
+// PinCheckInterval is how often the agent checks that its pins are still
+// there (a few lstat calls).
+const PinCheckInterval = time.Second
+
+// WatchPins calls Repin every interval until ctx is done. It returns an
+// error (which stops the agent, so that its supervisor restarts it) when a
+// removed pin cannot be pinned again: running on unpinned would leave the
+// program invisible to every reader and to the next agent.
+func (p *Program) WatchPins(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		names, err := p.Repin()
+		if err != nil {
+			return fmt.Errorf("pins in %s were removed while the agent runs and cannot be restored: %w (restart the agent)", p.cfg.PinDir, err)
+		}
+		if len(names) > 0 {
+			p.repins.Add(1)
+			p.log.Warn("pins were removed while the agent runs: pinned again", "pin_dir", p.cfg.PinDir, "pins", names)
+		}
+	}
+}
+
+// Repins is how many times WatchPins found pins removed and pinned them again.
+func (p *Program) Repins() uint64 { return p.repins.Load() }

@@ -1,0 +1,135 @@
+package loader
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ipng/ipng-stats/internal/testenv"
+)
+
+// TestEnsurePinDirResolvesSymlinks: a pin directory that is a symlink is
+// judged by where it leads: to a directory on bpffs it is used, to one
+// elsewhere it is refused with both paths named, and nothing is mounted
+// over /sys/fs/bpf.
+func TestEnsurePinDirResolvesSymlinks(t *testing.T) {
+	testenv.RequireRoot(t)
+	if ok, _ := isBPFFS(DefaultBPFFS); !ok {
+		testenv.Skip(t, "no bpf filesystem at "+DefaultBPFFS)
+	}
+	mounts := func() int {
+		b, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), " "+DefaultBPFFS+" ")
+	}
+	before := mounts()
+
+	away := t.TempDir() // not bpffs
+	link := pinDir(t)
+	if err := os.Symlink(away, link); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(link) })
+	err := ensurePinDir(link)
+	if err == nil || !strings.Contains(err.Error(), "resolves to "+away) || !strings.Contains(err.Error(), "not on a bpf filesystem") {
+		t.Errorf("symlink to %s: %v", away, err)
+	}
+	if err := ensurePinDir(filepath.Join(link, "sub")); err == nil {
+		t.Error("a directory below a symlink that leaves bpffs was accepted")
+	}
+	if n := mounts(); n != before {
+		t.Errorf("%d bpf mounts at %s, %d before", n, DefaultBPFFS, before)
+	}
+
+	target := pinDir(t)
+	if err := os.Mkdir(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link2 := pinDir(t)
+	if err := os.Symlink(target, link2); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(link2) })
+	if err := ensurePinDir(link2); err != nil {
+		t.Errorf("symlink to a directory on bpffs: %v", err)
+	}
+	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("target after ensurePinDir: %v %v, want mode 0755", fi.Mode(), err)
+	}
+}
+
+// TestRepin: the pin directory removed under a loaded program is re-created
+// with every pin, and the re-pinned objects are the program's (a reader
+// sees the stamps made before the removal and after it).
+func TestRepin(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testCgroup(t)
+	dir := pinDir(t)
+	p, err := Load(Config{Cgroup: cg, PinDir: dir, Tuples: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	port := startServer(t, cg)
+	before := dial(t, port)
+	findStamp(t, p.Maps(), before.LocalAddr().(*net.TCPAddr).AddrPort())
+
+	if names, err := p.Repin(); err != nil || names != nil {
+		t.Fatalf("Repin with every pin in place: %v %v", names, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	names, err := p.Repin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{PinLink}
+	for _, n := range mapPins {
+		if n != pinEvents {
+			want = append(want, n)
+		}
+	}
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Errorf("re-pinned %v, want %v", names, want)
+	}
+	after := dial(t, port)
+	m, err := OpenPinned(dir)
+	if err != nil {
+		t.Fatalf("opening the re-pinned maps: %v", err)
+	}
+	defer m.Close()
+	findStamp(t, m, before.LocalAddr().(*net.TCPAddr).AddrPort())
+	findStamp(t, m, after.LocalAddr().(*net.TCPAddr).AddrPort())
+	for _, n := range want {
+		fi, err := os.Stat(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wantMode := os.FileMode(0o644); n != PinLink && fi.Mode().Perm() != wantMode {
+			t.Errorf("%s: mode %v, want %v", n, fi.Mode().Perm(), wantMode)
+		}
+	}
+	// A second removal of a single pin is repaired too.
+	os.Remove(filepath.Join(dir, PinConns))
+	if names, err := p.Repin(); err != nil || !slices.Equal(names, []string{PinConns}) {
+		t.Errorf("one pin removed: re-pinned %v %v", names, err)
+	}
+	// Where the directory cannot be made again, Repin says why.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(t.TempDir(), dir); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(dir)
+	if _, err := p.Repin(); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
+		t.Errorf("pin directory replaced by a symlink to another filesystem: %v", err)
+	}
+}
