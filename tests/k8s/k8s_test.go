@@ -93,8 +93,8 @@ func (c *cluster) manifest(image string) []map[string]any {
 			for _, v := range spec["volumes"].([]any) {
 				v := v.(map[string]any)
 				switch v["name"] {
-				case "cgroup2":
-					v["hostPath"].(map[string]any)["path"] = c.cgroup2()
+				case "cgroup":
+					v["hostPath"].(map[string]any)["path"] = c.hostCgroup()
 				case "bpffs":
 					v["hostPath"].(map[string]any)["path"] = c.bpffs()
 				}
@@ -131,7 +131,34 @@ func (c *cluster) bpffs() string { return c.path("bpffs") }
 
 // cgroup2 is where the agent attaches: the kubelet's cgroupRoot in the
 // cgroup2 hierarchy, the test's own, which holds the pods' processes.
-func (c *cluster) cgroup2() string { return "/sys/fs/cgroup/unified/" + c.cgroupName }
+func (c *cluster) cgroup2() string { return c.cgroup2Mount + "/" + c.cgroupName }
+
+// hostCgroup is the chart's cgroupRoot: a directory laid out like a
+// hybrid-layout host's /sys/fs/cgroup (which this machine has), a cgroup v1
+// hierarchy and the cgroup2 one as unified/, but holding the test's own
+// cgroups, so that the agent attaches to them and not to the host's root.
+// The agent must find unified/ itself: nothing tells it.
+func (c *cluster) hostCgroup() string { return c.path("host-cgroup") }
+
+func (c *cluster) mountHostCgroup() {
+	for _, h := range c.hierarchies() {
+		if h == c.cgroup2Mount {
+			continue
+		}
+		// One v1 hierarchy beside it, as on a hybrid host.
+		c.bindCgroup(h, filepath.Base(h))
+		break
+	}
+	c.bindCgroup(c.cgroup2Mount, "unified")
+}
+
+func (c *cluster) bindCgroup(hierarchy, name string) {
+	dst := filepath.Join(c.hostCgroup(), name)
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	c.must("mount", "--bind", filepath.Join(hierarchy, c.cgroupName), dst)
+}
 
 func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -157,6 +184,7 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	}
 	c.must("mount", "-t", "bpf", "bpf", c.bpffs())
 	c.must("mount", "--make-shared", c.bpffs())
+	c.mountHostCgroup()
 	start := time.Now()
 	step := func(what string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), what) }
 
