@@ -16,7 +16,7 @@ DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus 
         debhelper dpkg-dev lintian man-db ca-certificates git make gcc libc6-dev chromium tmux \
         etcd-server containerd runc containernetworking-plugins
 
-.PHONY: help build generate generate-bpf generate-monitoring check-generated chart test-chart test test-e2e k8s-components test-k8s bench fuzz lint deps deb image clean run
+.PHONY: help build generate generate-bpf generate-monitoring check-generated chart test-chart test test-e2e k8s-components chart-tool test-k8s bench fuzz lint deps deb image clean run
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,8 +53,8 @@ test: ## every test with -race (privileged ones skip without root; with IPNG_STA
 test-e2e: ## the network-namespace end-to-end tests (root)
 	IPNG_STATS_E2E=1 $(GO) test -race -count=1 -timeout 20m -v ./tests/...
 
-# The single-node Kubernetes cluster test (tests/k8s/README.md): not run by
-# .ci/run yet. It needs the components built into the cache once.
+# The single-node Kubernetes cluster test (tests/k8s/README.md), run by
+# .ci/run. It builds the components into the cache once per version.
 K8S_CACHE ?= /var/cache/ipng-stats/k8s/v1.37.2
 # The Kubernetes components the cluster test runs, built from the Go module
 # proxy (tests/k8s/tools/go.mod pins the version) once per version into
@@ -70,8 +70,11 @@ k8s-components: ## build the cluster test's Kubernetes components into K8S_CACHE
 		-o $(K8S_CACHE).tmp/ $(addprefix k8s.io/kubernetes/cmd/,$(K8S_COMPONENTS)) && \
 	rm -rf $(K8S_CACHE) && mv $(K8S_CACHE).tmp $(K8S_CACHE)
 
-test-k8s: image k8s-components ## single-node Kubernetes cluster test (root; components cached under K8S_CACHE, see tests/k8s/README.md)
-	IPNG_STATS_K8S_CACHE=$(K8S_CACHE) $(GO) test -tags k8s -count=1 -v ./tests/k8s/...
+chart-tool: ## build deploy/helm/tool (helm install/upgrade with Helm's Go API) into build/ipng-stats-chart
+	cd deploy/helm/tool && $(GO) build -o ../../../build/ipng-stats-chart .
+
+test-k8s: image chart-tool k8s-components ## single-node Kubernetes cluster test (root; components cached under K8S_CACHE, see tests/k8s/README.md)
+	IPNG_STATS_K8S_CACHE=$(K8S_CACHE) $(GO) test -tags k8s -count=1 -timeout 30m -v ./tests/k8s/...
 
 bench: ## benchmarks (see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)

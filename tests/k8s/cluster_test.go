@@ -49,8 +49,6 @@ type cluster struct {
 	// cgroup2Mount is the host's cgroup2 mount point.
 	cgroup2Mount string
 	sysctls      map[string]string
-	// chartConfig is the agent config of the chart's ConfigMap.
-	chartConfig string
 	// exited names the components that exited, with their error.
 	mu     sync.Mutex
 	exited []string
