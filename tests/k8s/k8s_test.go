@@ -100,6 +100,9 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 			t.Fatalf("%v: build the components as tests/k8s/README.md says", err)
 		}
 	}
+	if _, err := os.Stat(prometheusBin()); err != nil {
+		t.Fatalf("%v: make k8s-prometheus builds it", err)
+	}
 	for _, b := range []string{"etcd", "containerd", "runc", "ctr", "nsenter", "bpftool"} {
 		if _, err := exec.LookPath(b); err != nil {
 			t.Fatalf("%v (apt-get install etcd-server containerd runc bpftool)", err)
@@ -198,6 +201,13 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	c.traffic(client, edgeTag)
 	step("traffic attributed")
 
+	// A Prometheus finds the pod through the API server
+	// (kubernetes_sd_configs, role pod, the chart's prometheus.io
+	// annotations) and scrapes the same exact count.
+	c.startPrometheus()
+	c.promScraped(field(pod, "metadata", "name").(string), edgeTag, 8)
+	step("Prometheus discovered and scraped the pod")
+
 	// A config change rolled out through the chart: helm upgrade with
 	// edge0's tag changed; the ConfigMap and the pod template's
 	// checksum/config annotation change, so the DaemonSet replaces the
@@ -213,6 +223,8 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	}
 	c.traffic(client, edgeTag+"2")
 	step("traffic attributed with the new config")
+	c.promScraped(field(pod, "metadata", "name").(string), edgeTag+"2", 8)
+	step("Prometheus discovered and scraped the new pod")
 }
 
 // readyPod waits for the one agent pod, Ready, other than the pod notUID.
