@@ -92,7 +92,12 @@ func octal(s string) (byte, bool) {
 
 // ResolveCgroup turns the configured cgroup into an absolute directory of the
 // cgroup2 hierarchy: "" is the root (every socket on the host), a relative
-// path is taken below the cgroup2 mount, an absolute one is used as is.
+// path is taken below the cgroup2 mount, an absolute one is used as is when
+// it is on a cgroup2 filesystem. An absolute directory that is not, such as
+// a host's /sys/fs/cgroup mounted whole into a container, stands for the
+// cgroup2 mount at or below it, found in /proc/self/mountinfo: the directory
+// itself on a cgroup-v2 host, its unified/ on a hybrid-layout one. So a
+// DaemonSet need not know which layout its nodes have.
 func ResolveCgroup(configured string) (string, error) {
 	path := configured
 	if path == "" || !filepath.IsAbs(path) {
@@ -106,10 +111,63 @@ func ResolveCgroup(configured string) (string, error) {
 	if err := unix.Statfs(path, &st); err != nil {
 		return "", fmt.Errorf("cgroup %q: %w", path, err)
 	}
-	if st.Type != unix.CGROUP2_SUPER_MAGIC {
-		return "", fmt.Errorf("cgroup %q is not on a cgroup2 filesystem (sock_ops attaches to cgroup v2 only)", path)
+	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return path, nil
 	}
-	return path, nil
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", fmt.Errorf("cgroup %q is not on a cgroup2 filesystem; finding one below it: %w", path, err)
+	}
+	defer f.Close()
+	below, err := cgroup2MountBelow(f, path)
+	if err != nil {
+		return "", err
+	}
+	if err := unix.Statfs(below, &st); err != nil {
+		return "", fmt.Errorf("cgroup %q: %w", below, err)
+	}
+	if st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return "", fmt.Errorf("cgroup %q (the cgroup2 mount below %q) is not on a cgroup2 filesystem", below, path)
+	}
+	return below, nil
+}
+
+// cgroup2MountBelow is the shallowest cgroup2 mount point at or below dir in
+// mountinfo lines (the first of equally deep ones).
+func cgroup2MountBelow(r io.Reader, dir string) (string, error) {
+	dir = filepath.Clean(dir)
+	var found []string
+	best := ""
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		left, right, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		fstype, _, _ := strings.Cut(right, " ")
+		fields := strings.Fields(left)
+		if fstype != "cgroup2" || len(fields) < 5 {
+			continue
+		}
+		mnt := unescapeMountPath(fields[4])
+		found = append(found, mnt)
+		if mnt != dir && !strings.HasPrefix(mnt, dir+"/") && dir != "/" {
+			continue
+		}
+		if best == "" || strings.Count(mnt, "/") < strings.Count(best, "/") {
+			best = mnt
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", fmt.Errorf("reading mountinfo: %w", err)
+	}
+	if best != "" {
+		return best, nil
+	}
+	if len(found) == 0 {
+		return "", fmt.Errorf("cgroup %q is not on a cgroup2 filesystem and no cgroup2 filesystem is mounted (sock_ops attaches to cgroup v2 only)", dir)
+	}
+	return "", fmt.Errorf("cgroup %q is not on a cgroup2 filesystem and has no cgroup2 mount below it (sock_ops attaches to cgroup v2 only; cgroup2 is mounted at %s)", dir, strings.Join(found, ", "))
 }
 
 // cgroupID is the id the kernel reports for a cgroup2 directory: its inode.

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/internal/caps"
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // TestAgentDropsCapabilities: once the program is attached and the proxy's
@@ -98,7 +99,7 @@ func checkThreadCaps(t *testing.T, p *proc, want uint64) {
 func checkAfterDrop(t *testing.T, e *env, p *proc) {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 20*time.Second, "reload", func() bool { return strings.Contains(p.out.String(), "configuration reloaded") })
+	testenv.Eventually(t, 20*time.Second, func() bool { return strings.Contains(p.out.String(), "configuration reloaded") }, "reload")
 	if _, err := e.ipngStats("conns", "--bpf.pin-dir", e.pinDir); err != nil {
 		t.Errorf("conns after the drop: %v", err)
 	}

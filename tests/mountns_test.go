@@ -9,8 +9,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 	"github.com/ipng/ipng-stats/loader"
-	"github.com/ipng/ipng-stats/tests/internal/topo"
 )
 
 // TestAgentUnderIPNetnsExec: `ip netns exec` gives the agent a private
@@ -20,7 +21,7 @@ import (
 // on the host reads them) and SIGTERM removes them there.
 func TestAgentUnderIPNetnsExec(t *testing.T) {
 	topo.Require(t)
-	name := "ipngt-" + randHex()
+	name := "ipngt-" + testenv.RandomID()
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
@@ -41,8 +42,7 @@ func TestAgentUnderIPNetnsExec(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &env{t: t}
-	e.pinDir = filepath.Join(loader.DefaultBPFFS, "ipngt-"+randHex())
-	t.Cleanup(func() { loader.Detach(e.pinDir) })
+	e.pinDir = topo.PinDir(t)
 	agent := e.start("agent", exec.CommandContext(context.Background(), "ip", "netns", "exec", name, agentBin, "agent",
 		"--bpf.cgroup", rel, "--bpf.pin-dir", e.pinDir, "--attribution.mode", "bpf",
 		"--web.listen-address", "127.0.0.1:9113"), false)

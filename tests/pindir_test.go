@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/loader"
 )
 
@@ -27,9 +28,10 @@ func TestPinDirRemovedWhileRunning(t *testing.T) {
 			t.Fatal(err)
 		}
 		removePins(t, e.pinDir, nil)
-		waitFor(t, 20*time.Second, "pins restored", func() bool {
+		testenv.Eventually(t, 20*time.Second, func() bool {
 			return strings.Contains(agent.out.String(), "pinned again") && exists(filepath.Join(e.pinDir, loader.PinLink))
-		})
+		}, "pins restored")
+
 		after, err := e.connect(e.topo.C2, "ipv6")
 		if err != nil {
 			t.Fatal(err)

@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/tests/internal/topo"
+	"github.com/ipng/ipng-stats/internal/testenv"
+	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
 
 // soakDuration is IPNG_STATS_SOAK (a Go duration, e.g. 10m for the
@@ -55,9 +56,10 @@ func TestSoakReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.proc.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 20*time.Second, "first reload", func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		return strings.Count(e.proc.out.String(), `msg="configuration reloaded"`) == 1
-	})
+	}, "first reload")
+
 	other := strings.Replace(string(base), "tag: maglev\n", "tag: maglev-b\n", 1)
 	if other == string(base) {
 		t.Fatal("no tun0 binding to change in the configuration")
@@ -144,9 +146,10 @@ func TestSoakReloads(t *testing.T) {
 		}
 		e.proc.cmd.Process.Signal(syscall.SIGHUP)
 		reloads++
-		waitFor(t, 20*time.Second, fmt.Sprintf("reload %d", reloads), func() bool {
+		testenv.Eventually(t, 20*time.Second, func() bool {
 			return strings.Count(e.proc.out.String(), `msg="configuration reloaded"`) == reloads+1
-		})
+		}, "reload %d", reloads)
+
 		time.Sleep(100 * time.Millisecond) // pacing: about 8 reloads a second, not a synchronisation
 	}
 	close(stop)
@@ -166,10 +169,11 @@ func TestSoakReloads(t *testing.T) {
 		t.Fatalf("no soak: %d requests, %d reloads", total, reloads)
 	}
 	var got map[string]uint64
-	waitFor(t, 20*time.Second, "every request counted", func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		got, _, err = agentCounts(e.env)
 		return err == nil && maps.Equal(got, sent)
-	})
+	}, "every request counted")
+
 	if last.fds > first.fds+16 || last.threads > first.threads+8 || last.rssKB > first.rssKB*3/2+16<<10 {
 		t.Errorf("the agent grew over %v: fds %d → %d, threads %d → %d, RSS %d → %d kB", dur, first.fds, last.fds,
 			first.threads, last.threads, first.rssKB, last.rssKB)

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ipng/ipng-stats/loader"
 )
 
 // cacheDir holds the components built from tests/k8s/tools (README.md).
@@ -44,9 +46,9 @@ type cluster struct {
 	procs  []*exec.Cmd
 	// cgroupName is the kubelet's cgroupRoot, under every hierarchy.
 	cgroupName string
-	sysctls    map[string]string
-	// chartConfig is the agent config of the chart's ConfigMap.
-	chartConfig string
+	// cgroup2Mount is the host's cgroup2 mount point.
+	cgroup2Mount string
+	sysctls      map[string]string
 	// exited names the components that exited, with their error.
 	mu     sync.Mutex
 	exited []string
@@ -92,6 +94,9 @@ func newCluster(t *testing.T) *cluster {
 		if err := os.MkdirAll(filepath.Join(h, c.cgroupName), 0o755); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if c.cgroup2Mount, err = loader.Cgroup2Mount(); err != nil {
+		t.Fatal(err)
 	}
 	return c
 }
@@ -191,7 +196,9 @@ func (c *cluster) hierarchies() []string {
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
 		for i, fld := range fields {
-			if fld == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") {
+			// The test's own binds under its directory are no hierarchies.
+			if fld == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") &&
+				!strings.HasPrefix(fields[4], c.dir+"/") {
 				hs = append(hs, fields[4])
 			}
 		}

@@ -8,17 +8,13 @@ package k8s
 import (
 	"archive/tar"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
@@ -61,69 +57,6 @@ func imageName(t *testing.T, archive string) string {
 	}
 }
 
-// manifest is the plain manifest (the chart rendered with its defaults),
-// pointed at the imported image, the test's cgroup2 subtree and pin dir.
-func (c *cluster) manifest(image string) []map[string]any {
-	f, err := os.Open(manifestFile)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer f.Close()
-	var objs []map[string]any
-	dec := yaml.NewDecoder(f)
-	for {
-		var o map[string]any
-		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			c.t.Fatal(err)
-		}
-		if o == nil {
-			continue
-		}
-		switch o["kind"] {
-		case "ConfigMap":
-			data := o["data"].(map[string]any)
-			c.chartConfig = data["ipng-stats.yml"].(string)
-			data["ipng-stats.yml"] = c.agentConfig(edgeTag)
-		case "DaemonSet":
-			spec := field(o, "spec", "template", "spec").(map[string]any)
-			ctr := spec["containers"].([]any)[0].(map[string]any)
-			ctr["image"], ctr["imagePullPolicy"] = image, "Never"
-			for _, v := range spec["volumes"].([]any) {
-				v := v.(map[string]any)
-				switch v["name"] {
-				case "cgroup2":
-					v["hostPath"].(map[string]any)["path"] = c.cgroup2()
-				case "bpffs":
-					v["hostPath"].(map[string]any)["path"] = c.bpffs()
-				}
-			}
-		}
-		objs = append(objs, o)
-	}
-	return objs
-}
-
-// agentConfig is the chart's default config with the test's pin dir, edge0
-// bound to tag and the proxy on the VIP.
-func (c *cluster) agentConfig(tag string) string {
-	var cfg map[string]any
-	if err := yaml.Unmarshal([]byte(c.chartConfig), &cfg); err != nil {
-		c.t.Fatal(err)
-	}
-	cfg["bpf"].(map[string]any)["pin_dir"] = "/sys/fs/bpf/" + c.id
-	cfg["bindings"].(map[string]any)["devices"] = []any{map[string]any{"device": "edge0", "tag": tag}}
-	cfg["proxy"] = map[string]any{"enabled": true,
-		"listeners": []any{map[string]any{"address": vip + ":8080", "upstream": "web"}},
-		"upstreams": []any{map[string]any{"name": "web", "servers": []any{"127.0.0.1:8081"}}}}
-	b, err := yaml.Marshal(cfg)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return string(b)
-}
-
 // bpffs is the test's own bpffs instance, a shared mount (HostToContainer
 // propagation needs one; the host's /sys/fs/bpf is private here) whose pins
 // go with its unmount.
@@ -131,7 +64,34 @@ func (c *cluster) bpffs() string { return c.path("bpffs") }
 
 // cgroup2 is where the agent attaches: the kubelet's cgroupRoot in the
 // cgroup2 hierarchy, the test's own, which holds the pods' processes.
-func (c *cluster) cgroup2() string { return "/sys/fs/cgroup/unified/" + c.cgroupName }
+func (c *cluster) cgroup2() string { return c.cgroup2Mount + "/" + c.cgroupName }
+
+// hostCgroup is the chart's cgroupRoot: a directory laid out like a
+// hybrid-layout host's /sys/fs/cgroup (which this machine has), a cgroup v1
+// hierarchy and the cgroup2 one as unified/, but holding the test's own
+// cgroups, so that the agent attaches to them and not to the host's root.
+// The agent must find unified/ itself: nothing tells it.
+func (c *cluster) hostCgroup() string { return c.path("host-cgroup") }
+
+func (c *cluster) mountHostCgroup() {
+	for _, h := range c.hierarchies() {
+		if h == c.cgroup2Mount {
+			continue
+		}
+		// One v1 hierarchy beside it, as on a hybrid host.
+		c.bindCgroup(h, filepath.Base(h))
+		break
+	}
+	c.bindCgroup(c.cgroup2Mount, "unified")
+}
+
+func (c *cluster) bindCgroup(hierarchy, name string) {
+	dst := filepath.Join(c.hostCgroup(), name)
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	c.must("mount", "--bind", filepath.Join(hierarchy, c.cgroupName), dst)
+}
 
 func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -139,6 +99,9 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(cacheDir(), b)); err != nil {
 			t.Fatalf("%v: build the components as tests/k8s/README.md says", err)
 		}
+	}
+	if _, err := os.Stat(prometheusBin()); err != nil {
+		t.Fatalf("%v: make k8s-prometheus builds it", err)
 	}
 	for _, b := range []string{"etcd", "containerd", "runc", "ctr", "nsenter", "bpftool"} {
 		if _, err := exec.LookPath(b); err != nil {
@@ -157,6 +120,7 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	}
 	c.must("mount", "-t", "bpf", "bpf", c.bpffs())
 	c.must("mount", "--make-shared", c.bpffs())
+	c.mountHostCgroup()
 	start := time.Now()
 	step := func(what string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), what) }
 
@@ -192,16 +156,11 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	}, "kubelet", "containerd")
 	step("node Ready")
 
-	for _, o := range c.manifest(image) {
-		p, err := resourcePath(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.api("POST", p, o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	step("manifest applied")
+	c.serverDryRun()
+	step("manifest server-side dry-run")
+
+	t.Logf("%s", c.helm("install", c.values(image, edgeTag)))
+	step("helm install")
 
 	pod := c.readyPod("")
 	step("agent pod Ready")
@@ -217,6 +176,14 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	if !strings.Contains(string(out), "sock_ops") {
 		t.Errorf("no sock_ops program on %s:\n%s", c.cgroup2(), out)
 	}
+	// Found by the agent in its mountinfo below the chart's /host/cgroup
+	// (the hybrid layout's unified/): nothing in the config names it.
+	c.waitFor("agent log", time.Minute, func() error {
+		if l := c.agentLog(field(pod, "metadata", "uid").(string)); !strings.Contains(l, `"cgroup":"/host/cgroup/unified"`) {
+			return fmt.Errorf("the agent did not log attaching to /host/cgroup/unified:\n%s", l)
+		}
+		return nil
+	})
 	step("BPF attached")
 
 	// What a Prometheus scraping the pod (host network: the node address,
@@ -234,24 +201,30 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	c.traffic(client, edgeTag)
 	step("traffic attributed")
 
-	// A config change rolled out as the chart does it: the ConfigMap
-	// changes and so does the pod template's checksum/config annotation,
-	// so the DaemonSet replaces the pod; the new agent counts under the
+	// A Prometheus finds the pod through the API server
+	// (kubernetes_sd_configs, role pod, the chart's prometheus.io
+	// annotations) and scrapes the same exact count.
+	c.startPrometheus()
+	c.promScraped(field(pod, "metadata", "name").(string), edgeTag, 8)
+	step("Prometheus discovered and scraped the pod")
+
+	// A config change rolled out through the chart: helm upgrade with
+	// edge0's tag changed; the ConfigMap and the pod template's
+	// checksum/config annotation change, so the DaemonSet replaces the
+	// pod; the new agent reuses the pinned program and counts under the
 	// new tag.
 	oldUID, _ := field(pod, "metadata", "uid").(string)
-	if _, err := c.api("PATCH", "/api/v1/namespaces/ipng-stats/configmaps/ipng-stats",
-		map[string]any{"data": map[string]any{"ipng-stats.yml": c.agentConfig(edgeTag + "2")}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.api("PATCH", "/apis/apps/v1/namespaces/ipng-stats/daemonsets/ipng-stats",
-		map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{
-			"annotations": map[string]any{"checksum/config": "rolled-out-by-test"}}}}}); err != nil {
-		t.Fatal(err)
-	}
-	c.readyPod(oldUID)
+	t.Logf("%s", c.helm("upgrade", c.values(image, edgeTag+"2")))
+	step("helm upgrade")
+	pod = c.readyPod(oldUID)
 	step("new agent pod Ready")
+	if l := c.agentLog(field(pod, "metadata", "uid").(string)); !strings.Contains(l, `"reused_pins":true`) {
+		t.Errorf("the new agent did not reuse the pinned program:\n%s", l)
+	}
 	c.traffic(client, edgeTag+"2")
 	step("traffic attributed with the new config")
+	c.promScraped(field(pod, "metadata", "name").(string), edgeTag+"2", 8)
+	step("Prometheus discovered and scraped the new pod")
 }
 
 // readyPod waits for the one agent pod, Ready, other than the pod notUID.

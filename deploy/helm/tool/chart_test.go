@@ -19,8 +19,9 @@ const chartDir = "../ipng-stats"
 // hybrid-layout host, an image imported on the nodes.
 func allValues() map[string]any {
 	return map[string]any{
-		"image":       map[string]any{"repository": "ipng-stats", "tag": "1.2.3", "pullPolicy": "Never"},
-		"cgroup2Root": "/sys/fs/cgroup/unified",
+		"image":      map[string]any{"repository": "ipng-stats", "tag": "1.2.3", "pullPolicy": "Never"},
+		"cgroupRoot": "/run/host-cgroup",
+		"bpffsPath":  "/run/host-bpf",
 		"config": map[string]any{
 			"web":      map[string]any{"listen_address": ":9114"},
 			"bindings": map[string]any{"devices": []any{map[string]any{"device": "gre-mg1", "tag": "maglev1"}, map[string]any{"device": "eth1", "family": "ipv6"}}},
@@ -76,7 +77,7 @@ func TestRenderAllGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "testdata/all.golden.yaml", m)
-	for _, want := range []string{"- DAC_OVERRIDE", "- SYS_ADMIN", "path: /sys/fs/cgroup/unified", "kind: PodMonitor",
+	for _, want := range []string{"- DAC_OVERRIDE", "- SYS_ADMIN", "path: /run/host-cgroup", "path: /run/host-bpf", "kind: PodMonitor",
 		"kind: ServiceMonitor", "imagePullPolicy: Never", `prometheus.io/port: "9114"`, "containerPort: 9114"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("rendering lacks %q", want)
@@ -85,7 +86,7 @@ func TestRenderAllGolden(t *testing.T) {
 }
 
 // The agent's own parser accepts the configuration the chart renders, with
-// bpf.cgroup pointing at the host's cgroup2 root in the pod.
+// bpf.cgroup pointing at the host's cgroup directory in the pod.
 func TestRenderedConfigValid(t *testing.T) {
 	for name, values := range map[string]map[string]any{"defaults": nil, "all": allValues()} {
 		m, err := render(chartDir, values)
@@ -107,8 +108,8 @@ func TestRenderedConfigValid(t *testing.T) {
 				t.Errorf("%s: the agent rejects the rendered configuration: %v\n%s", name, err, cm.Data["ipng-stats.yml"])
 				continue
 			}
-			if cfg.BPF.Cgroup != "/host/cgroup2" {
-				t.Errorf("%s: bpf.cgroup %q, want /host/cgroup2", name, cfg.BPF.Cgroup)
+			if cfg.BPF.Cgroup != "/host/cgroup" {
+				t.Errorf("%s: bpf.cgroup %q, want /host/cgroup", name, cfg.BPF.Cgroup)
 			}
 		}
 		if !found {
@@ -125,10 +126,10 @@ func TestSchemaRejects(t *testing.T) {
 		want   string
 	}{
 		"pull policy":   {map[string]any{"image": map[string]any{"repository": "x", "pullPolicy": "Sometimes"}}, "pullPolicy"},
-		"unknown value": {map[string]any{"cgroupRoot": "/sys/fs/cgroup"}, "cgroupRoot"},
+		"unknown value": {map[string]any{"cgroup2Root": "/sys/fs/cgroup"}, "cgroup2Root"},
 		"bpf.cgroup":    {map[string]any{"config": map[string]any{"bpf": map[string]any{"cgroup": "/x"}}}, "bpf"},
 		"family":        {map[string]any{"config": map[string]any{"bindings": map[string]any{"devices": []any{map[string]any{"device": "eth0", "family": "ip4"}}}}}, "family"},
-		"relative path": {map[string]any{"cgroup2Root": "sys/fs/cgroup"}, "cgroup2Root"},
+		"relative path": {map[string]any{"cgroupRoot": "sys/fs/cgroup"}, "cgroupRoot"},
 	} {
 		_, err := render(chartDir, c.values)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

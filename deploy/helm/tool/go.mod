@@ -106,7 +106,6 @@ require (
 	k8s.io/apiextensions-apiserver v0.37.0 // indirect
 	k8s.io/apimachinery v0.37.0 // indirect
 	k8s.io/apiserver v0.37.0 // indirect
-	k8s.io/cli-runtime v0.37.0 // indirect
 	k8s.io/client-go v0.37.0 // indirect
 	k8s.io/component-base v0.37.0 // indirect
 	k8s.io/klog/v2 v2.140.0 // indirect
@@ -123,6 +122,7 @@ require (
 
 require (
 	github.com/ipng/ipng-stats v0.0.0
+	k8s.io/cli-runtime v0.37.0
 	sigs.k8s.io/yaml v1.6.0
 )
 

@@ -16,11 +16,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* The agent's configuration: the values' config, with bpf.cgroup at the
-     host's cgroup2 root as mounted in the pod. */}}
+     host's cgroup directory as mounted in the pod (the agent attaches to
+     the cgroup2 mount at or below it). */}}
 {{- define "ipng-stats.config" -}}
 {{- $cfg := deepCopy .Values.config -}}
 {{- $bpf := default dict $cfg.bpf -}}
-{{- $_ := set $bpf "cgroup" "/host/cgroup2" -}}
+{{- $_ := set $bpf "cgroup" "/host/cgroup" -}}
 {{- $_ := set $cfg "bpf" $bpf -}}
 {{- toYaml $cfg -}}
 {{- end -}}
