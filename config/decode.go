@@ -79,6 +79,13 @@ func (d *decoder) root(c *Config, n *yaml.Node) {
 		}},
 		{"nginx", func(p string, v *yaml.Node) { d.nginx(p, v, &c.Nginx) }},
 		{"proxy", func(p string, v *yaml.Node) { d.proxy(p, v, &c.Proxy) }},
+		{"handshakes", func(p string, v *yaml.Node) {
+			d.fields(p, v, []field{
+				{"enabled", func(p string, v *yaml.Node) { d.bool(p, v, &c.Handshakes.Enabled) }},
+				{"ports", func(p string, v *yaml.Node) { d.ints(p, v, &c.Handshakes.Ports) }},
+				{"ports_rescan_interval", func(p string, v *yaml.Node) { d.duration(p, v, &c.Handshakes.PortsRescanInterval) }},
+			})
+		}},
 	})
 }
 
@@ -263,6 +270,39 @@ func (d *decoder) floats(path string, n *yaml.Node, dst *[]float64) {
 			continue
 		}
 		out = append(out, f)
+	}
+	if !ok {
+		d.markBad(path)
+		return
+	}
+	*dst = out
+}
+
+// ints decodes a list of integers. If any element is not an integer the
+// default is kept and the whole list is marked bad.
+func (d *decoder) ints(path string, n *yaml.Node, dst *[]int) {
+	n = resolve(n)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.invalid(n, path, "want a list of integers like [80, 443], got %s", describe(n))
+		return
+	}
+	out := make([]int, 0, len(n.Content))
+	ok := true
+	for i, item := range n.Content {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		d.pos[p] = posOf(item)
+		i, good := d.integer(p, item)
+		if !good || int64(int(i)) != i {
+			if good {
+				d.invalid(item, p, "integer %d out of range", i)
+			}
+			ok = false
+			continue
+		}
+		out = append(out, int(i))
 	}
 	if !ok {
 		d.markBad(path)

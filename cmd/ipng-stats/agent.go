@@ -21,6 +21,7 @@ import (
 	"github.com/ipng/ipng-stats/config"
 	"github.com/ipng/ipng-stats/connstats"
 	"github.com/ipng/ipng-stats/exporter"
+	"github.com/ipng/ipng-stats/handshake"
 	"github.com/ipng/ipng-stats/loader"
 	"github.com/ipng/ipng-stats/nginxlog"
 	"github.com/ipng/ipng-stats/proxy"
@@ -52,6 +53,7 @@ type agent struct {
 	col    *collector.Collector
 	conns  *connstats.Tracker // nil without BPF
 	tagIDs *loader.TagTable   // nil without BPF
+	hs     atomic.Pointer[handshake.Monitor]
 	ready  atomic.Bool
 }
 
@@ -115,6 +117,8 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	hs, reloadHandshakes := startHandshakes(cfg, a.col, a.tags, maps, tagNames, reg, a.logger, p.run)
+	a.hs.Store(hs)
 	reloadProxy, err := startProxy(cfg, proxy.Deps{Attributor: a.attr, Collector: a.col, Logger: a.logger,
 		ConnectionsCountedElsewhere: a.conns != nil}, reg, p.run)
 	if err != nil {
@@ -136,6 +140,7 @@ func runAgent(c *cli.Context) error {
 		case <-hup:
 			if next := reloadConfig(c, a.tags, a.level, a.col, a.logger); next != nil {
 				reloadProxy(next)
+				reloadHandshakes(next)
 				if next.Nginx.Enabled != cfg.Nginx.Enabled {
 					a.logger.Warn("nginx.enabled changed by a reload: restart the agent to apply it")
 				}
@@ -218,6 +223,11 @@ func (a *agent) setup() error {
 func (a *agent) refreshConns() {
 	if err := a.conns.Sync(); err != nil {
 		a.logger.Warn("reading the program's connection counts", "err", err)
+	}
+	if hs := a.hs.Load(); hs != nil {
+		if err := hs.Sync(); err != nil {
+			a.logger.Warn("reading the handshake counts", "err", err)
+		}
 	}
 }
 
