@@ -44,6 +44,9 @@ type HandshakesConfig struct {
 	// of the agent's network namespace, read every PortsRescanInterval.
 	Ports               []int         `yaml:"ports,flow"`
 	PortsRescanInterval time.Duration `yaml:"ports_rescan_interval"`
+	// DiagnoseInterval is how often the agent logs which stage loses
+	// handshakes, over the last interval.
+	DiagnoseInterval time.Duration `yaml:"diagnose_interval"`
 }
 
 // MaxHandshakePorts bounds handshakes.ports (the program's port map).

@@ -84,6 +84,7 @@ func (d *decoder) root(c *Config, n *yaml.Node) {
 				{"enabled", func(p string, v *yaml.Node) { d.bool(p, v, &c.Handshakes.Enabled) }},
 				{"ports", func(p string, v *yaml.Node) { d.ints(p, v, &c.Handshakes.Ports) }},
 				{"ports_rescan_interval", func(p string, v *yaml.Node) { d.duration(p, v, &c.Handshakes.PortsRescanInterval) }},
+				{"diagnose_interval", func(p string, v *yaml.Node) { d.duration(p, v, &c.Handshakes.DiagnoseInterval) }},
 			})
 		}},
 	})

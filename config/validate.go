@@ -68,6 +68,9 @@ func (v *validator) handshakes(h *HandshakesConfig) {
 	if d := h.PortsRescanInterval; d < MinRescanInterval {
 		v.errorf("handshakes.ports_rescan_interval", "must be at least %v, got %v", MinRescanInterval, d)
 	}
+	if d := h.DiagnoseInterval; d < MinRescanInterval {
+		v.errorf("handshakes.diagnose_interval", "must be at least %v, got %v", MinRescanInterval, d)
+	}
 }
 
 func (v *validator) oneOf(path, value, what string, allowed ...string) {

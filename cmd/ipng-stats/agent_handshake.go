@@ -28,6 +28,7 @@ func startHandshakes(cfg *config.Config, col *collector.Collector, tags *binding
 	}
 	m, err := handshake.New(handshakeConfig(cfg), handshake.Options{
 		Collector: col, Bindings: tags, Logger: logger, PinDir: cfg.BPF.PinDir,
+		DiagnoseEvery: cfg.Handshakes.DiagnoseInterval,
 		Completed: func() (map[string]uint64, error) {
 			conns, err := maps.ReadConns()
 			return handshake.Completed(conns, names, tags.Table()), err
