@@ -8,4 +8,4 @@
 package bpf
 
 //go:generate go tool bpf2go -tags linux -target bpfel -type ipng_stamp -type ipng_tuple -type ipng_counter -type ipng_source -type ipng_iface_key -type ipng_iface -type ipng_tag_name -type ipng_conn_key -type ipng_conn_count Sockops sockops.c -- -I/usr/include/x86_64-linux-gnu -Wall -Werror
-//go:generate go tool bpf2go -tags linux -target bpfel -type ipng_hs_key -type ipng_hs_count -type ipng_hs_counter Handshake handshake.c -- -I/usr/include/x86_64-linux-gnu -Wall -Werror
+//go:generate go tool bpf2go -tags linux -target bpfel -type ipng_hs_key -type ipng_hs_count -type ipng_hs_counter -type ipng_hs_tuple Handshake handshake.c -- -I/usr/include/x86_64-linux-gnu -Wall -Werror

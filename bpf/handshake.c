@@ -14,11 +14,15 @@
 //   ipng_hs_egress   tc/tcx egress on each bound device: SYN-ACKs from a
 //                    port in ipng_hs_ports that leave through the bound
 //                    device itself. In a DSR setup that must never happen.
-//   ipng_hs_synack   fexit of tcp_make_synack: SYN-ACKs the stack built in
-//                    answer to a new SYN (retransmissions carry no SYN and
-//                    are not counted), keyed by the interface that SYN
-//                    arrived on, when that interface is in ipng_hs_ifaces
-//                    and the listener is in the agent's network namespace.
+//   ipng_hs_sockops  sock_ops, attached to the agent's cgroup next to the
+//                    stamping program: BPF_SOCK_OPS_RWND_INIT of a request
+//                    socket, which the stack calls once for each SYN it is
+//                    about to answer with a SYN-ACK (not for retransmitted
+//                    SYN-ACKs). The ingress program remembers the 4-tuple of
+//                    each counted SYN and its interface (ipng_hs_syns), so
+//                    the SYN-ACK is counted for the interface its SYN
+//                    arrived on. Listeners outside the cgroup, or of other
+//                    network namespaces, are not seen.
 //
 // Handshakes completed are counted by the sock_ops program (ipng_conns).
 // The tc programs always return TC_ACT_UNSPEC (TCX_NEXT): they never drop,
@@ -36,9 +40,7 @@
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
-#include <bpf/bpf_tracing.h>
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -84,13 +86,23 @@ struct {
 	__type(value, __u8);
 } ipng_hs_ports SEC(".maps");
 
-// Bound interfaces (ifindex) of the agent's namespace; written by the agent.
+// The 4-tuple of a SYN counted at ingress.
+struct ipng_hs_tuple {
+	__u8 local_addr[16];  // IPv4 v4-mapped
+	__u8 remote_addr[16];
+	__u16 local_port;     // host byte order
+	__u16 remote_port;    // host byte order
+	__u8 family;
+	__u8 _pad[3];
+};
+
+// SYNs counted at ingress, until their SYN-ACK is counted.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, __u8);
-} ipng_hs_ifaces SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ipng_hs_tuple);
+	__type(value, __u32); // ingress ifindex
+} ipng_hs_syns SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -153,6 +165,7 @@ static __always_inline void put_v4mapped(__u8 dst[16], __u32 addr_be)
 static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
 {
 	struct ipng_hs_key key = {};
+	struct ipng_hs_tuple tup = {};
 	__u8 tcp[14]; // ports, seq, ack, data offset, flags
 	__u32 off;
 	__u16 port;
@@ -174,6 +187,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
 			return TC_ACT_UNSPEC;
 		key.family = 4;
 		put_v4mapped(key.vip, ingress ? ip.daddr : ip.saddr);
+		put_v4mapped(tup.remote_addr, ip.saddr);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
@@ -190,6 +204,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
 			__builtin_memcpy(key.vip, &ip6.daddr, 16);
 		else
 			__builtin_memcpy(key.vip, &ip6.saddr, 16);
+		__builtin_memcpy(tup.remote_addr, &ip6.saddr, 16);
 	} else {
 		return TC_ACT_UNSPEC;
 	}
@@ -199,6 +214,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
 		return TC_ACT_UNSPEC;
 	key.port = port;
 	bump(&key, ingress ? STAGE_SYN : STAGE_WRONG_EGRESS);
+	if (ingress) {
+		__builtin_memcpy(tup.local_addr, key.vip, 16);
+		tup.local_port = port;
+		tup.remote_port = (__u16)tcp[0] << 8 | tcp[1];
+		tup.family = key.family;
+		bpf_map_update_elem(&ipng_hs_syns, &tup, &key.ifindex, BPF_ANY);
+	}
 	return TC_ACT_UNSPEC;
 }
 
@@ -214,73 +236,69 @@ int ipng_hs_egress(struct __sk_buff *skb)
 	return handle(skb, F_SYN | F_ACK, 0);
 }
 
-// Kernel structs read through BTF, with only the fields used; CO-RE
-// relocates their offsets at load time.
-struct in6_addr___ipng {
-	__u8 b[16];
-};
-
-struct net {
-	__u64 net_cookie;
-} __attribute__((preserve_access_index));
-
-struct sock_common {
-	__be32 skc_rcv_saddr;
-	__u16 skc_num;
-	unsigned short skc_family;
-	struct {
-		struct net *net;
-	} skc_net;
-	struct in6_addr___ipng skc_v6_rcv_saddr;
-} __attribute__((preserve_access_index));
-
-struct request_sock {
-	struct sock_common __req_common;
-} __attribute__((preserve_access_index));
-
-struct sk_buff {
-	int skb_iif;
-} __attribute__((preserve_access_index));
-
-struct sock;
-struct dst_entry;
-struct tcp_fastopen_cookie;
-
-SEC("fexit/tcp_make_synack")
-int BPF_PROG(ipng_hs_synack, const struct sock *sk, struct dst_entry *dst,
-	     struct request_sock *req, struct tcp_fastopen_cookie *foc,
-	     int synack_type, struct sk_buff *syn_skb, struct sk_buff *ret)
+static __always_inline int is_v4mapped(const __u32 a[4])
 {
-	struct ipng_hs_key key = {};
-	struct net *net;
-	__u16 family;
-	__u32 ifindex;
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
 
-	// No SYN: a retransmission (tcp_rtx_synack). No skb built: nothing sent.
-	if (!syn_skb || !ret || !req)
-		return 0;
-	net = BPF_CORE_READ(req, __req_common.skc_net.net);
-	if (!net || BPF_CORE_READ(net, net_cookie) != own_netns)
-		return 0;
-	ifindex = BPF_CORE_READ(syn_skb, skb_iif);
-	if (!bpf_map_lookup_elem(&ipng_hs_ifaces, &ifindex))
-		return 0;
-	key.port = BPF_CORE_READ(req, __req_common.skc_num);
-	if (!bpf_map_lookup_elem(&ipng_hs_ports, &key.port))
-		return 0;
-	key.ifindex = ifindex;
-	family = BPF_CORE_READ(req, __req_common.skc_family);
+// synack counts the SYN-ACK a request socket is about to send, for the
+// interface its SYN was counted on.
+static __always_inline void synack(struct bpf_sock_ops *skops)
+{
+	struct ipng_hs_tuple tup = {};
+	struct ipng_hs_key key = {};
+	__u32 l6[4], r6[4], l4, r4, lport, rport, family;
+	__u32 *ifindex;
+
+	// Every context field first (see sockops.c: the verifier rejects a
+	// variable-offset ctx access clang may otherwise make).
+	family = skops->family;
+	l4 = skops->local_ip4;
+	r4 = skops->remote_ip4;
+	l6[0] = skops->local_ip6[0];
+	l6[1] = skops->local_ip6[1];
+	l6[2] = skops->local_ip6[2];
+	l6[3] = skops->local_ip6[3];
+	r6[0] = skops->remote_ip6[0];
+	r6[1] = skops->remote_ip6[1];
+	r6[2] = skops->remote_ip6[2];
+	r6[3] = skops->remote_ip6[3];
+	lport = skops->local_port;         // host byte order
+	rport = skops->remote_port >> 16;  // network byte order, upper 16 bits
+
+	if (bpf_get_netns_cookie(skops) != own_netns)
+		return;
 	if (family == AF_INET) {
-		key.family = 4;
-		put_v4mapped(key.vip, BPF_CORE_READ(req, __req_common.skc_rcv_saddr));
+		tup.family = 4;
+		put_v4mapped(tup.local_addr, l4);
+		put_v4mapped(tup.remote_addr, r4);
 	} else if (family == AF_INET6) {
-		BPF_CORE_READ_INTO(&key.vip, req, __req_common.skc_v6_rcv_saddr);
-		// A v4-mapped local address is an IPv4 connection on a v6 socket.
-		key.family = (((__u32 *)key.vip)[0] == 0 && ((__u32 *)key.vip)[1] == 0 &&
-			      ((__u32 *)key.vip)[2] == bpf_htonl(0x0000ffff)) ? 4 : 6;
+		tup.family = is_v4mapped(l6) ? 4 : 6;
+		__builtin_memcpy(tup.local_addr, l6, 16);
+		__builtin_memcpy(tup.remote_addr, r6, 16);
 	} else {
-		return 0;
+		return;
 	}
+	tup.local_port = lport;
+	tup.remote_port = bpf_ntohs(rport);
+	ifindex = bpf_map_lookup_elem(&ipng_hs_syns, &tup);
+	if (!ifindex)
+		return;
+	key.ifindex = *ifindex;
+	key.port = tup.local_port;
+	key.family = tup.family;
+	__builtin_memcpy(key.vip, tup.local_addr, 16);
+	bpf_map_delete_elem(&ipng_hs_syns, &tup);
 	bump(&key, STAGE_SYNACK);
-	return 0;
+}
+
+SEC("sockops")
+int ipng_hs_sockops(struct bpf_sock_ops *skops)
+{
+	// RWND_INIT of a request socket: a SYN is about to be answered (an
+	// active open calls it with a full socket).
+	if (skops->op == BPF_SOCK_OPS_RWND_INIT && !skops->is_fullsock)
+		synack(skops);
+	// Never touch skops->reply: other programs of the cgroup may set it.
+	return 1;
 }

@@ -36,17 +36,27 @@ type HandshakeIpngHsKey struct {
 	Vip     [16]uint8
 }
 
+type HandshakeIpngHsTuple struct {
+	_          structs.HostLayout
+	LocalAddr  [16]uint8
+	RemoteAddr [16]uint8
+	LocalPort  uint16
+	RemotePort uint16
+	Family     uint8
+	Pad        [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	HandshakeMapIpngHsCounters = "ipng_hs_counters"
 	HandshakeMapIpngHsCounts   = "ipng_hs_counts"
-	HandshakeMapIpngHsIfaces   = "ipng_hs_ifaces"
 	HandshakeMapIpngHsPorts    = "ipng_hs_ports"
+	HandshakeMapIpngHsSyns     = "ipng_hs_syns"
 	HandshakeProgIpngHsEgress  = "ipng_hs_egress"
 	HandshakeProgIpngHsIngress = "ipng_hs_ingress"
-	HandshakeProgIpngHsSynack  = "ipng_hs_synack"
+	HandshakeProgIpngHsSockops = "ipng_hs_sockops"
 	HandshakeVarOwnNetns       = "own_netns"
 )
 
@@ -94,7 +104,7 @@ type HandshakeSpecs struct {
 type HandshakeProgramSpecs struct {
 	IpngHsEgress  *ebpf.ProgramSpec `ebpf:"ipng_hs_egress"`
 	IpngHsIngress *ebpf.ProgramSpec `ebpf:"ipng_hs_ingress"`
-	IpngHsSynack  *ebpf.ProgramSpec `ebpf:"ipng_hs_synack"`
+	IpngHsSockops *ebpf.ProgramSpec `ebpf:"ipng_hs_sockops"`
 }
 
 // HandshakeMapSpecs contains maps before they are loaded into the kernel.
@@ -103,8 +113,8 @@ type HandshakeProgramSpecs struct {
 type HandshakeMapSpecs struct {
 	IpngHsCounters *ebpf.MapSpec `ebpf:"ipng_hs_counters"`
 	IpngHsCounts   *ebpf.MapSpec `ebpf:"ipng_hs_counts"`
-	IpngHsIfaces   *ebpf.MapSpec `ebpf:"ipng_hs_ifaces"`
 	IpngHsPorts    *ebpf.MapSpec `ebpf:"ipng_hs_ports"`
+	IpngHsSyns     *ebpf.MapSpec `ebpf:"ipng_hs_syns"`
 }
 
 // HandshakeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -136,16 +146,16 @@ func (o *HandshakeObjects) Close() error {
 type HandshakeMaps struct {
 	IpngHsCounters *ebpf.Map `ebpf:"ipng_hs_counters"`
 	IpngHsCounts   *ebpf.Map `ebpf:"ipng_hs_counts"`
-	IpngHsIfaces   *ebpf.Map `ebpf:"ipng_hs_ifaces"`
 	IpngHsPorts    *ebpf.Map `ebpf:"ipng_hs_ports"`
+	IpngHsSyns     *ebpf.Map `ebpf:"ipng_hs_syns"`
 }
 
 func (m *HandshakeMaps) Close() error {
 	return _HandshakeClose(
 		m.IpngHsCounters,
 		m.IpngHsCounts,
-		m.IpngHsIfaces,
 		m.IpngHsPorts,
+		m.IpngHsSyns,
 	)
 }
 
@@ -162,14 +172,14 @@ type HandshakeVariables struct {
 type HandshakePrograms struct {
 	IpngHsEgress  *ebpf.Program `ebpf:"ipng_hs_egress"`
 	IpngHsIngress *ebpf.Program `ebpf:"ipng_hs_ingress"`
-	IpngHsSynack  *ebpf.Program `ebpf:"ipng_hs_synack"`
+	IpngHsSockops *ebpf.Program `ebpf:"ipng_hs_sockops"`
 }
 
 func (p *HandshakePrograms) Close() error {
 	return _HandshakeClose(
 		p.IpngHsEgress,
 		p.IpngHsIngress,
-		p.IpngHsSynack,
+		p.IpngHsSockops,
 	)
 }
 

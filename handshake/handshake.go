@@ -5,7 +5,8 @@
 //
 // It loads the programs of bpf/handshake.c: a tc program on ingress and one
 // on egress of every bound device (tcx where the kernel has it, a clsact
-// qdisc filter otherwise), and an fexit program on tcp_make_synack. It
+// qdisc filter otherwise), and a sock_ops program on the agent's cgroup
+// that counts the SYN-ACKs answering the SYNs the ingress program saw. It
 // follows the bindings: devices are attached when they appear, detached
 // when they vanish, and re-attached under their new ifindex when they are
 // re-created. Close detaches everything. Completed handshakes are the
@@ -69,6 +70,9 @@ type Options struct {
 	Collector *collector.Collector
 	Bindings  *bindings.Resolver
 	Logger    *slog.Logger
+	// Cgroup is the cgroup2 directory the SYN-ACK (sock_ops) program is
+	// attached to: the one of the agent's sock_ops program.
+	Cgroup string
 	// PinDir, when set, is where the counts map is pinned while the
 	// Monitor runs (the agent's bpf.pin_dir), for `ipng-stats check`.
 	PinDir string
@@ -86,7 +90,7 @@ type Monitor struct {
 	opts  Options
 	log   *slog.Logger
 	objs  ipngbpf.HandshakeObjects
-	fexit link.Link
+	sockops link.Link
 	pin   string
 
 	mu       sync.Mutex
@@ -104,7 +108,7 @@ type Monitor struct {
 // device is what an attached ifindex stood for.
 type device struct {
 	name string
-	tags [3]tagOf // by bindings.Family (0 unused)
+	tags [bindings.FamilyIPv6 + 1]tagOf // by bindings.Family (4 and 6)
 }
 
 type tagOf struct {
@@ -132,8 +136,8 @@ type counted struct {
 	last   Totals
 }
 
-// New loads the programs and attaches the fexit program; Run attaches the
-// tc programs to the bound devices.
+// New loads the programs and attaches the sock_ops program; Run attaches
+// the tc programs to the bound devices.
 func New(cfg Config, opts Options) (*Monitor, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -161,10 +165,11 @@ func New(cfg Config, opts Options) (*Monitor, error) {
 	if err := spec.LoadAndAssign(&m.objs, nil); err != nil {
 		return nil, fmt.Errorf("loading the handshake programs: %w", err)
 	}
-	m.fexit, err = link.AttachTracing(link.TracingOptions{Program: m.objs.IpngHsSynack})
+	m.sockops, err = link.AttachCgroup(link.CgroupOptions{Path: opts.Cgroup, Attach: ebpf.AttachCGroupSockOps,
+		Program: m.objs.IpngHsSockops})
 	if err != nil {
 		m.objs.Close()
-		return nil, fmt.Errorf("attaching the SYN-ACK program (fexit tcp_make_synack): %w", err)
+		return nil, fmt.Errorf("attaching the SYN-ACK program to cgroup %s: %w", opts.Cgroup, err)
 	}
 	if opts.PinDir != "" {
 		p := filepath.Join(opts.PinDir, PinCounts)
@@ -261,7 +266,6 @@ func (m *Monitor) follow() {
 		}
 		m.detach(a)
 		delete(m.att, idx)
-		m.objs.IpngHsIfaces.Delete(idx)
 	}
 	for idx, d := range want {
 		if _, ok := m.att[idx]; ok {
@@ -275,10 +279,6 @@ func (m *Monitor) follow() {
 		m.log.Info("counting handshakes", "device", d.name, "ifindex", idx, "mode", a.mode)
 		m.att[idx] = a
 		m.known[idx] = d
-		one := uint8(1)
-		if err := m.objs.IpngHsIfaces.Put(idx, one); err != nil {
-			m.log.Warn("telling the SYN-ACK program about a device", "device", d.name, "err", err)
-		}
 	}
 }
 
@@ -303,8 +303,8 @@ func (m *Monitor) Close() error {
 		os.Remove(m.pin)
 	}
 	var errs []error
-	if m.fexit != nil {
-		errs = append(errs, m.fexit.Close())
+	if m.sockops != nil {
+		errs = append(errs, m.sockops.Close())
 	}
 	errs = append(errs, m.objs.Close())
 	return errors.Join(errs...)

@@ -117,7 +117,11 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	hs, reloadHandshakes := startHandshakes(cfg, a.col, a.tags, maps, tagNames, reg, a.logger, p.run)
+	var cgroup string
+	if a.prog != nil {
+		cgroup = a.prog.Cgroup()
+	}
+	hs, reloadHandshakes := startHandshakes(cfg, cgroup, a.col, a.tags, maps, tagNames, reg, a.logger, p.run)
 	a.hs.Store(hs)
 	reloadProxy, err := startProxy(cfg, proxy.Deps{Attributor: a.attr, Collector: a.col, Logger: a.logger,
 		ConnectionsCountedElsewhere: a.conns != nil}, reg, p.run)

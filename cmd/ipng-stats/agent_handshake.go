@@ -19,7 +19,7 @@ import (
 // series in reg and returns the Monitor (whose Sync the collector's refresh
 // calls) and what SIGHUP calls with the reloaded configuration. A kernel
 // that cannot run the programs is logged, not fatal.
-func startHandshakes(cfg *config.Config, col *collector.Collector, tags *bindings.Resolver, maps *loader.Maps,
+func startHandshakes(cfg *config.Config, cgroup string, col *collector.Collector, tags *bindings.Resolver, maps *loader.Maps,
 	names func(uint32) (string, bool), reg *prometheus.Registry, logger *slog.Logger,
 	goRun func(string, func(context.Context) error)) (*handshake.Monitor, func(*config.Config)) {
 	noop := func(*config.Config) {}
@@ -27,7 +27,7 @@ func startHandshakes(cfg *config.Config, col *collector.Collector, tags *binding
 		return nil, noop
 	}
 	m, err := handshake.New(handshakeConfig(cfg), handshake.Options{
-		Collector: col, Bindings: tags, Logger: logger, PinDir: cfg.BPF.PinDir,
+		Collector: col, Bindings: tags, Logger: logger, PinDir: cfg.BPF.PinDir, Cgroup: cgroup,
 		DiagnoseEvery: cfg.Handshakes.DiagnoseInterval,
 		Completed: func() (map[string]uint64, error) {
 			conns, err := maps.ReadConns()
