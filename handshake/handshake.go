@@ -151,20 +151,10 @@ func New(cfg Config, opts Options) (*Monitor, error) {
 	m := &Monitor{opts: opts, log: opts.Logger.With("component", "handshake"), cfg: cfg,
 		att: map[uint32]*attachment{}, known: map[uint32]device{},
 		seen: map[ipngbpf.HandshakeIpngHsKey]*counted{}, byDevice: map[devKey]*Totals{}}
-	spec, err := ipngbpf.LoadHandshake()
-	if err != nil {
-		return nil, fmt.Errorf("handshake programs: %w", err)
-	}
-	netns, err := loader.NetnsCookie()
-	if err != nil {
+	if err := m.loadOnly(); err != nil {
 		return nil, err
 	}
-	if err := spec.Variables["own_netns"].Set(netns); err != nil {
-		return nil, fmt.Errorf("handshake programs: setting own_netns: %w", err)
-	}
-	if err := spec.LoadAndAssign(&m.objs, nil); err != nil {
-		return nil, fmt.Errorf("loading the handshake programs: %w", err)
-	}
+	var err error
 	m.sockops, err = link.AttachCgroup(link.CgroupOptions{Path: opts.Cgroup, Attach: ebpf.AttachCGroupSockOps,
 		Program: m.objs.IpngHsSockops})
 	if err != nil {
@@ -187,6 +177,27 @@ func New(cfg Config, opts Options) (*Monitor, error) {
 	}
 	return m, nil
 }
+
+// loadOnly loads the programs and maps into m.objs.
+func (m *Monitor) loadOnly() error {
+	spec, err := ipngbpf.LoadHandshake()
+	if err != nil {
+		return fmt.Errorf("handshake programs: %w", err)
+	}
+	netns, err := loader.NetnsCookie()
+	if err != nil {
+		return err
+	}
+	if err := spec.Variables["own_netns"].Set(netns); err != nil {
+		return fmt.Errorf("handshake programs: setting own_netns: %w", err)
+	}
+	if err := spec.LoadAndAssign(&m.objs, nil); err != nil {
+		return fmt.Errorf("loading the handshake programs: %w", err)
+	}
+	return nil
+}
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // Reload applies a new configuration (the ports).
 func (m *Monitor) Reload(cfg Config) {
