@@ -34,8 +34,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	ipngbpf "github.com/ipng/ipng-stats/bpf"
 	"github.com/ipng/ipng-stats/bindings"
+	ipngbpf "github.com/ipng/ipng-stats/bpf"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/loader"
 )
@@ -87,11 +87,11 @@ type Options struct {
 // Monitor owns the loaded handshake programs. Its methods are safe for
 // concurrent use.
 type Monitor struct {
-	opts  Options
-	log   *slog.Logger
-	objs  ipngbpf.HandshakeObjects
+	opts    Options
+	log     *slog.Logger
+	objs    ipngbpf.HandshakeObjects
 	sockops link.Link
-	pin   string
+	pin     string
 
 	mu       sync.Mutex
 	cfg      Config
