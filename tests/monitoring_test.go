@@ -154,7 +154,7 @@ func (n *nginxEnv) checkAlerts(prom *promServer, tags map[string]bool) {
 	}
 	quiet := `ALERTS{alertname=~"IpngStatsAgentDown|IpngStatsAgentAbsent|IpngStatsBPFNotAttached|IpngStatsBPFEventsFailing|` +
 		`IpngStatsAttributionFallingBack|IpngStatsNginxTupleMisses|IpngStatsNginxBacklogGrowing|IpngStatsNginxSpoolFull|` +
-		`IpngStatsOutcomesRejected|IpngStatsSeriesNearCap|IpngStatsSeriesCapReached|IpngStatsLatencyP99High"}`
+		`IpngStatsOutcomesRejected|IpngStatsSeriesNearCap|IpngStatsSeriesCapReached|IpngStatsLatencyP99High|IpngStatsHandshakesFailing"}`
 	s, err := prom.query(quiet)
 	if err != nil || len(s) > 0 {
 		t.Errorf("alerts about a healthy agent (%v): %v", err, s)
