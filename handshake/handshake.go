@@ -492,3 +492,23 @@ func readCounts(mp *ebpf.Map) ([]count, error) {
 	}
 	return out, nil
 }
+
+// Attach attaches the tc programs to the bound devices now, on the calling
+// thread's network namespace (Run does it in a loop; benchmarks and tests
+// that drive attachment themselves call this instead).
+func (m *Monitor) Attach() {
+	m.mu.Lock()
+	m.table = nil
+	m.mu.Unlock()
+	m.follow()
+}
+
+// Detach detaches the tc programs from every device (Run does it when it
+// returns).
+func (m *Monitor) Detach() { m.detachAll() }
+
+// TCPrograms are the ingress and egress programs (for their kernel
+// statistics).
+func (m *Monitor) TCPrograms() []*ebpf.Program {
+	return []*ebpf.Program{m.objs.IpngHsIngress, m.objs.IpngHsEgress}
+}
