@@ -81,6 +81,19 @@ func (m *Monitor) attachLegacy(a *attachment) error {
 		if err != nil {
 			return fmt.Errorf("listing tc filters: %w", err)
 		}
+		// A filter is not closed with its process: remove what a killed
+		// agent left behind (ours only, by name), keep everyone else's.
+		kept := existing[:0]
+		for _, f := range existing {
+			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == dir.name {
+				if err := netlink.FilterDel(bf); err == nil {
+					m.log.Info("removed a leftover handshake filter", "device", a.name, "priority", bf.Priority)
+					continue
+				}
+			}
+			kept = append(kept, f)
+		}
+		existing = kept
 		prio := uint16(1)
 		if len(existing) > 0 {
 			lo, hi := uint16(0xffff), uint16(0)

@@ -42,7 +42,7 @@ import (
 
 // PinCounts is the file name, in the agent's pin directory, of the counts
 // map while the agent runs; `ipng-stats check` reads it.
-const PinCounts = "ipng_hs_counts"
+const PinCounts = loader.PinHandshakeCounts
 
 // MaxPorts bounds the ports whose handshakes are counted (the size of the
 // program's port map); further listening ports are not counted, and
@@ -216,8 +216,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 	follow := time.NewTicker(200 * time.Millisecond)
 	defer follow.Stop()
 	m.mu.Lock()
-	rescan := time.NewTicker(m.cfg.PortsRescan)
+	every := m.cfg.PortsRescan
 	m.mu.Unlock()
+	rescan := time.NewTicker(every)
 	defer rescan.Stop()
 	diag := time.NewTicker(m.opts.DiagnoseEvery)
 	defer diag.Stop()
@@ -233,6 +234,10 @@ func (m *Monitor) Run(ctx context.Context) error {
 			m.mu.Lock()
 			cfg := m.cfg
 			m.mu.Unlock()
+			if cfg.PortsRescan != every { // changed by a reload
+				every = cfg.PortsRescan
+				rescan.Reset(every)
+			}
 			if len(cfg.Ports) == 0 {
 				if err := m.setPorts(cfg); err != nil {
 					m.log.Warn("reading the listening ports", "err", err)

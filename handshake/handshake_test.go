@@ -181,5 +181,18 @@ func TestLegacyAttach(t *testing.T) {
 		if got := prios(netlink.HANDLE_MIN_EGRESS); len(got) != 0 {
 			t.Errorf("after detach, egress filters %v", got)
 		}
+
+		// A killed agent's filters stay (filters are not closed with their
+		// process): the next agent removes them, and only them.
+		m.Attach()
+		m.att = map[uint32]*attachment{} // "killed": forgets without detaching
+		m.Attach()
+		if got := prios(netlink.HANDLE_MIN_INGRESS); !slices.Equal(got, []uint16{4, 5}) {
+			t.Errorf("after a restart over leftovers, ingress filter priorities %v, want ours (4) and the other (5)", got)
+		}
+		if got := prios(netlink.HANDLE_MIN_EGRESS); !slices.Equal(got, []uint16{1}) {
+			t.Errorf("after a restart over leftovers, egress filter priorities %v, want ours alone", got)
+		}
+		m.Detach()
 	})
 }
