@@ -152,4 +152,3 @@ http {
 			mode, median(offs), median(ons), median(ratios), float64(rt.Nanoseconds())/float64(max(runs, 1)), runs)
 	}
 }
-
