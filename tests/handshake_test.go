@@ -453,3 +453,52 @@ func TestHandshakesCoexistAndFollow(t *testing.T) {
 		t.Error("the other program stopped running after the agent stopped")
 	}
 }
+
+// TestHandshakesReload: SIGHUP applies new ports at once, and a binding
+// removed by a reload takes the programs off its device.
+func TestHandshakesReload(t *testing.T) {
+	e := newEnv(t, "")
+	other := e.topo.Srv.FreePort(t)
+	write := func(yaml string) {
+		t.Helper()
+		if err := os.WriteFile(e.cfgPath, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(bindingsYAML + fmt.Sprintf("handshakes:\n  ports: [%d]\n", other))
+	agent := e.startAgent("--web.listen-address", "127.0.0.1:9113")
+	e.startTagServer("fallback")
+	key := "maglev " + e.topo.VIP4.String()
+	connect := func() {
+		t.Helper()
+		c, err := e.connect(e.topo.Client, "ipv4")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.conn.Close()
+	}
+	connect()
+	waitFor(t, 10*time.Second, "the connection counted", func() bool { return e.handshakes(t)[key].Conns == 1 })
+	if c := e.handshakes(t)[key]; c.Syn != 0 || c.Synack != 0 {
+		t.Errorf("a port out of scope was counted: %+v", c)
+	}
+
+	write(bindingsYAML + fmt.Sprintf("handshakes:\n  ports: [%d, %d]\n", other, e.port))
+	agent.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the new ports counted", func() bool {
+		connect()
+		c := e.handshakes(t)[key]
+		return c.Syn >= 1 && c.Synack >= 1
+	})
+
+	// tun0 unbound: its programs go, the others stay.
+	write(strings.Replace(bindingsYAML, "    - device: tun0\n      tag: maglev\n", "", 1) + fmt.Sprintf("handshakes:\n  ports: [%d]\n", e.port))
+	agent.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the programs off tun0", func() bool {
+		return len(tcxNames(t, e.topo.Srv, "tun0", ebpf.AttachTCXIngress)) == 0 &&
+			len(tcxNames(t, e.topo.Srv, "tun0", ebpf.AttachTCXEgress)) == 0
+	})
+	if got := tcxNames(t, e.topo.Srv, "eth1", ebpf.AttachTCXIngress); fmt.Sprint(got) != "[ipng_hs_ingress]" {
+		t.Errorf("eth1 ingress programs %v after tun0 was unbound", got)
+	}
+}
