@@ -172,39 +172,48 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
 
 	key.ifindex = skb->ifindex;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
+		struct {
+			struct iphdr ip;
+			__u8 tcp[14];
+		} h;
 
-		if (bpf_skb_load_bytes_relative(skb, 0, &ip, sizeof(ip), BPF_HDR_START_NET))
+		// One load for the IP header without options and the TCP
+		// flags (nearly every packet); a second one only with options.
+		if (bpf_skb_load_bytes_relative(skb, 0, &h, sizeof(h), BPF_HDR_START_NET))
 			return TC_ACT_UNSPEC;
-		if (ip.protocol != IPPROTO_TCP || (ip.frag_off & bpf_htons(0x1fff)))
+		if (h.ip.protocol != IPPROTO_TCP || (h.ip.frag_off & bpf_htons(0x1fff)))
 			return TC_ACT_UNSPEC;
-		off = ip.ihl * 4;
-		if (off < sizeof(ip))
+		off = h.ip.ihl * 4;
+		if (off < sizeof(h.ip))
 			return TC_ACT_UNSPEC;
-		if (bpf_skb_load_bytes_relative(skb, off, tcp, sizeof(tcp), BPF_HDR_START_NET))
+		if (off == sizeof(h.ip))
+			__builtin_memcpy(tcp, h.tcp, sizeof(tcp));
+		else if (bpf_skb_load_bytes_relative(skb, off, tcp, sizeof(tcp), BPF_HDR_START_NET))
 			return TC_ACT_UNSPEC;
 		if ((tcp[13] & (F_SYN | F_ACK)) != want)
 			return TC_ACT_UNSPEC;
 		key.family = 4;
-		put_v4mapped(key.vip, ingress ? ip.daddr : ip.saddr);
-		put_v4mapped(tup.remote_addr, ip.saddr);
+		put_v4mapped(key.vip, ingress ? h.ip.daddr : h.ip.saddr);
+		put_v4mapped(tup.remote_addr, h.ip.saddr);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
+		struct {
+			struct ipv6hdr ip6;
+			__u8 tcp[14];
+		} h;
 
-		if (bpf_skb_load_bytes_relative(skb, 0, &ip6, sizeof(ip6), BPF_HDR_START_NET))
+		if (bpf_skb_load_bytes_relative(skb, 0, &h, sizeof(h), BPF_HDR_START_NET))
 			return TC_ACT_UNSPEC;
-		if (ip6.nexthdr != IPPROTO_TCP)
+		if (h.ip6.nexthdr != IPPROTO_TCP)
 			return TC_ACT_UNSPEC;
-		if (bpf_skb_load_bytes_relative(skb, sizeof(ip6), tcp, sizeof(tcp), BPF_HDR_START_NET))
-			return TC_ACT_UNSPEC;
+		__builtin_memcpy(tcp, h.tcp, sizeof(tcp));
 		if ((tcp[13] & (F_SYN | F_ACK)) != want)
 			return TC_ACT_UNSPEC;
 		key.family = 6;
 		if (ingress)
-			__builtin_memcpy(key.vip, &ip6.daddr, 16);
+			__builtin_memcpy(key.vip, &h.ip6.daddr, 16);
 		else
-			__builtin_memcpy(key.vip, &ip6.saddr, 16);
-		__builtin_memcpy(tup.remote_addr, &ip6.saddr, 16);
+			__builtin_memcpy(key.vip, &h.ip6.saddr, 16);
+		__builtin_memcpy(tup.remote_addr, &h.ip6.saddr, 16);
 	} else {
 		return TC_ACT_UNSPEC;
 	}
