@@ -46,3 +46,18 @@ func TestHandshakes(t *testing.T) {
 	// A rejected tag counts nothing and does not panic.
 	c.Series("bad tag", vip).AddHandshakes(1, 1, 1)
 }
+
+func TestHasSeries(t *testing.T) {
+	c, _ := newTestCollector(t, Config{})
+	vip := netip.MustParseAddr("192.0.2.10")
+	if c.HasSeries("maglev", vip) {
+		t.Error("HasSeries before any series")
+	}
+	c.Series("maglev", netip.MustParseAddr("::ffff:192.0.2.10"))
+	if !c.HasSeries("maglev", vip) || c.HasSeries("other-tag", vip) {
+		t.Error("HasSeries does not find the series it created (v4-mapped), or finds another tag's")
+	}
+	if s := c.Snapshot(Filter{}); len(s.Series) != 1 {
+		t.Errorf("HasSeries created series: %d", len(s.Series))
+	}
+}

@@ -33,6 +33,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 
 	"github.com/ipng/ipng-stats/bindings"
 	ipngbpf "github.com/ipng/ipng-stats/bpf"
@@ -102,6 +103,8 @@ type Monitor struct {
 	ports    map[uint16]bool
 	dropped  uint64 // listening ports not counted (MaxPorts)
 	byDevice map[devKey]*Totals
+	local    map[netip.Addr]bool // the namespace's addresses, at the last scan
+	notLocal uint64              // SYNs not exported: to an address that is not local
 	closed   bool
 }
 
@@ -130,10 +133,13 @@ func (t *Totals) add(o Totals) {
 }
 
 type counted struct {
-	series collector.Series
-	dev    devKey
-	skip   bool // the interface is not bound for this family
-	last   Totals
+	series    collector.Series
+	hasSeries bool
+	tag       string
+	vip       netip.Addr
+	dev       devKey
+	skip      bool // the interface is not bound for this family
+	last      Totals
 }
 
 // New loads the programs and attaches the sock_ops program; Run attaches
@@ -175,6 +181,7 @@ func New(cfg Config, opts Options) (*Monitor, error) {
 		m.Close()
 		return nil, err
 	}
+	m.scanAddrs()
 	return m, nil
 }
 
@@ -234,6 +241,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 			m.mu.Lock()
 			cfg := m.cfg
 			m.mu.Unlock()
+			m.scanAddrs()
 			if cfg.PortsRescan != every { // changed by a reload
 				every = cfg.PortsRescan
 				rescan.Reset(every)
@@ -406,6 +414,32 @@ func (m *Monitor) setPorts(cfg Config) error {
 	return errors.Join(errs...)
 }
 
+// scanAddrs reads the addresses of the namespace's interfaces.
+func (m *Monitor) scanAddrs() {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		m.log.Warn("listing the local addresses", "err", err)
+		return
+	}
+	local := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			local[ip.Unmap()] = true
+		}
+	}
+	m.mu.Lock()
+	m.local = local
+	m.mu.Unlock()
+}
+
+// NotLocal is how many SYNs were counted to addresses that are not local
+// and had no series: they are in the diagnosis, not in the series.
+func (m *Monitor) NotLocal() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.notLocal
+}
+
 // Sync reads the kernel counts and adds what changed since the last Sync
 // to the collector's series. Counts of devices no longer attached are read
 // a last time and removed from the map.
@@ -432,7 +466,18 @@ func (m *Monitor) Sync() error {
 		if e.skip {
 			continue
 		}
-		e.series.AddHandshakes(d.SynReceived, d.SynackSent, d.SynackWrongEgress)
+		// A series only for a local address, or one that already has a
+		// series (a VIP that went missing): SYNs to any address would
+		// otherwise let a scan through the tunnel fill the series cap.
+		if !e.hasSeries && (m.local[e.vip] || m.opts.Collector.HasSeries(e.tag, e.vip)) {
+			e.series, _ = m.opts.Collector.SeriesFolded(e.tag, e.vip)
+			e.hasSeries = true
+		}
+		if e.hasSeries {
+			e.series.AddHandshakes(d.SynReceived, d.SynackSent, d.SynackWrongEgress)
+		} else {
+			m.notLocal += d.SynReceived
+		}
 		t := m.byDevice[e.dev]
 		if t == nil {
 			t = &Totals{}
@@ -459,9 +504,7 @@ func (m *Monitor) newCounted(k ipngbpf.HandshakeIpngHsKey) *counted {
 		return &counted{skip: true}
 	}
 	tag := d.tags[fam].tag
-	vip := netip.AddrFrom16(k.Vip).Unmap()
-	s, _ := m.opts.Collector.SeriesFolded(tag, vip)
-	return &counted{series: s, dev: devKey{tag: tag, device: d.name}}
+	return &counted{tag: tag, vip: netip.AddrFrom16(k.Vip).Unmap(), dev: devKey{tag: tag, device: d.name}}
 }
 
 func sub(now, before uint64) uint64 {

@@ -8,6 +8,8 @@ var (
 		[]string{"mode"}, nil)
 	descMapFull = prometheus.NewDesc("ipng_tcp_handshake_map_full_total",
 		"Packets the handshake programs could not count because their map was full.", nil, nil)
+	descNotLocal = prometheus.NewDesc("ipng_tcp_handshake_syn_not_local_total",
+		"SYNs counted on bound devices to an address that is not local and has no series: in the diagnosis, not in ipng_tcp_syn_received_total.", nil, nil)
 	descPortsDropped = prometheus.NewDesc("ipng_tcp_handshake_ports_dropped",
 		"Listening ports whose handshakes are not counted because the port map is full (1024 ports), at the last scan.", nil, nil)
 )
@@ -17,6 +19,7 @@ func (m *Monitor) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descDevices
 	ch <- descMapFull
 	ch <- descPortsDropped
+	ch <- descNotLocal
 }
 
 // Collect implements prometheus.Collector.
@@ -30,4 +33,5 @@ func (m *Monitor) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descMapFull, prometheus.CounterValue, float64(m.MapFull()))
 	ch <- prometheus.MustNewConstMetric(descPortsDropped, prometheus.GaugeValue, float64(m.PortsDropped()))
+	ch <- prometheus.MustNewConstMetric(descNotLocal, prometheus.CounterValue, float64(m.NotLocal()))
 }
