@@ -502,3 +502,30 @@ func TestHandshakesReload(t *testing.T) {
 		t.Errorf("eth1 ingress programs %v after tun0 was unbound", got)
 	}
 }
+
+// TestHandshakesNotLocal: SYNs through the tunnel to an address srv does
+// not have (a scan) make no series, and are counted as such.
+func TestHandshakesNotLocal(t *testing.T) {
+	e := newHandshakeEnv(t, "")
+	e.startAgent("--web.listen-address", "127.0.0.1:9113")
+	e.topo.LB.Run(t, "route", "add", "192.0.2.99/32", "via", e.topo.SrvAddr["tun0"].V4.String(), "dev", "tun0")
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if c, err := e.topo.LB.Dial(ctx, "tcp4", netip.AddrPortFrom(netip.MustParseAddr("192.0.2.99"), uint16(e.port)).String()); err == nil {
+		c.Close()
+		t.Fatal("connected to an address srv does not have")
+	}
+	waitFor(t, 10*time.Second, "the SYN counted as not local", func() bool {
+		text, err := e.scrape("/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !strings.Contains(text, "ipng_tcp_handshake_syn_not_local_total 0\n") &&
+			strings.Contains(text, "ipng_tcp_handshake_syn_not_local_total ")
+	})
+	for k := range e.handshakes(t) {
+		if strings.HasSuffix(k, " 192.0.2.99") {
+			t.Errorf("a series for the address srv does not have: %s", k)
+		}
+	}
+}
