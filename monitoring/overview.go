@@ -105,15 +105,12 @@ func Overview(cfg Config) (dashboard.Dashboard, error) {
 	hs := `job=~"$job", instance=~"$instance", source_tag=~"$source_tag"`
 	d = d.WithRow(dashboard.NewRowBuilder("Handshakes per interface")).
 		WithPanel(graph("SYNs received per source tag",
-			"TCP SYNs per second arriving on the interfaces bound to each tag, counted where they enter (before reverse-path filtering). SYNs without SYN-ACKs below: the stack does not answer (rp_filter, VIP missing, no listener).",
-			unitCount, query(rate("ipng_tcp_syn_received_total", hs, "source_tag"), "{{source_tag}}")).Span(8)).
-		WithPanel(graph("Handshake completion per source tag",
-			"Handshakes completed (accepted connections) / SYNs received on each tag's interfaces. Near 1 is healthy (client SYN retransmissions lower it a little); a drop means SYN-ACKs do not reach the clients: in a DSR setup, the return path is broken. IpngStatsHandshakesFailing fires below the threshold.",
-			unitRatio, query(rate("ipng_connections_total", hs, "source_tag")+" / "+rate("ipng_tcp_syn_received_total", hs, "source_tag"), "{{source_tag}}")).Max(1.2).Span(8)).
+			"TCP SYNs per second arriving on the interfaces bound to each tag, counted where they enter (before reverse-path filtering). SYNs without SYN-ACKs (next panel): the stack does not answer (rp_filter, VIP missing, no listener). SYNs well above the new connections per second of the tag (ipng_connections_total): handshakes do not complete, which IpngStatsHandshakesFailing watches.",
+			unitCount, query(rate("ipng_tcp_syn_received_total", hs, "source_tag"), "{{source_tag}}")).Span(12)).
 		WithPanel(graph("SYN-ACKs sent and through the tunnel",
 			"SYN-ACKs per second sent in answer to the SYNs of each tag, and those that left through a bound interface itself (wrong egress): in a DSR setup wrong egress must be zero; otherwise a listener is bound to the device or a route points back into the tunnel.",
 			unitCount, query(rate("ipng_tcp_synack_sent_total", hs, "source_tag"), "sent {{source_tag}}"),
-			query(rate("ipng_tcp_synack_wrong_egress_total", hs, "source_tag"), "wrong egress {{source_tag}}")).Span(8))
+			query(rate("ipng_tcp_synack_wrong_egress_total", hs, "source_tag"), "wrong egress {{source_tag}}")).Span(12))
 
 	tag := `job=~"$job", instance=~"$instance", source_tag="$source_tag", vip=~"$vip"`
 	d = d.WithRow(dashboard.NewRowBuilder("Source tag $source_tag").Repeat("source_tag")).

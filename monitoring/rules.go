@@ -97,9 +97,9 @@ func RecordingRules() []Rule {
 	add("instance_source_tag:ipng_tcp_synack_sent:rate5m", recordRate("ipng_tcp_synack_sent_total", "", byTag, "5m"), nil)
 	// Handshakes completed are the connections the sock_ops program counted
 	// (ipng_connections_total), compared with the SYNs received on the
-	// tag's bound interfaces; only tags with handshake counters have it.
-	add("instance_source_tag:ipng_tcp_handshakes:ratio_rate5m", fmt.Sprintf("%s\n/\n%s",
-		recordRate("ipng_connections_total", "", byTag, "5m"),
-		"instance_source_tag:ipng_tcp_syn_received:rate5m"), nil)
+	// tag's bound interfaces; only tags with handshake counters have it,
+	// and it is 1 (nothing failed) while no SYN arrives.
+	add("instance_source_tag:ipng_tcp_handshakes:ratio_rate5m", fmt.Sprintf("(\n  %s\n/\n  (instance_source_tag:ipng_tcp_syn_received:rate5m > 0)\n)\nor\n(instance_source_tag:ipng_tcp_syn_received:rate5m * 0 + 1)",
+		recordRate("ipng_connections_total", "", byTag, "5m")), nil)
 	return rules
 }

@@ -84,7 +84,9 @@ proxy:
   upstreams:
     - name: web
       servers: [%q]
-`, n.logFile, proxyPort, backend)
+handshakes:
+  ports: [%d, %d]
+`, n.logFile, proxyPort, backend, n.port, proxyPort)
 	if err := os.WriteFile(n.cfgPath, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
