@@ -183,6 +183,13 @@ func (c *Collector) SeriesFolded(tag string, vip netip.Addr) (s Series, folded b
 	return c.overflow(tag).handle(), true
 }
 
+// HasSeries reports whether the (tag, vip) series exists, without creating
+// it.
+func (c *Collector) HasSeries(tag string, vip netip.Addr) bool {
+	_, ok := c.ix.load(seriesKey{tag: tag, addr: vip.Unmap().WithZone("")})
+	return ok
+}
+
 // CountFolds adds n to ipng_series_overflow_total: connections added to a
 // handle that SeriesFolded reported folded.
 func (c *Collector) CountFolds(n uint64) { c.folded.Add(n) }

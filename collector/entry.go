@@ -26,6 +26,7 @@ type entry struct {
 	next     atomic.Uint32 // round-robin shard choice
 	conns    atomic.Bool   // a source reported connections
 	inFlight atomic.Bool   // a source reported reading/writing requests
+	hs       atomic.Bool   // a source reported handshake stages
 	native   *nativeSet    // nil unless native histograms are enabled
 	rate     rate
 }
@@ -55,6 +56,12 @@ func (e *entry) handle() Series {
 func (e *entry) markConns() {
 	if !e.conns.Load() {
 		e.conns.Store(true)
+	}
+}
+
+func (e *entry) markHandshakes() {
+	if !e.hs.Load() {
+		e.hs.Store(true)
 	}
 }
 

@@ -155,6 +155,22 @@ func (b *builder) fill(mf *dto.MetricFamily, name string) {
 				b.gauge(mf, b.series[i], float64(v))
 			}
 		}
+	case metricSynReceived, metricSynackSent, metricSynackWrong:
+		mf.Type = dto.MetricType_COUNTER.Enum()
+		for i := range s.Series {
+			h := s.Series[i].Handshakes
+			if h == nil {
+				continue
+			}
+			v := h.SynReceived
+			switch name {
+			case metricSynackSent:
+				v = h.SynackSent
+			case metricSynackWrong:
+				v = h.SynackWrongEgress
+			}
+			b.counter(mf, b.series[i], float64(v))
+		}
 	case metricIfindexMisses, metricFallbacks, metricRejected, metricBPFEvents:
 		mf.Type = dto.MetricType_COUNTER.Enum()
 		label, values := labelFamily, s.Meta.IfindexMisses

@@ -25,6 +25,9 @@ const (
 	metricSeriesLimit    = "ipng_series_limit"
 	metricBPFEvents      = "ipng_bpf_events_total"
 	metricBuildInfo      = "ipng_build_info"
+	metricSynReceived    = "ipng_tcp_syn_received_total"
+	metricSynackSent     = "ipng_tcp_synack_sent_total"
+	metricSynackWrong    = "ipng_tcp_synack_wrong_egress_total"
 )
 
 // Label names.
@@ -71,6 +74,9 @@ func families() []family {
 		{metricSeries, "Distinct (source_tag, vip) series, not counting overflow series.", nil},
 		{metricSeriesLimit, "Configured cap on (source_tag, vip) series.", nil},
 		{metricOverflow, "Series lookups of new (source_tag, vip) pairs folded into the overflow series (vip other) because the cap was reached.", nil},
+		{metricSynReceived, "TCP SYNs received on the interfaces bound to the source tag, by source tag and VIP.", series},
+		{metricSynackSent, "TCP SYN-ACKs sent in answer to SYNs received on the interfaces bound to the source tag, by source tag and VIP.", series},
+		{metricSynackWrong, "TCP SYN-ACKs that left through an interface bound to the source tag (zero in a DSR setup), by source tag and VIP.", series},
 	}
 }
 

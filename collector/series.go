@@ -67,7 +67,8 @@ func classOf(status int) int {
 //	classDur  numClasses x dur.n()  requests by (code class, duration bucket)
 //	sizes     req.n() x resp.n()    requests by (request size bucket, response size bucket)
 //	sums      numClasses x 3        request bytes, response bytes, duration ns by class
-//	conns     4                     connections total, active, reading, writing
+//	conns     7                     connections total, active, reading, writing;
+//	                                SYNs received, SYN-ACKs sent, SYN-ACKs on the wrong egress
 //
 // Requests per class are the row sums of classDur, the duration histogram is
 // its column sums, and both size histograms are the margins of sizes: one add
@@ -94,6 +95,9 @@ const (
 	connActive
 	connReading
 	connWriting
+	hsSynReceived // TCP handshake stages (package handshake)
+	hsSynackSent
+	hsSynackWrongEgress
 	numConnWords
 )
 
@@ -179,6 +183,21 @@ func (s Series) AddConns(opened, closed uint64) {
 	s.sh.e.markConns()
 	s.sh.w[s.sh.lay.offConns+connTotal].Add(opened)
 	s.sh.w[s.sh.lay.offConns+connActive].Add(opened - closed) // two's complement, as in addConn
+}
+
+// AddHandshakes adds counts of TCP handshake stages (the handshake
+// programs count them in the kernel; the agent adds what they counted since
+// its last read): SYNs received on a bound interface, SYN-ACKs the stack
+// sent in answer, and SYN-ACKs that left through the bound interface itself.
+func (s Series) AddHandshakes(synReceived, synackSent, synackWrongEgress uint64) {
+	if s.sh == nil || s.sh.reject != nil {
+		return
+	}
+	s.sh.e.markHandshakes()
+	w := s.sh.w[s.sh.lay.offConns:]
+	w[hsSynReceived].Add(synReceived)
+	w[hsSynackSent].Add(synackSent)
+	w[hsSynackWrongEgress].Add(synackWrongEgress)
 }
 
 // ConnClosed ends a connection counted by ConnOpened.

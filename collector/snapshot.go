@@ -44,7 +44,9 @@ type SeriesSnapshot struct {
 	Connections *Connections
 	// InFlight is nil unless a source reported reading/writing requests.
 	InFlight *InFlight
-	Rate     Rates
+	// Handshakes is nil unless a source reported TCP handshake stages.
+	Handshakes *Handshakes
+	Rate       Rates
 }
 
 // CodeCounts are the counters of one code class.
@@ -70,6 +72,15 @@ type Histogram struct {
 type Connections struct {
 	Total  uint64
 	Active int64
+}
+
+// Handshakes are the TCP handshake stages of a series, counted on the
+// interfaces bound to its source tag. Completed handshakes are
+// Connections.Total (the sock_ops program's accepted connections).
+type Handshakes struct {
+	SynReceived       uint64 // SYNs that arrived on a bound interface
+	SynackSent        uint64 // SYN-ACKs the stack sent in answer to them
+	SynackWrongEgress uint64 // SYN-ACKs that left through a bound interface
 }
 
 // InFlight are the requests currently being read or written.
@@ -196,6 +207,10 @@ func (c *Collector) read(e *entry, ss *SeriesSnapshot, r *reader) {
 	}
 	if e.inFlight.Load() {
 		ss.InFlight = &InFlight{Reading: int64(conn[connReading]), Writing: int64(conn[connWriting])}
+	}
+	if e.hs.Load() {
+		ss.Handshakes = &Handshakes{SynReceived: conn[hsSynReceived], SynackSent: conn[hsSynackSent],
+			SynackWrongEgress: conn[hsSynackWrongEgress]}
 	}
 	ss.Rate = e.rate.values()
 }

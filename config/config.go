@@ -38,7 +38,24 @@ type Config struct {
 	Metrics     MetricsConfig     `yaml:"metrics"`
 	Nginx       NginxConfig       `yaml:"nginx"`
 	Proxy       ProxyConfig       `yaml:"proxy"`
+	Handshakes  HandshakesConfig  `yaml:"handshakes"`
 }
+
+// HandshakesConfig configures the counting of TCP handshake stages on the
+// bound interfaces (package handshake).
+type HandshakesConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// Ports are the local TCP ports counted; empty: every listening port
+	// of the agent's network namespace, read every PortsRescanInterval.
+	Ports               []int         `yaml:"ports,flow"`
+	PortsRescanInterval time.Duration `yaml:"ports_rescan_interval"`
+	// DiagnoseInterval is how often the agent logs which stage loses
+	// handshakes, over the last interval.
+	DiagnoseInterval time.Duration `yaml:"diagnose_interval"`
+}
+
+// MaxHandshakePorts bounds handshakes.ports (the program's port map).
+const MaxHandshakePorts = 1024
 
 // LogConfig selects the log verbosity and output format.
 type LogConfig struct {

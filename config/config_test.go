@@ -35,6 +35,7 @@ func wantDefault() *Config {
 			SizeBuckets:      []float64{100, 1000, 10000, 100000, 1000000, 10000000},
 			NativeHistograms: false,
 		},
+		Handshakes: HandshakesConfig{Enabled: true, Ports: []int{}, PortsRescanInterval: 10 * time.Second, DiagnoseInterval: time.Minute},
 	}
 }
 
@@ -100,6 +101,7 @@ func TestParseFull(t *testing.T) {
 			SizeBuckets:      []float64{1024, 1.5e6},
 			NativeHistograms: true,
 		},
+		Handshakes: HandshakesConfig{Enabled: false, Ports: []int{80, 443}, PortsRescanInterval: 30 * time.Second, DiagnoseInterval: 5 * time.Minute},
 	}
 	got, err := Load(filepath.Join("testdata", "full.yml"))
 	if err != nil {

@@ -165,6 +165,8 @@ func (d *decoder) value(path string, n *yaml.Node, dst reflect.Value, example st
 		d.mapping(path, n, dst)
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Float64:
 		d.floats(path, n, dst.Addr().Interface().(*[]float64))
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Int:
+		d.ints(path, n, dst.Addr().Interface().(*[]int))
 	case t.Kind() == reflect.Slice:
 		d.list(path, n, dst, example)
 	default:
@@ -319,6 +321,39 @@ func (d *decoder) floats(path string, n *yaml.Node, dst *[]float64) {
 			continue
 		}
 		out = append(out, f)
+	}
+	if !ok {
+		d.markBad(path)
+		return
+	}
+	*dst = out
+}
+
+// ints decodes a list of integers. If any element is not an integer the
+// default is kept and the whole list is marked bad.
+func (d *decoder) ints(path string, n *yaml.Node, dst *[]int) {
+	n = resolve(n)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.invalid(n, path, "want a list of integers like [80, 443], got %s", describe(n))
+		return
+	}
+	out := make([]int, 0, len(n.Content))
+	ok := true
+	for i, item := range n.Content {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		d.pos[p] = posOf(item)
+		i, good := d.integer(p, item)
+		if !good || int64(int(i)) != i {
+			if good {
+				d.invalid(item, p, "integer %d out of range", i)
+			}
+			ok = false
+			continue
+		}
+		out = append(out, int(i))
 	}
 	if !ok {
 		d.markBad(path)

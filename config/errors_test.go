@@ -10,7 +10,7 @@ import (
 // TestParseErrors pins the exact user-visible messages, one line per
 // problem, in file order.
 func TestParseErrors(t *testing.T) {
-	const known = "(known: log, web, bpf, attribution, bindings, metrics, nginx, proxy)"
+	const known = "(known: log, web, bpf, attribution, bindings, metrics, nginx, proxy, handshakes)"
 	tests := []struct {
 		name string
 		in   string
@@ -30,9 +30,9 @@ func TestParseErrors(t *testing.T) {
 		{"merge key", "log:\n  <<: {level: debug}\n",
 			[]string{`c.yml:2:3: log: merge keys (<<) are not supported; write the keys out`}},
 		{"top level is a list", "- log\n- web\n",
-			[]string{`c.yml:1:1: want a mapping with keys log, web, bpf, attribution, bindings, metrics, nginx, proxy; got a list`}},
+			[]string{`c.yml:1:1: want a mapping with keys log, web, bpf, attribution, bindings, metrics, nginx, proxy, handshakes; got a list`}},
 		{"top level is a scalar", "hello\n",
-			[]string{`c.yml:1:1: want a mapping with keys log, web, bpf, attribution, bindings, metrics, nginx, proxy; got "hello"`}},
+			[]string{`c.yml:1:1: want a mapping with keys log, web, bpf, attribution, bindings, metrics, nginx, proxy, handshakes; got "hello"`}},
 		{"section is a list", "web:\n  - listen_address\n",
 			[]string{`c.yml:2:3: web: want a mapping with keys listen_address, config_file; got a list`}},
 		{"section is a scalar", "log: debug\n",

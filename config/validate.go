@@ -47,6 +47,30 @@ func (v *validator) config(c *Config) {
 	v.buckets("metrics.size_buckets", c.Metrics.SizeBuckets)
 	v.nginx(&c.Nginx)
 	v.proxy(&c.Proxy)
+	v.handshakes(&c.Handshakes)
+}
+
+func (v *validator) handshakes(h *HandshakesConfig) {
+	if len(h.Ports) > MaxHandshakePorts {
+		v.errorf("handshakes.ports", "at most %d ports, got %d", MaxHandshakePorts, len(h.Ports))
+	}
+	seen := map[int]bool{}
+	for i, p := range h.Ports {
+		path := fmt.Sprintf("handshakes.ports[%d]", i)
+		switch {
+		case p < 1 || p > 65535:
+			v.errorf(path, "must be a TCP port (1 to 65535), got %d", p)
+		case seen[p]:
+			v.errorf(path, "duplicate port %d", p)
+		}
+		seen[p] = true
+	}
+	if d := h.PortsRescanInterval; d < MinRescanInterval {
+		v.errorf("handshakes.ports_rescan_interval", "must be at least %v, got %v", MinRescanInterval, d)
+	}
+	if d := h.DiagnoseInterval; d < MinRescanInterval {
+		v.errorf("handshakes.diagnose_interval", "must be at least %v, got %v", MinRescanInterval, d)
+	}
 }
 
 func (v *validator) oneOf(path, value, what string, allowed ...string) {

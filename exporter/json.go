@@ -62,7 +62,10 @@ type DocumentSeries struct {
 	// RequestsReading and RequestsWriting are absent when no source reports them.
 	RequestsReading *int64 `json:"requests_reading,omitempty"`
 	RequestsWriting *int64 `json:"requests_writing,omitempty"`
-	Rate            Rate   `json:"rate"`
+	// Handshakes is absent when the handshake programs report nothing for
+	// the series (not loaded, or no interface bound to its tag).
+	Handshakes *Handshakes `json:"handshakes,omitempty"`
+	Rate       Rate        `json:"rate"`
 	// Summary is derived from the fields above (see Summarize).
 	Summary Summary `json:"summary"`
 }
@@ -100,6 +103,14 @@ type Bucket struct {
 type Connections struct {
 	Total  uint64 `json:"total"`
 	Active int64  `json:"active"`
+}
+
+// Handshakes are the TCP handshake stages of a series (completed
+// handshakes are Connections.Total).
+type Handshakes struct {
+	SynReceived       uint64 `json:"syn_received"`
+	SynackSent        uint64 `json:"synack_sent"`
+	SynackWrongEgress uint64 `json:"synack_wrong_egress"`
 }
 
 // Rate is requests per second, exponentially averaged over 1, 5 and 15
@@ -165,6 +176,9 @@ func newDocument(s *collector.Snapshot, f collector.Filter, health *Health) Docu
 		}
 		if c := ss.Connections; c != nil {
 			ds.Connections = &Connections{Total: c.Total, Active: c.Active}
+		}
+		if h := ss.Handshakes; h != nil {
+			ds.Handshakes = &Handshakes{SynReceived: h.SynReceived, SynackSent: h.SynackSent, SynackWrongEgress: h.SynackWrongEgress}
 		}
 		if f := ss.InFlight; f != nil {
 			ds.RequestsReading, ds.RequestsWriting = &f.Reading, &f.Writing

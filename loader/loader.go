@@ -41,11 +41,15 @@ const (
 	// pinEvents is the ring buffer of versions before the in-kernel
 	// connection counts; Load and Detach remove a leftover pin.
 	pinEvents = "ipng_events"
+	// PinHandshakeCounts is the handshake counts map, pinned by package
+	// handshake while the agent runs (for `ipng-stats check`); Detach
+	// removes a leftover of a killed agent.
+	PinHandshakeCounts = ipngbpf.HandshakeMapIpngHsCounts
 )
 
 // mapPins are the pins of every map, in the order Detach removes them.
 var mapPins = []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinIfaces, PinTagNames, PinConns,
-	PinTupleRing, PinTupleHead, pinEvents}
+	PinTupleRing, PinTupleHead, pinEvents, PinHandshakeCounts}
 
 // Config says where to attach and pin.
 type Config struct {

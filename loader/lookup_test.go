@@ -20,7 +20,7 @@ func TestLookups(t *testing.T) {
 	if err != nil {
 		testenv.Skip(t, err.Error())
 	}
-	p, err := Load(Config{Cgroup: cg, PinDir: pinDir(t), Tuples: true}, nil)
+	p, err := Load(Config{Cgroup: cg, PinDir: pinDir(t), Tuples: true, SkStorage: true}, nil)
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}
@@ -80,6 +80,14 @@ func TestLookups(t *testing.T) {
 	// The tuple map is keyed v4-mapped: an IPv4 address finds it.
 	if s, ok, err := m.LookupTuple(netns, netip.AddrPortFrom(local.Addr().Unmap(), local.Port()), remote); err != nil || !ok || s != byFd {
 		t.Errorf("LookupTuple = %+v, %v, %v; want %+v", s, ok, err, byFd)
+	}
+
+	// A program loaded without socket storage (the default but for the
+	// agent's own proxy) has no ipng_sk: not found, no error.
+	noSk := *m
+	noSk.Sk = nil
+	if s, ok, err := noSk.LookupFd(fd); ok || err != nil {
+		t.Errorf("LookupFd without socket storage = %+v, %v, %v; want not found", s, ok, err)
 	}
 
 	// The client's socket was not accepted: no stamp, no error.

@@ -20,6 +20,7 @@ const (
 	anchorSeriesCap      = "series-cap"
 	anchor5xxBurn        = "5xx-error-budget-burn"
 	anchorLatencyP99High = "latency-p99-high"
+	anchorHandshakes     = "handshakes-failing"
 )
 
 // burnWindow is one long/short window pair of a multi-window burn-rate
@@ -126,5 +127,10 @@ func Alerts(cfg Config) []Rule {
 			cfg.LatencyP99Seconds, cfg.MinRequestRate), cfg.LatencyFor,
 		"p99 latency of {{ $labels.source_tag }} on {{ $labels.instance }} is high.",
 		fmt.Sprintf("The 99th percentile of request duration of tag {{ $labels.source_tag }} on {{ $labels.instance }} is {{ $value | humanizeDuration }}, above %gs.", cfg.LatencyP99Seconds))
+	add("IpngStatsHandshakesFailing", "critical", anchorHandshakes,
+		fmt.Sprintf("instance_source_tag:ipng_tcp_handshakes:ratio_rate5m < %g\nand on (job, instance, source_tag)\ninstance_source_tag:ipng_tcp_syn_received:rate5m > %g",
+			cfg.HandshakeRatio, cfg.MinSYNRate), "10m",
+		"TCP handshakes of {{ $labels.source_tag }} on {{ $labels.instance }} do not complete.",
+		"Only {{ $value | humanizePercentage }} of the SYNs arriving on the interfaces of tag {{ $labels.source_tag }} on {{ $labels.instance }} complete a handshake: the return path (DSR through the tunnel), reverse-path filtering or the VIP is broken. `ipng-stats check` on the node names the stage.")
 	return rules
 }

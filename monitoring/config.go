@@ -54,6 +54,11 @@ type Config struct {
 	// SeriesCapRatio: ipng_series / ipng_series_limit above which
 	// IpngStatsSeriesNearCap fires.
 	SeriesCapRatio float64 `yaml:"series_cap_ratio"`
+	// HandshakeRatio: handshakes completed / SYNs received on a tag's bound
+	// interfaces, over 5 minutes, below which IpngStatsHandshakesFailing
+	// fires, while at least MinSYNRate SYNs per second arrive.
+	HandshakeRatio float64 `yaml:"handshake_ratio"`
+	MinSYNRate     float64 `yaml:"min_syn_rate"`
 }
 
 // DefaultConfig is the configuration of the committed bundle.
@@ -72,6 +77,8 @@ func DefaultConfig() Config {
 		BacklogBytes:           16 << 20,
 		RejectedPerSecond:      0.01,
 		SeriesCapRatio:         0.9,
+		HandshakeRatio:         0.5,
+		MinSYNRate:             0.1,
 	}
 }
 
@@ -102,7 +109,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("monitoring config: latency_p99_seconds %v is not positive", c.LatencyP99Seconds)
 	case c.SeriesCapRatio <= 0 || c.SeriesCapRatio > 1:
 		return fmt.Errorf("monitoring config: series_cap_ratio %v is not in (0, 1]", c.SeriesCapRatio)
-	case c.MinRequestRate < 0 || c.FallbacksPerSecond < 0 || c.IfindexMissesPerSecond < 0 ||
+	case c.HandshakeRatio <= 0 || c.HandshakeRatio > 1:
+		return fmt.Errorf("monitoring config: handshake_ratio %v is not in (0, 1]", c.HandshakeRatio)
+	case c.MinSYNRate < 0 || c.MinRequestRate < 0 || c.FallbacksPerSecond < 0 || c.IfindexMissesPerSecond < 0 ||
 		c.TupleMissRatio < 0 || c.BacklogBytes < 0 || c.RejectedPerSecond < 0:
 		return fmt.Errorf("monitoring config: a threshold is negative")
 	}

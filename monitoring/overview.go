@@ -102,6 +102,16 @@ func Overview(cfg Config) (dashboard.Dashboard, error) {
 			fmt.Sprintf("How fast each tag and instance burns its error budget (1 − SLO, SLO %g %%) over the last hour, from the recording rules: 1 uses the budget up in exactly the SLO period, 14.4 pages. See the runbook's 5xx burn-rate section.", cfg.SLO*100),
 			unitCount, query(fmt.Sprintf(`instance_source_tag:ipng_requests_5xx:ratio_rate1h{%s, source_tag=~"$source_tag"} / %g`, selInstance, budget), "{{source_tag}} {{instance}}")))
 
+	hs := `job=~"$job", instance=~"$instance", source_tag=~"$source_tag"`
+	d = d.WithRow(dashboard.NewRowBuilder("Handshakes per interface")).
+		WithPanel(graph("SYNs received per source tag",
+			"TCP SYNs per second arriving on the interfaces bound to each tag, counted where they enter (before reverse-path filtering). SYNs without SYN-ACKs (next panel): the stack does not answer (rp_filter, VIP missing, no listener). SYNs well above the new connections per second of the tag (ipng_connections_total): handshakes do not complete, which IpngStatsHandshakesFailing watches.",
+			unitCount, query(rate("ipng_tcp_syn_received_total", hs, "source_tag"), "{{source_tag}}")).Span(12)).
+		WithPanel(graph("SYN-ACKs sent and through the tunnel",
+			"SYN-ACKs per second sent in answer to the SYNs of each tag, and those that left through a bound interface itself (wrong egress): in a DSR setup wrong egress must be zero; otherwise a listener is bound to the device or a route points back into the tunnel.",
+			unitCount, query(rate("ipng_tcp_synack_sent_total", hs, "source_tag"), "sent {{source_tag}}"),
+			query(rate("ipng_tcp_synack_wrong_egress_total", hs, "source_tag"), "wrong egress {{source_tag}}")).Span(12))
+
 	tag := `job=~"$job", instance=~"$instance", source_tag="$source_tag", vip=~"$vip"`
 	d = d.WithRow(dashboard.NewRowBuilder("Source tag $source_tag").Repeat("source_tag")).
 		WithPanel(stacked("Requests/s by code class",

@@ -93,5 +93,13 @@ func RecordingRules() []Rule {
 		recordRate("ipng_nginx_tuple_misses_total", "", "job, instance", "10m"),
 		recordRate("ipng_nginx_lines_recorded_total", "", "job, instance", "10m")), nil)
 	add("instance:ipng_series:ratio", "ipng_series / ipng_series_limit", nil)
+	add("instance_source_tag:ipng_tcp_syn_received:rate5m", recordRate("ipng_tcp_syn_received_total", "", byTag, "5m"), nil)
+	add("instance_source_tag:ipng_tcp_synack_sent:rate5m", recordRate("ipng_tcp_synack_sent_total", "", byTag, "5m"), nil)
+	// Handshakes completed are the connections the sock_ops program counted
+	// (ipng_connections_total), compared with the SYNs received on the
+	// tag's bound interfaces; only tags with handshake counters have it,
+	// and it is 1 (nothing failed) while no SYN arrives.
+	add("instance_source_tag:ipng_tcp_handshakes:ratio_rate5m", fmt.Sprintf("(\n  %s\n/\n  (instance_source_tag:ipng_tcp_syn_received:rate5m > 0)\n)\nor\n(instance_source_tag:ipng_tcp_syn_received:rate5m * 0 + 1)",
+		recordRate("ipng_connections_total", "", byTag, "5m")), nil)
 	return rules
 }

@@ -85,7 +85,9 @@ proxy:
   upstreams:
     - name: web
       servers: [%q]
-`, n.logFile, proxyPort, backend)
+handshakes:
+  ports: [%d, %d]
+`, n.logFile, proxyPort, backend, n.port, proxyPort)
 	if err := os.WriteFile(n.cfgPath, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func (n *nginxEnv) checkAlerts(prom *promServer, tags map[string]bool) {
 	}
 	quiet := `ALERTS{alertname=~"IpngStatsAgentDown|IpngStatsAgentAbsent|IpngStatsBPFNotAttached|IpngStatsBPFEventsFailing|` +
 		`IpngStatsAttributionFallingBack|IpngStatsNginxTupleMisses|IpngStatsNginxBacklogGrowing|IpngStatsNginxSpoolFull|` +
-		`IpngStatsOutcomesRejected|IpngStatsSeriesNearCap|IpngStatsSeriesCapReached|IpngStatsLatencyP99High"}`
+		`IpngStatsOutcomesRejected|IpngStatsSeriesNearCap|IpngStatsSeriesCapReached|IpngStatsLatencyP99High|IpngStatsHandshakesFailing"}`
 	s, err := prom.query(quiet)
 	if err != nil || len(s) > 0 {
 		t.Errorf("alerts about a healthy agent (%v): %v", err, s)

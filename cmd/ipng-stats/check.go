@@ -63,6 +63,9 @@ func runCheck(c *cli.Context) error {
 	if !checkListeners(w, cfg) {
 		failed = true
 	}
+	if !checkHandshakes(w, cfg, quietLogger(c)) {
+		failed = true
+	}
 	if failed {
 		return &exitError{checkFailed, errors.New("some checks failed")}
 	}

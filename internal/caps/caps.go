@@ -68,6 +68,9 @@ type Needs struct {
 	// Pins: the agent removes its pins at exit and re-pins when the pin
 	// directory disappears; the bpffs root may be root's, mode 0700.
 	Pins bool
+	// TCPrograms: tc programs are attached to devices as they appear
+	// (handshakes.enabled): attaching needs CAP_NET_ADMIN and CAP_BPF.
+	TCPrograms bool
 	// MapAccess, when not nil, performs one cheap operation on a map by its
 	// file descriptor. Drop calls it on a thread without CAP_BPF and
 	// CAP_SYS_ADMIN: kernels before 6.5 refuse every bpf(2) command to such
@@ -87,7 +90,15 @@ func Keep(n Needs) (keep []Cap, why map[Cap]string) {
 	} else if n.Pins {
 		why[unix.CAP_DAC_READ_SEARCH] = "the pin directory is below the bpffs root, which may be root's with mode 0700"
 	}
-	if n.MapAccess != nil && probeNeedsBPF(n.MapAccess) {
+	if n.TCPrograms {
+		why[unix.CAP_NET_ADMIN] = "tc programs are attached to bound devices as they appear (handshakes.enabled)"
+		if capLastCap() >= unix.CAP_BPF {
+			why[unix.CAP_BPF] = "tc programs are attached to bound devices as they appear (handshakes.enabled)"
+		} else {
+			why[unix.CAP_SYS_ADMIN] = "this kernel has no CAP_BPF: attaching tc programs needs CAP_SYS_ADMIN (handshakes.enabled)"
+		}
+	}
+	if _, kept := why[unix.CAP_BPF]; !kept && n.MapAccess != nil && probeNeedsBPF(n.MapAccess) {
 		if capLastCap() >= unix.CAP_BPF {
 			why[unix.CAP_BPF] = "this kernel refuses bpf(2) on map descriptors without it (unprivileged BPF disabled)"
 		} else {

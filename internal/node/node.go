@@ -26,6 +26,7 @@ import (
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/config"
+	"github.com/ipng/ipng-stats/handshake"
 	"github.com/ipng/ipng-stats/internal/caps"
 	"github.com/ipng/ipng-stats/loader"
 )
@@ -121,6 +122,9 @@ type Node struct {
 	closers  []func()
 	load     func() (*config.Config, error)
 	ready    atomic.Bool // the agent's /-/ready
+	// handshakes counts TCP handshake stages (agent with
+	// handshakes.enabled); nil otherwise.
+	handshakes atomic.Pointer[handshake.Monitor]
 }
 
 // Run runs the node until ctx is done, SIGTERM or SIGINT arrives, or a part
@@ -189,7 +193,8 @@ func build(opts Options) (*Node, error) {
 		// needs at most what caps.Keep lists (docs/reliability.md).
 		cfg := n.Config
 		if err := caps.AfterAttach(caps.Needs{BindLowPorts: cfg.Proxy.Enabled || caps.LowPort(cfg.Web.ListenAddress),
-			NginxSpool: cfg.Nginx.Enabled, Pins: n.Program != nil, MapAccess: caps.MapProbe(n.Maps)}, n.Logger); err != nil {
+			NginxSpool: cfg.Nginx.Enabled, Pins: n.Program != nil, TCPrograms: n.handshakes.Load() != nil,
+			MapAccess: caps.MapProbe(n.Maps)}, n.Logger); err != nil {
 			return n, err
 		}
 	}

@@ -53,6 +53,7 @@ func (n *Node) addParts(opts Options) error {
 		if err := n.addNginx(); err != nil {
 			return err
 		}
+		n.addHandshakes()
 	}
 	return n.addProxy()
 }

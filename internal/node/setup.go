@@ -147,9 +147,11 @@ func (n *Node) setup(opts Options) error {
 		BPFEvents:            n.bpfCounters,
 	}
 	if n.Program != nil {
-		if src.Refresh, n.tagNames, err = connstats.Start(n.Collector, n.Bindings, n.Maps, n.Logger); err != nil {
+		var conns func()
+		if conns, n.tagNames, err = connstats.Start(n.Collector, n.Bindings, n.Maps, n.Logger); err != nil {
 			return err
 		}
+		src.Refresh = func() { conns(); n.syncHandshakes() }
 	}
 	n.Collector.SetSources(src)
 	return nil

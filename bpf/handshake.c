@@ -1,0 +1,313 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0
+//
+// ipng-stats handshake programs: count the stages of TCP handshakes per
+// (ingress interface, family, VIP, port) for the interfaces bound to a
+// source tag, so that a broken return path (DSR through a tunnel) shows in
+// the kernel before it shows as missing HTTP requests.
+//
+//   ipng_hs_ingress  tc/tcx ingress on each bound device: TCP SYNs (SYN set,
+//                    ACK clear) to a port in ipng_hs_ports. It runs where
+//                    the packet enters, before routing and reverse-path
+//                    filtering can drop it.
+//   ipng_hs_egress   tc/tcx egress on each bound device: SYN-ACKs from a
+//                    port in ipng_hs_ports that leave through the bound
+//                    device itself. In a DSR setup that must never happen.
+//   ipng_hs_sockops  sock_ops, attached to the agent's cgroup next to the
+//                    stamping program: BPF_SOCK_OPS_RWND_INIT of a request
+//                    socket, which the stack calls once for each SYN it is
+//                    about to answer with a SYN-ACK (not for retransmitted
+//                    SYN-ACKs). The ingress program remembers the 4-tuple of
+//                    each counted SYN and its interface (ipng_hs_syns), so
+//                    the SYN-ACK is counted for the interface its SYN
+//                    arrived on. Listeners outside the cgroup, or of other
+//                    network namespaces, are not seen.
+//
+// Handshakes completed are counted by the sock_ops program (ipng_conns).
+// The tc programs always return TC_ACT_UNSPEC (TCX_NEXT): they never drop,
+// redirect or change a packet, and the next program of the device runs.
+//
+// Headers are read relative to the network header (bpf_skb_load_bytes_relative
+// with BPF_HDR_START_NET), so the same program serves Ethernet, VLAN and
+// L3 tunnel devices (GRE, IPIP) alike. IPv6 extension headers are not walked:
+// a SYN behind one is not counted.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TC_ACT_UNSPEC (-1)
+
+char __license[] SEC("license") = "GPL";
+
+// One series of handshake counts.
+struct ipng_hs_key {
+	__u32 ifindex;
+	__u16 port;           // host byte order
+	__u8 family;          // 4 or 6
+	__u8 _pad;
+	__u8 vip[16];         // local address, IPv4 v4-mapped
+};
+
+struct ipng_hs_count {
+	__u64 syn_received;
+	__u64 synack_sent;
+	__u64 synack_wrong_egress;
+};
+
+enum ipng_hs_counter {
+	IPNG_HS_CNT_FULL = 0,      // ipng_hs_counts full: a packet not counted
+	IPNG_HS_CNT_MAX,
+};
+
+// Set at load time: the cookie of the agent's network namespace.
+volatile const __u64 own_netns = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ipng_hs_key);
+	__type(value, struct ipng_hs_count);
+} ipng_hs_counts SEC(".maps");
+
+// Ports whose handshakes are counted (host byte order); written by the agent.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} ipng_hs_ports SEC(".maps");
+
+// The 4-tuple of a SYN counted at ingress.
+struct ipng_hs_tuple {
+	__u8 local_addr[16];  // IPv4 v4-mapped
+	__u8 remote_addr[16];
+	__u16 local_port;     // host byte order
+	__u16 remote_port;    // host byte order
+	__u8 family;
+	__u8 _pad[3];
+};
+
+// SYNs counted at ingress, until their SYN-ACK is counted.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ipng_hs_tuple);
+	__type(value, __u32); // ingress ifindex
+} ipng_hs_syns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IPNG_HS_CNT_MAX);
+	__type(key, enum ipng_hs_counter);
+	__type(value, __u64);
+} ipng_hs_counters SEC(".maps");
+
+enum stage {
+	STAGE_SYN,
+	STAGE_SYNACK,
+	STAGE_WRONG_EGRESS,
+};
+
+// bump adds one to the stage of key's series. A real (noinline) function,
+// so that the key and value structs are described in BTF for bpf2go -type.
+static __noinline int bump(struct ipng_hs_key *key, int stage)
+{
+	struct ipng_hs_count *c, zero = {};
+	enum ipng_hs_counter idx = IPNG_HS_CNT_FULL;
+	__u64 *full;
+
+	c = bpf_map_lookup_elem(&ipng_hs_counts, key);
+	if (!c) {
+		// Another CPU may create it at the same time: then NOEXIST
+		// fails and the lookup finds theirs.
+		bpf_map_update_elem(&ipng_hs_counts, key, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&ipng_hs_counts, key);
+		if (!c) {
+			full = bpf_map_lookup_elem(&ipng_hs_counters, &idx);
+			if (full)
+				*full += 1;
+			return 0;
+		}
+	}
+	if (stage == STAGE_SYN)
+		c->syn_received += 1;
+	else if (stage == STAGE_SYNACK)
+		c->synack_sent += 1;
+	else
+		c->synack_wrong_egress += 1;
+	return 0;
+}
+
+static __always_inline void put_v4mapped(__u8 dst[16], __u32 addr_be)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(&dst[12], &addr_be, 4);
+}
+
+// TCP flag bits of byte 13 of the TCP header.
+#define F_SYN 0x02
+#define F_ACK 0x10
+
+// classify reads the IP and TCP headers of skb. want is the flags byte
+// (SYN|ACK masked) to count; ingress picks the destination as the VIP,
+// egress the source.
+static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
+{
+	struct ipng_hs_key key = {};
+	struct ipng_hs_tuple tup = {};
+	__u8 tcp[14]; // ports, seq, ack, data offset, flags
+	__u32 off;
+	__u16 port;
+
+	key.ifindex = skb->ifindex;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct {
+			struct iphdr ip;
+			__u8 tcp[14];
+		} h;
+
+		// One load for the IP header without options and the TCP
+		// flags (nearly every packet); a second one only with options.
+		if (bpf_skb_load_bytes_relative(skb, 0, &h, sizeof(h), BPF_HDR_START_NET))
+			return TC_ACT_UNSPEC;
+		if (h.ip.protocol != IPPROTO_TCP || (h.ip.frag_off & bpf_htons(0x1fff)))
+			return TC_ACT_UNSPEC;
+		off = h.ip.ihl * 4;
+		if (off < sizeof(h.ip))
+			return TC_ACT_UNSPEC;
+		if (off == sizeof(h.ip))
+			__builtin_memcpy(tcp, h.tcp, sizeof(tcp));
+		else if (bpf_skb_load_bytes_relative(skb, off, tcp, sizeof(tcp), BPF_HDR_START_NET))
+			return TC_ACT_UNSPEC;
+		if ((tcp[13] & (F_SYN | F_ACK)) != want)
+			return TC_ACT_UNSPEC;
+		key.family = 4;
+		put_v4mapped(key.vip, ingress ? h.ip.daddr : h.ip.saddr);
+		put_v4mapped(tup.remote_addr, h.ip.saddr);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct {
+			struct ipv6hdr ip6;
+			__u8 tcp[14];
+		} h;
+
+		if (bpf_skb_load_bytes_relative(skb, 0, &h, sizeof(h), BPF_HDR_START_NET))
+			return TC_ACT_UNSPEC;
+		if (h.ip6.nexthdr != IPPROTO_TCP)
+			return TC_ACT_UNSPEC;
+		__builtin_memcpy(tcp, h.tcp, sizeof(tcp));
+		if ((tcp[13] & (F_SYN | F_ACK)) != want)
+			return TC_ACT_UNSPEC;
+		key.family = 6;
+		if (ingress)
+			__builtin_memcpy(key.vip, &h.ip6.daddr, 16);
+		else
+			__builtin_memcpy(key.vip, &h.ip6.saddr, 16);
+		__builtin_memcpy(tup.remote_addr, &h.ip6.saddr, 16);
+	} else {
+		return TC_ACT_UNSPEC;
+	}
+	// Destination port at ingress, source port at egress (network order).
+	port = ingress ? ((__u16)tcp[2] << 8 | tcp[3]) : ((__u16)tcp[0] << 8 | tcp[1]);
+	if (!bpf_map_lookup_elem(&ipng_hs_ports, &port))
+		return TC_ACT_UNSPEC;
+	key.port = port;
+	bump(&key, ingress ? STAGE_SYN : STAGE_WRONG_EGRESS);
+	if (ingress) {
+		__builtin_memcpy(tup.local_addr, key.vip, 16);
+		tup.local_port = port;
+		tup.remote_port = (__u16)tcp[0] << 8 | tcp[1];
+		tup.family = key.family;
+		bpf_map_update_elem(&ipng_hs_syns, &tup, &key.ifindex, BPF_ANY);
+	}
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int ipng_hs_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, F_SYN, 1);
+}
+
+SEC("tc")
+int ipng_hs_egress(struct __sk_buff *skb)
+{
+	return handle(skb, F_SYN | F_ACK, 0);
+}
+
+static __always_inline int is_v4mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
+// synack counts the SYN-ACK a request socket is about to send, for the
+// interface its SYN was counted on.
+static __always_inline void synack(struct bpf_sock_ops *skops)
+{
+	struct ipng_hs_tuple tup = {};
+	struct ipng_hs_key key = {};
+	__u32 l6[4], r6[4], l4, r4, lport, rport, family;
+	__u32 *ifindex;
+
+	// Every context field first (see sockops.c: the verifier rejects a
+	// variable-offset ctx access clang may otherwise make).
+	family = skops->family;
+	l4 = skops->local_ip4;
+	r4 = skops->remote_ip4;
+	l6[0] = skops->local_ip6[0];
+	l6[1] = skops->local_ip6[1];
+	l6[2] = skops->local_ip6[2];
+	l6[3] = skops->local_ip6[3];
+	r6[0] = skops->remote_ip6[0];
+	r6[1] = skops->remote_ip6[1];
+	r6[2] = skops->remote_ip6[2];
+	r6[3] = skops->remote_ip6[3];
+	lport = skops->local_port;         // host byte order
+	rport = skops->remote_port >> 16;  // network byte order, upper 16 bits
+
+	if (bpf_get_netns_cookie(skops) != own_netns)
+		return;
+	if (family == AF_INET) {
+		tup.family = 4;
+		put_v4mapped(tup.local_addr, l4);
+		put_v4mapped(tup.remote_addr, r4);
+	} else if (family == AF_INET6) {
+		tup.family = is_v4mapped(l6) ? 4 : 6;
+		__builtin_memcpy(tup.local_addr, l6, 16);
+		__builtin_memcpy(tup.remote_addr, r6, 16);
+	} else {
+		return;
+	}
+	tup.local_port = lport;
+	tup.remote_port = bpf_ntohs(rport);
+	ifindex = bpf_map_lookup_elem(&ipng_hs_syns, &tup);
+	if (!ifindex)
+		return;
+	key.ifindex = *ifindex;
+	key.port = tup.local_port;
+	key.family = tup.family;
+	__builtin_memcpy(key.vip, tup.local_addr, 16);
+	bpf_map_delete_elem(&ipng_hs_syns, &tup);
+	bump(&key, STAGE_SYNACK);
+}
+
+SEC("sockops")
+int ipng_hs_sockops(struct bpf_sock_ops *skops)
+{
+	// RWND_INIT of a request socket: a SYN is about to be answered (an
+	// active open calls it with a full socket).
+	if (skops->op == BPF_SOCK_OPS_RWND_INIT && !skops->is_fullsock)
+		synack(skops);
+	// Never touch skops->reply: other programs of the cgroup may set it.
+	return 1;
+}
