@@ -24,12 +24,14 @@ func Cgroup2Mount() (string, error) {
 	return cgroup2MountFrom(f)
 }
 
-// cgroup2MountFrom parses mountinfo lines: the first cgroup2 mount of the
-// whole hierarchy (mount root "/") wins; a bind mount of a subtree (another
-// tool's, e.g. a container runtime's) only when there is nothing else.
-func cgroup2MountFrom(r io.Reader) (string, error) {
+// cgroupMount is one cgroup2 mount of mountinfo: the directory of the
+// hierarchy it shows (its mount root, "/" for the whole hierarchy) and where.
+type cgroupMount struct{ root, point string }
+
+// cgroup2Mounts parses mountinfo lines into the cgroup2 mounts, in order.
+func cgroup2Mounts(r io.Reader) ([]cgroupMount, error) {
+	var out []cgroupMount
 	sc := bufio.NewScanner(r)
-	subtree := ""
 	for sc.Scan() {
 		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw
 		left, right, ok := strings.Cut(sc.Text(), " - ")
@@ -41,18 +43,29 @@ func cgroup2MountFrom(r io.Reader) (string, error) {
 		if fstype != "cgroup2" || len(fields) < 5 {
 			continue
 		}
-		if fields[3] == "/" {
-			return unescapeMountPath(fields[4]), nil
-		}
-		if subtree == "" {
-			subtree = unescapeMountPath(fields[4])
-		}
+		out = append(out, cgroupMount{root: fields[3], point: unescapeMountPath(fields[4])})
 	}
 	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("reading mountinfo: %w", err)
+		return nil, fmt.Errorf("reading mountinfo: %w", err)
 	}
-	if subtree != "" {
-		return subtree, nil
+	return out, nil
+}
+
+// cgroup2MountFrom parses mountinfo lines: the first cgroup2 mount of the
+// whole hierarchy (mount root "/") wins; a bind mount of a subtree (another
+// tool's, e.g. a container runtime's) only when there is nothing else.
+func cgroup2MountFrom(r io.Reader) (string, error) {
+	mounts, err := cgroup2Mounts(r)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range mounts {
+		if m.root == "/" {
+			return m.point, nil
+		}
+	}
+	if len(mounts) > 0 {
+		return mounts[0].point, nil
 	}
 	return "", errors.New("no cgroup2 filesystem is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup) or boot with systemd.unified_cgroup_hierarchy=1")
 }
@@ -136,20 +149,14 @@ func ResolveCgroup(configured string) (string, error) {
 // mountinfo lines (the first of equally deep ones).
 func cgroup2MountBelow(r io.Reader, dir string) (string, error) {
 	dir = filepath.Clean(dir)
+	mounts, err := cgroup2Mounts(r)
+	if err != nil {
+		return "", err
+	}
 	var found []string
 	best := ""
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		left, right, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		fstype, _, _ := strings.Cut(right, " ")
-		fields := strings.Fields(left)
-		if fstype != "cgroup2" || len(fields) < 5 {
-			continue
-		}
-		mnt := unescapeMountPath(fields[4])
+	for _, m := range mounts {
+		mnt := m.point
 		found = append(found, mnt)
 		if mnt != dir && !strings.HasPrefix(mnt, dir+"/") && dir != "/" {
 			continue
@@ -157,9 +164,6 @@ func cgroup2MountBelow(r io.Reader, dir string) (string, error) {
 		if best == "" || strings.Count(mnt, "/") < strings.Count(best, "/") {
 			best = mnt
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("reading mountinfo: %w", err)
 	}
 	if best != "" {
 		return best, nil

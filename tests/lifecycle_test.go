@@ -2,7 +2,6 @@ package tests
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"syscall"
 	"testing"
@@ -134,18 +133,7 @@ func TestAgentRestart(t *testing.T) {
 	open(e.topo.Client, "ipv4", "tun0")
 
 	// Every connection, old and new, is still listed with its tag.
-	out, err := e.ipngStats("conns", "--config", e.cfgPath, "--bpf.pin-dir", e.pinDir, "-o", "json")
-	if err != nil {
-		t.Fatalf("conns: %v", err)
-	}
-	var rows []connRow
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("conns: %v\n%s", err, out)
-	}
-	byRemote := map[string]connRow{}
-	for _, r := range rows {
-		byRemote[r.Remote] = r
-	}
+	byRemote := connRows(t, e)
 	for _, h := range conns {
 		r, ok := byRemote[normalize(h.c.conn.LocalAddr().String())]
 		if !ok || r.Device != h.dev || r.SourceTag != h.c.reply.Tag {

@@ -36,7 +36,7 @@ func TestPinDirRemovedWhileRunning(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows := conns(t, e)
+		rows := connRows(t, e)
 		for _, c := range []struct {
 			c        *client
 			dev, tag string
@@ -117,8 +117,8 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// conns runs `ipng-stats conns -o json` and returns its rows by remote address.
-func conns(t *testing.T, e *env) map[string]connRow {
+// connRows runs `ipng-stats conns -o json` and returns its rows by remote address.
+func connRows(t *testing.T, e *env) map[string]connRow {
 	t.Helper()
 	out, err := e.ipngStats("conns", "--config", e.cfgPath, "--bpf.pin-dir", e.pinDir, "-o", "json")
 	if err != nil {
