@@ -147,17 +147,16 @@ func (c *cluster) start(name, bin string, args ...string) {
 }
 
 // signal sends sig to the process group of the component name.
-func (c *cluster) signal(name string, sig syscall.Signal) {
-	c.t.Helper()
+func (c *cluster) signal(name string, sig syscall.Signal) error {
 	for i, n := range c.names {
 		if n == name {
 			if err := syscall.Kill(-c.procs[i].Process.Pid, sig); err != nil {
-				c.t.Fatalf("%s: %v", name, err)
+				return fmt.Errorf("%s: %w", name, err)
 			}
-			return
+			return nil
 		}
 	}
-	c.t.Fatalf("no component %s", name)
+	return fmt.Errorf("no component %s", name)
 }
 
 // logTail is the end of a component's log, for failure messages.

@@ -226,11 +226,13 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	// unbound once the old one has gone: a window with no agent on the
 	// node that does not depend on timing.
 	oldUID, _ := field(pod, "metadata", "uid").(string)
-	c.signal("kube-scheduler", syscall.SIGSTOP)
+	if err := c.signal("kube-scheduler", syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
 	schedulerStopped := true
 	defer func() {
-		if schedulerStopped {
-			c.signal("kube-scheduler", syscall.SIGCONT)
+		if schedulerStopped { // failed meanwhile: let the cleanup's SIGTERM work
+			_ = c.signal("kube-scheduler", syscall.SIGCONT)
 		}
 	}()
 	t.Logf("%s", c.helm("upgrade", c.values(image, edgeTag+"2")))
@@ -260,7 +262,9 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	}
 	during := c.tagConnect(t, client)
 	during.check(t, "while no agent runs", edgeIdx, edgeTag)
-	c.signal("kube-scheduler", syscall.SIGCONT)
+	if err := c.signal("kube-scheduler", syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
 	schedulerStopped = false
 	step("tag server: connection while no agent runs stamped")
 

@@ -264,7 +264,7 @@ func (c *cluster) edgeIfindex(t *testing.T) int {
 // (tag, tagVIP) for each tag in want ({total, active}).
 func (c *cluster) conns(what string, want map[string][2]float64) {
 	c.t.Helper()
-	c.waitFor(what, time.Minute, func() error {
+	c.waitFor(what, 2*time.Minute, func() error {
 		m, err := c.scrape()
 		if err != nil {
 			return err
