@@ -44,6 +44,7 @@ type cluster struct {
 	node   string
 	token  string
 	procs  []*exec.Cmd
+	names  []string // of procs, by index
 	// cgroupName is the kubelet's cgroupRoot, under every hierarchy.
 	cgroupName string
 	// cgroup2Mount is the host's cgroup2 mount point.
@@ -135,6 +136,7 @@ func (c *cluster) start(name, bin string, args ...string) {
 		c.t.Fatalf("starting %s: %v", name, err)
 	}
 	c.procs = append(c.procs, cmd)
+	c.names = append(c.names, name)
 	go func() {
 		err := cmd.Wait()
 		log.Close()
@@ -142,6 +144,19 @@ func (c *cluster) start(name, bin string, args ...string) {
 		c.exited = append(c.exited, fmt.Sprintf("%s exited: %v", name, err))
 		c.mu.Unlock()
 	}()
+}
+
+// signal sends sig to the process group of the component name.
+func (c *cluster) signal(name string, sig syscall.Signal) error {
+	for i, n := range c.names {
+		if n == name {
+			if err := syscall.Kill(-c.procs[i].Process.Pid, sig); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("no component %s", name)
 }
 
 // logTail is the end of a component's log, for failure messages.

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,19 +209,82 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	c.promScraped(field(pod, "metadata", "name").(string), edgeTag, 8)
 	step("Prometheus discovered and scraped the pod")
 
+	// A server outside the agent's pod (the tag server on the node, whose
+	// connections outlive the pod): a connection accepted now is stamped
+	// by the agent's program with edge0's tag and counted by the agent.
+	c.startTagServer(t)
+	edgeIdx := c.edgeIfindex(t)
+	before := c.tagConnect(t, client)
+	before.check(t, "before the roll-out", edgeIdx, edgeTag)
+	c.conns("connections before the roll-out", map[string][2]float64{edgeTag: {1, 1}})
+	step("tag server: connection before the roll-out stamped and counted")
+
 	// A config change rolled out through the chart: helm upgrade with
 	// edge0's tag changed; the ConfigMap and the pod template's
 	// checksum/config annotation change, so the DaemonSet replaces the
-	// pod; the new agent reuses the pinned program and counts under the
-	// new tag.
+	// pod. The scheduler is stopped meanwhile, so that the new pod stays
+	// unbound once the old one has gone: a window with no agent on the
+	// node that does not depend on timing.
 	oldUID, _ := field(pod, "metadata", "uid").(string)
+	if err := c.signal("kube-scheduler", syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	schedulerStopped := true
+	defer func() {
+		if schedulerStopped { // failed meanwhile: let the cleanup's SIGTERM work
+			_ = c.signal("kube-scheduler", syscall.SIGCONT)
+		}
+	}()
 	t.Logf("%s", c.helm("upgrade", c.values(image, edgeTag+"2")))
 	step("helm upgrade")
+	c.waitFor("old agent pod gone", 3*time.Minute, func() error {
+		l, err := c.api("GET", "/api/v1/namespaces/ipng-stats/pods", nil)
+		if err != nil {
+			return err
+		}
+		items, _ := l["items"].([]any)
+		for _, it := range items {
+			p, _ := it.(map[string]any)
+			if field(p, "metadata", "uid") == oldUID {
+				return fmt.Errorf("old pod still there, phase %v", field(p, "status", "phase"))
+			}
+			if n, _ := field(p, "spec", "nodeName").(string); n != "" {
+				t.Fatalf("pod %v bound to %s while the scheduler is stopped", field(p, "metadata", "name"), n)
+			}
+		}
+		return nil
+	}, "kubelet", "kube-controller-manager")
+	step("old agent pod gone, new one unscheduled")
+	// No agent runs: the pinned link keeps the program attached
+	// (keep_on_exit, the chart's default) and stamping.
+	if out, err := exec.Command("bpftool", "cgroup", "show", c.cgroup2()).CombinedOutput(); err != nil || !strings.Contains(string(out), "sock_ops") {
+		t.Errorf("no sock_ops program on %s while no agent runs: %v\n%s", c.cgroup2(), err, out)
+	}
+	during := c.tagConnect(t, client)
+	during.check(t, "while no agent runs", edgeIdx, edgeTag)
+	if err := c.signal("kube-scheduler", syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	schedulerStopped = false
+	step("tag server: connection while no agent runs stamped")
+
 	pod = c.readyPod(oldUID)
 	step("new agent pod Ready")
 	if l := c.agentLog(field(pod, "metadata", "uid").(string)); !strings.Contains(l, `"reused_pins":true`) {
 		t.Errorf("the new agent did not reuse the pinned program:\n%s", l)
 	}
+	// The new agent stamps with the new tag; it counts the connections
+	// from the pinned in-kernel counts, each under the tag of its accept:
+	// the two from before and during under the old tag, still open.
+	after := c.tagConnect(t, client)
+	after.check(t, "after the roll-out", edgeIdx, edgeTag+"2")
+	c.conns("connections across the roll-out", map[string][2]float64{edgeTag: {2, 2}, edgeTag + "2": {1, 1}})
+	for _, tc := range []*tagConn{before, during, after} {
+		tc.conn.Close()
+	}
+	c.conns("connections closed", map[string][2]float64{edgeTag: {2, 0}, edgeTag + "2": {1, 0}})
+	step("tag server: connections before, during and after counted exactly")
+
 	c.traffic(client, edgeTag+"2")
 	step("traffic attributed with the new config")
 	c.promScraped(field(pod, "metadata", "name").(string), edgeTag+"2", 8)

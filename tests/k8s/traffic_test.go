@@ -61,6 +61,7 @@ func (c *cluster) edge(t *testing.T) string {
 	t.Cleanup(func() { _ = osexec.Command("ip", "netns", "del", client).Run() })
 	c.ns("ip", "link", "add", "edge0", "type", "veth", "peer", "name", "cli0", "netns", client)
 	c.ns("ip", "addr", "add", vip+"/24", "dev", "edge0")
+	c.ns("ip", "addr", "add", tagVIP+"/24", "dev", "edge0") // the tag server's
 	c.ns("ip", "link", "set", "edge0", "up")
 	c.must("ip", "-n", client, "link", "set", "lo", "up")
 	c.must("ip", "-n", client, "addr", "add", clientIP+"/24", "dev", "cli0")
