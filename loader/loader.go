@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
@@ -49,7 +50,11 @@ const (
 
 // mapPins are the pins of every map, in the order Detach removes them.
 var mapPins = []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinIfaces, PinTagNames, PinConns,
-	PinTupleRing, PinTupleHead, pinEvents, PinHandshakeCounts}
+	PinTupleRing, PinTupleHead, pinEvents}
+
+// otherPins are pinned in the pin directory by other packages (handshake)
+// while the agent runs; Detach removes a killed agent's leftovers.
+var otherPins = []string{PinHandshakeCounts}
 
 // Config says where to attach and pin.
 type Config struct {
@@ -357,7 +362,7 @@ func (p *Program) Close() error {
 // pins are not an error.
 func Detach(pinDir string) error {
 	var errs []error
-	for _, name := range append([]string{PinLink}, mapPins...) {
+	for _, name := range slices.Concat([]string{PinLink}, mapPins, otherPins) {
 		if err := os.Remove(filepath.Join(pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("removing pin: %w", err))
 		}
