@@ -12,6 +12,9 @@ var (
 		[]string{"upstream", "server"}, nil)
 	activeDesc = prometheus.NewDesc("ipng_proxy_upstream_requests_active",
 		"Requests the proxy has in progress on an upstream server.", []string{"upstream", "server"}, nil)
+	idleClosedDesc = prometheus.NewDesc("ipng_proxy_connections_idle_closed_total",
+		"Plaintext client connections the proxy closed because they sent no byte within timeouts.read_header (no request, so in no per-tag series).",
+		nil, nil)
 )
 
 // Describe implements prometheus.Collector: register the Proxy in the
@@ -19,6 +22,7 @@ var (
 func (p *Proxy) Describe(ch chan<- *prometheus.Desc) {
 	ch <- upDesc
 	ch <- activeDesc
+	ch <- idleClosedDesc
 	p.tailMetrics.Describe(ch)
 }
 
@@ -37,5 +41,6 @@ func (p *Proxy) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	p.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(idleClosedDesc, prometheus.CounterValue, float64(p.idleClosed.Load()))
 	p.tailMetrics.Collect(ch)
 }

@@ -55,6 +55,9 @@ type Proxy struct {
 	// tail counts the access log's logtail lines across reloads.
 	tail        logtail.Counters
 	tailMetrics *logtail.Metrics
+	// idleClosed counts client connections closed at timeouts.read_header
+	// without having sent a byte (ipng_proxy_connections_idle_closed_total).
+	idleClosed atomic.Uint64
 
 	mu        sync.Mutex
 	cfg       config.ProxyConfig
