@@ -66,7 +66,7 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // acceptLoop hands accepted connections to the current server until the
 // socket is closed.
-func (l *listener) acceptLoop(log func(string, ...any)) {
+func (l *listener) acceptLoop(limit *connLimit, log func(string, ...any)) {
 	defer close(l.done)
 	var delay time.Duration
 	for {
@@ -81,6 +81,9 @@ func (l *listener) acceptLoop(log func(string, ...any)) {
 			continue
 		}
 		delay = 0
+		if c = limit.admit(c); c == nil {
+			continue
+		}
 		for {
 			s := l.cur.Load()
 			if s == nil {

@@ -23,6 +23,25 @@ var proxyHostileYAML = strings.Replace(proxyYAML, "read_header: 500ms", "read_he
 // goroutines reads go_goroutines from the proxy's metrics port.
 func (e *proxyEnv) goroutines() (int, error) { return e.metric("go_goroutines") }
 
+// rejectedConns reads ipng_proxy_connections_rejected_total{reason}.
+func (e *proxyEnv) rejectedConns(reason string) (int, error) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.topo.Srv.Dial, DisableKeepAlives: true}}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.web))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	v, ok := testenv.Samples(string(b), "ipng_proxy_connections_rejected_total", "reason")[reason]
+	if !ok {
+		return 0, fmt.Errorf("no ipng_proxy_connections_rejected_total{reason=%q}", reason)
+	}
+	return int(v), nil
+}
+
 // metric reads an unlabelled sample from the proxy's metrics port.
 func (e *proxyEnv) metric(name string) (int, error) {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.topo.Srv.Dial, DisableKeepAlives: true}}
@@ -44,7 +63,9 @@ func (e *proxyEnv) metric(name string) (int, error) {
 
 // TestProxyHostileRequests: what a hostile client gets from the proxy's
 // listener, each counted under the client's tag with the status it got
-// (the 4xx series), and the proxy serving others meanwhile.
+// (the 4xx series), and the proxy serving others meanwhile; a connection
+// that sends nothing is closed at read_header and counted in
+// ipng_proxy_connections_idle_closed_total.
 func TestProxyHostileRequests(t *testing.T) {
 	e := newProxyEnv(t, proxyHostileYAML)
 	key := "tag1 " + e.topo.VIP4.String() + " 4xx"
@@ -106,16 +127,32 @@ func TestProxyHostileRequests(t *testing.T) {
 	if got, err := e.metric("ipng_proxy_connections_idle_closed_total"); err != nil || got != 0 {
 		t.Errorf("ipng_proxy_connections_idle_closed_total = %d (%v), want 0", got, err)
 	}
+	// One that sends nothing is closed at read_header without an answer
+	// (as nginx does), and counted there, in no per-tag series.
+	c := e.rawDial(e.topo.C1)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("idle connection: read %d bytes, %v; want EOF", n, err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		got, err := e.metric("ipng_proxy_connections_idle_closed_total")
+		return err == nil && got == 1
+	}, "ipng_proxy_connections_idle_closed_total = 1")
+	e.waitCounts(want)
 }
 
 // TestProxyTenThousandIdleConnections: 10 000 connections to the proxy
-// that send nothing. The proxy keeps serving other clients during the
-// flood, closes each idle one at timeouts.read_header (counted in
-// ipng_proxy_connections_idle_closed_total), and its goroutines return to
-// where they were. The number held at once is the accept rate times
-// read_header: there is no bound on the count (docs/reliability.md).
+// that send nothing, with proxy.max_connections 64 (and a read_header
+// longer than the flood). The proxy holds at most 64: each new connection
+// closes the one quiet longest, counted in
+// ipng_proxy_connections_rejected_total{reason="evicted"}; its goroutines
+// stay within the bound; a request from another interface during the
+// flood gets 200 (its connection evicts one more). Exactly the oldest
+// 10 000 − 64 + 1 are closed (EOF), the rest stay open; once the client
+// closes them, the goroutines are back where they were.
 func TestProxyTenThousandIdleConnections(t *testing.T) {
-	e := newProxyEnv(t, proxyHostileYAML)
+	const limit = 64
+	e := newProxyEnv(t, strings.Replace(proxyYAML, "read_header: 500ms", "read_header: 5m", 1)+fmt.Sprintf("  max_connections: %d\n", limit))
 	base, err := e.goroutines()
 	if err != nil {
 		t.Fatal(err)
@@ -137,29 +174,46 @@ func TestProxyTenThousandIdleConnections(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	during, _ := e.goroutines()
-	if err := getStatus(proxyClient(e.topo.C2), e.url("ipv6", e.port, "/status/200"), 200); err != nil {
+	pc := proxyClient(e.topo.C2)
+	if err := getStatus(pc, e.url("ipv6", e.port, "/status/200"), 200); err != nil {
 		t.Fatalf("proxy not serving during the flood: %v", err)
 	}
-	// Each idle connection is closed by the proxy: EOF on the client.
-	var closed int
-	for _, c := range conns {
-		c.SetReadDeadline(time.Now().Add(30 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == io.EOF {
-			closed++
+	var evicted int
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		evicted, err = e.rejectedConns("evicted")
+		return err == nil && evicted >= n-limit+1
+	}, "%d connections evicted", n-limit+1)
+	during, _ := e.goroutines()
+	if during > base+limit+50 {
+		t.Errorf("%d goroutines with %d idle connections (limit %d), %d before", during, n, limit, base)
+	}
+	if got, err := e.metric("ipng_proxy_connections_open"); err != nil || got != limit {
+		t.Errorf("ipng_proxy_connections_open = %d (%v), want %d", got, err, limit)
+	}
+	over, _ := e.rejectedConns("over_limit")
+	if evicted != n-limit+1 || over != 0 {
+		t.Errorf("evicted %d, over_limit %d: want %d and 0", evicted, over, n-limit+1)
+	}
+	// The oldest were evicted (EOF at once), the newest are open.
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(map[bool]time.Duration{true: 20 * time.Second, false: 100 * time.Millisecond}[i <= n-limit]))
+		_, err := c.Read(make([]byte, 1))
+		if evictedWant := i <= n-limit; evictedWant != (err == io.EOF) {
+			t.Fatalf("connection %d (of %d, limit %d): read %v, want evicted %v", i, n, limit, err, evictedWant)
 		}
 	}
-	if closed != n {
-		t.Errorf("the proxy closed %d of %d idle connections", closed, n)
+	for _, c := range conns {
+		c.Close()
 	}
+	pc.CloseIdleConnections()
 	var after int
 	testenv.Eventually(t, 20*time.Second, func() bool {
 		after, err = e.goroutines()
 		return err == nil && after <= base+20
 	}, "goroutines back to %d + 20", base)
-	if got, err := e.metric("ipng_proxy_connections_idle_closed_total"); err != nil || got != n {
-		t.Errorf("ipng_proxy_connections_idle_closed_total = %d (%v), want %d", got, err, n)
+	if got, err := e.metric("ipng_proxy_connections_idle_closed_total"); err != nil || got != 0 {
+		t.Errorf("ipng_proxy_connections_idle_closed_total = %d (%v), want 0 (nothing waited for read_header)", got, err)
 	}
-	t.Logf("goroutines: %d before, %d with %d idle connections, %d after", base, during, n, after)
+	t.Logf("goroutines: %d before, %d with %d idle connections (limit %d), %d after", base, during, n, limit, after)
 	e.waitCounts(map[string]uint64{"tag2-v6 " + e.topo.VIP6.String() + " 2xx": 1})
 }
