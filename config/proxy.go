@@ -16,6 +16,7 @@ type ProxyConfig struct {
 	Upstreams      []ProxyUpstream      `yaml:"upstreams,omitempty" example:"{name: web, servers: [\"10.0.0.1:8080\"]}"`
 	Timeouts       ProxyTimeouts        `yaml:"timeouts,omitempty"`
 	MaxHeaderBytes int                  `yaml:"max_header_bytes,omitempty"`
+	MaxConnections int                  `yaml:"max_connections,omitempty"`
 	DrainTimeout   time.Duration        `yaml:"drain_timeout,omitempty"`
 	AccessLog      ProxyAccessLogConfig `yaml:"access_log,omitempty"`
 }
@@ -138,6 +139,9 @@ func (v *validator) proxy(c *ProxyConfig) {
 	}
 	if c.MaxHeaderBytes < 0 {
 		v.errorf("proxy.max_header_bytes", "must not be negative, got %d", c.MaxHeaderBytes)
+	}
+	if c.MaxConnections < 0 {
+		v.errorf("proxy.max_connections", "must not be negative, got %d", c.MaxConnections)
 	}
 	v.nonNegative("proxy.drain_timeout", c.DrainTimeout)
 	if lt := c.AccessLog.Logtail; lt.Target != "" {

@@ -2,8 +2,10 @@ package exporter
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,27 +24,37 @@ const DefaultMaxConnections = 512
 // client is closed after it.
 const DefaultReadHeaderTimeout = 10 * time.Second
 
+// DefaultWriteTimeout is how long a response may take to be read by the
+// client (Options.WriteTimeout 0), from the end of its request's headers:
+// far above any scrape_timeout (at most the scrape interval), so only a
+// client that reads the body slower than any scraper would is cut off and
+// stops pinning a connection (and a goroutine) in the middle of a request,
+// where the connection limit cannot evict it.
+const DefaultWriteTimeout = 2 * time.Minute
+
 // maxHeaderBytes bounds a request's header block (net/http adds 4 KiB of
 // slack): scrapes send a few hundred bytes. Larger ones get 431.
 const maxHeaderBytes = 16 << 10
 
 // Rejection reasons of ipng_exporter_rejected_total.
 const (
-	reasonBadRequest  = "bad_request"  // malformed, oversized headers: 400, 431, 501 from net/http
-	reasonSlowRequest = "slow_request" // request started but not complete within the header timeout
-	reasonIdleTimeout = "idle_timeout" // connected, sent nothing within the header timeout
-	reasonEvicted     = "evicted"      // idle, closed to make room at the connection limit
-	reasonOverLimit   = "over_limit"   // new, closed at once: the limit is reached and nothing can be evicted
+	reasonBadRequest   = "bad_request"   // malformed, oversized headers: 400, 431, 501 from net/http
+	reasonSlowRequest  = "slow_request"  // request started but not complete within the header timeout
+	reasonIdleTimeout  = "idle_timeout"  // connected, sent nothing within the header timeout
+	reasonEvicted      = "evicted"       // idle, closed to make room at the connection limit
+	reasonOverLimit    = "over_limit"    // new, closed at once: the limit is reached and nothing can be evicted
+	reasonWriteTimeout = "write_timeout" // the response not read by the client within the write timeout
 )
 
-var rejectReasons = []string{reasonBadRequest, reasonSlowRequest, reasonIdleTimeout, reasonEvicted, reasonOverLimit}
+var rejectReasons = []string{reasonBadRequest, reasonSlowRequest, reasonIdleTimeout, reasonEvicted, reasonOverLimit, reasonWriteTimeout}
 
 // connGuard counts what net/http rejects on its own (it never calls the
 // handler for a malformed or too large request, or a timed-out one) and
 // enforces the connection limit, from the server's ConnState hook.
 type connGuard struct {
-	max     int
-	timeout time.Duration
+	max          int
+	timeout      time.Duration
+	writeTimeout time.Duration
 
 	mu    sync.Mutex
 	conns map[net.Conn]*connInfo
@@ -52,19 +64,21 @@ type connGuard struct {
 }
 
 type connInfo struct {
-	since   time.Time // accepted, or became idle: when the header timeout started
-	state   http.ConnState
-	served  atomic.Bool // the handler ran for the current request
-	evicted bool
+	since  time.Time // accepted, or became idle: when the header timeout started
+	state  http.ConnState
+	served atomic.Bool // the handler ran for the current request
+	// writeTimedOut: a write of the response failed at the write deadline.
+	writeTimedOut atomic.Bool
+	evicted       bool
 }
 
 type connInfoKey struct{}
 
-func newConnGuard(max int, timeout time.Duration) *connGuard {
-	g := &connGuard{max: max, timeout: timeout, conns: map[net.Conn]*connInfo{}}
+func newConnGuard(max int, timeout, writeTimeout time.Duration) *connGuard {
+	g := &connGuard{max: max, timeout: timeout, writeTimeout: writeTimeout, conns: map[net.Conn]*connInfo{}}
 	g.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ipng_exporter_rejected_total",
-		Help: "Connections to the metrics port closed without serving a request, by reason: bad_request (malformed, oversized headers), slow_request and idle_timeout (header timeout), evicted (idle, closed at the connection limit to make room), over_limit.",
+		Help: "Connections to the metrics port closed without serving a request, by reason: bad_request (malformed, oversized headers), slow_request and idle_timeout (header timeout), evicted (idle, closed at the connection limit to make room), over_limit, write_timeout (the response not read within the write timeout: cut off).",
 	}, []string{"reason"})
 	for _, r := range rejectReasons {
 		g.rejected.WithLabelValues(r)
@@ -84,6 +98,7 @@ func newConnGuard(max int, timeout time.Duration) *connGuard {
 func (g *connGuard) install(srv *http.Server) {
 	srv.ReadHeaderTimeout = g.timeout
 	srv.MaxHeaderBytes = maxHeaderBytes
+	srv.WriteTimeout = g.writeTimeout
 	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		info := &connInfo{since: time.Now(), state: http.StateNew}
 		g.mu.Lock()
@@ -94,10 +109,13 @@ func (g *connGuard) install(srv *http.Server) {
 	srv.ConnState = g.connState
 	h := srv.Handler
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if info, ok := r.Context().Value(connInfoKey{}).(*connInfo); ok {
-			info.served.Store(true)
+		info, ok := r.Context().Value(connInfoKey{}).(*connInfo)
+		if !ok {
+			h.ServeHTTP(w, r)
+			return
 		}
-		h.ServeHTTP(w, r)
+		info.served.Store(true)
+		h.ServeHTTP(&watchWriter{ResponseWriter: w, info: info}, r)
 	})
 }
 
@@ -135,6 +153,8 @@ func (g *connGuard) connState(c net.Conn, state http.ConnState) {
 		delete(g.conns, c)
 		switch {
 		case info.evicted: // counted when it was chosen
+		case info.writeTimedOut.Load():
+			reason = reasonWriteTimeout
 		case prev == http.StateActive && !info.served.Load():
 			reason = reasonBadRequest
 			if time.Since(since) >= g.timeout {
@@ -189,3 +209,22 @@ func (g *connGuard) Collect(ch chan<- prometheus.Metric) {
 	g.rejected.Collect(ch)
 	g.open.Collect(ch)
 }
+
+// watchWriter notes a response write that failed at the write deadline.
+type watchWriter struct {
+	http.ResponseWriter
+	info *connInfo
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		w.info.writeTimedOut.Store(true)
+	}
+	return n, err
+}
+
+// Flush and Unwrap keep what the wrapped writer offers.
+func (w *watchWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *watchWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

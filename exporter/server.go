@@ -60,6 +60,11 @@ type Options struct {
 	// ReadHeaderTimeout bounds the time a client takes to send a request's
 	// headers (0: DefaultReadHeaderTimeout).
 	ReadHeaderTimeout time.Duration
+	// WriteTimeout bounds the time from the end of a request's headers to
+	// the end of its response (0: DefaultWriteTimeout): a client that reads
+	// the body slower is cut off (ipng_exporter_rejected_total{reason=
+	// "write_timeout"}).
+	WriteTimeout time.Duration
 	// Health reports the agent's state for the JSON document's meta.health
 	// (and the status page). nil leaves meta.health out.
 	Health func() Health
@@ -99,7 +104,10 @@ func New(opts Options) (*Server, error) {
 	if opts.ReadHeaderTimeout <= 0 {
 		opts.ReadHeaderTimeout = DefaultReadHeaderTimeout
 	}
-	s := &Server{opts: opts, log: opts.Logger, guard: newConnGuard(opts.MaxConnections, opts.ReadHeaderTimeout), own: prometheus.NewRegistry()}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	s := &Server{opts: opts, log: opts.Logger, guard: newConnGuard(opts.MaxConnections, opts.ReadHeaderTimeout, opts.WriteTimeout), own: prometheus.NewRegistry()}
 	s.own.MustRegister(s.guard)
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))

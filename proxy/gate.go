@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 )
@@ -121,6 +122,7 @@ func (c *headerConn) readGated(p []byte) (int, error) {
 				switch {
 				case e == nil:
 					g.released(hl)
+					c.served.Store(true)
 					continue
 				case e != errNeedMore:
 					g.pending = e
@@ -143,6 +145,11 @@ func (c *headerConn) readGated(p []byte) (int, error) {
 				if g.end > 0 && !c.active.Load() {
 					c.started.Store(true)
 					c.timeout(err)
+				}
+				if g.end == 0 && !c.served.Load() && c.idle != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+					// Connected and sent nothing within read_header: closed
+					// without a response (as nginx does), counted here.
+					c.idle.Add(1)
 				}
 				return 0, err
 			}

@@ -66,7 +66,7 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // acceptLoop hands accepted connections to the current server until the
 // socket is closed.
-func (l *listener) acceptLoop(log func(string, ...any)) {
+func (l *listener) acceptLoop(limit *connLimit, log func(string, ...any)) {
 	defer close(l.done)
 	var delay time.Duration
 	for {
@@ -81,6 +81,9 @@ func (l *listener) acceptLoop(log func(string, ...any)) {
 			continue
 		}
 		delay = 0
+		if c = limit.admit(c); c == nil {
+			continue
+		}
 		for {
 			s := l.cur.Load()
 			if s == nil {
@@ -104,19 +107,20 @@ type queue struct {
 	done      chan struct{}
 	once      sync.Once
 	addr      net.Addr
-	plaintext bool // connections are wrapped in a headerConn with a gate
-	limit     int  // the gate's head limit (max_header_bytes)
+	plaintext bool           // connections are wrapped in a headerConn with a gate
+	limit     int            // the gate's head limit (max_header_bytes)
+	idle      *atomic.Uint64 // the Proxy's count of connections closed idle
 }
 
-func newQueue(addr net.Addr, plaintext bool, limit int) *queue {
-	return &queue{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr, plaintext: plaintext, limit: limit}
+func newQueue(addr net.Addr, plaintext bool, limit int, idle *atomic.Uint64) *queue {
+	return &queue{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr, plaintext: plaintext, limit: limit, idle: idle}
 }
 
 func (q *queue) Accept() (net.Conn, error) {
 	select {
 	case c := <-q.ch:
 		if q.plaintext {
-			return &headerConn{Conn: c, g: newGate(q.limit)}, nil
+			return &headerConn{Conn: c, g: newGate(q.limit), idle: q.idle}, nil
 		}
 		return c, nil
 	case <-q.done:
@@ -130,7 +134,7 @@ func (q *queue) Addr() net.Addr { return q.addr }
 // newServer builds the http.Server for settings st.
 func (p *Proxy) newServer(l *listener, st settings) *server {
 	t := st.timeouts
-	s := &server{q: newQueue(l.sock.Addr(), !st.tls, st.maxHeaderBytes), settings: st}
+	s := &server{q: newQueue(l.sock.Addr(), !st.tls, st.maxHeaderBytes, &p.idleClosed), settings: st}
 	base, cancel := context.WithCancel(context.WithValue(context.Background(), serverKey{}, s))
 	s.base = cancel
 	srv := &http.Server{

@@ -12,6 +12,14 @@ var (
 		[]string{"upstream", "server"}, nil)
 	activeDesc = prometheus.NewDesc("ipng_proxy_upstream_requests_active",
 		"Requests the proxy has in progress on an upstream server.", []string{"upstream", "server"}, nil)
+	idleClosedDesc = prometheus.NewDesc("ipng_proxy_connections_idle_closed_total",
+		"Plaintext client connections the proxy closed because they sent no byte within timeouts.read_header (no request, so in no per-tag series).",
+		nil, nil)
+	connRejectedDesc = prometheus.NewDesc("ipng_proxy_connections_rejected_total",
+		"Client connections the proxy closed at proxy.max_connections: evicted (sent no byte yet, closed to make room for a new one), over_limit (the new one, when every open connection had sent something).",
+		[]string{"reason"}, nil)
+	connOpenDesc = prometheus.NewDesc("ipng_proxy_connections_open",
+		"Client connections the proxy holds open (bounded by proxy.max_connections).", nil, nil)
 )
 
 // Describe implements prometheus.Collector: register the Proxy in the
@@ -19,6 +27,9 @@ var (
 func (p *Proxy) Describe(ch chan<- *prometheus.Desc) {
 	ch <- upDesc
 	ch <- activeDesc
+	ch <- idleClosedDesc
+	ch <- connRejectedDesc
+	ch <- connOpenDesc
 	p.tailMetrics.Describe(ch)
 }
 
@@ -37,5 +48,9 @@ func (p *Proxy) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	p.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(idleClosedDesc, prometheus.CounterValue, float64(p.idleClosed.Load()))
+	ch <- prometheus.MustNewConstMetric(connRejectedDesc, prometheus.CounterValue, float64(p.limit.evicted.Load()), "evicted")
+	ch <- prometheus.MustNewConstMetric(connRejectedDesc, prometheus.CounterValue, float64(p.limit.overLimit.Load()), "over_limit")
+	ch <- prometheus.MustNewConstMetric(connOpenDesc, prometheus.GaugeValue, float64(p.limit.openNow()))
 	p.tailMetrics.Collect(ch)
 }

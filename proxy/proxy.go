@@ -55,6 +55,11 @@ type Proxy struct {
 	// tail counts the access log's logtail lines across reloads.
 	tail        logtail.Counters
 	tailMetrics *logtail.Metrics
+	// idleClosed counts client connections closed at timeouts.read_header
+	// without having sent a byte (ipng_proxy_connections_idle_closed_total).
+	idleClosed atomic.Uint64
+	// limit bounds the open client connections (proxy.max_connections).
+	limit *connLimit
 
 	mu        sync.Mutex
 	cfg       config.ProxyConfig
@@ -93,7 +98,7 @@ func New(cfg config.ProxyConfig, deps Deps) (*Proxy, error) {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxy{deps: deps, log: deps.Logger.With("component", "proxy"), bufs: newBufferPool(),
-		listeners: map[string]*listener{}, pools: map[string]*pool{}}
+		listeners: map[string]*listener{}, pools: map[string]*pool{}, limit: newConnLimit()}
 	p.tailMetrics = logtail.NewMetrics("proxy", &p.tail)
 	p.errLog = slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)
 	if deps.Collector != nil {
@@ -286,6 +291,7 @@ func (p *Proxy) apply(raw config.ProxyConfig) error {
 		}
 	}
 	p.pools = pools
+	p.limit.setMax(cfg.MaxConnections)
 	p.cfg = cfg
 	return nil
 }
@@ -302,7 +308,7 @@ func (p *Proxy) startListener(l *listener, st settings) {
 	go func() { defer p.bg.Done(); p.serve(s) }()
 	go func() {
 		defer p.bg.Done()
-		l.acceptLoop(func(msg string, args ...any) { p.log.Warn(msg, args...) })
+		l.acceptLoop(p.limit, func(msg string, args ...any) { p.log.Warn(msg, args...) })
 	}()
 }
 

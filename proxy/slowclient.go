@@ -27,6 +27,8 @@ type headerConn struct {
 	started  atomic.Bool // bytes of the next request have arrived
 	answered atomic.Bool // 408 sent
 	g        *gate       // strict parsing; nil on TLS connections
+	served   atomic.Bool // a request head was read on this connection
+	idle     *atomic.Uint64
 }
 
 // NetConn returns the wrapped connection (httpstats and attribution look
