@@ -261,6 +261,11 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}
 }
 
+// Follow attaches the tc programs to the bound devices present now. Run
+// does it too, and again as the bindings change; a caller that reports
+// itself ready once the devices are counted (the agent) calls it first.
+func (m *Monitor) Follow() { m.follow() }
+
 // follow attaches and detaches the tc programs as the bindings change.
 func (m *Monitor) follow() {
 	t := m.opts.Bindings.Table()
@@ -318,6 +323,12 @@ func (m *Monitor) detachAll() {
 
 // Close detaches every program and frees the maps.
 func (m *Monitor) Close() error {
+	m.mu.Lock()
+	done := m.closed
+	m.mu.Unlock()
+	if done {
+		return nil
+	}
 	m.detachAll()
 	m.mu.Lock()
 	m.closed = true

@@ -135,19 +135,22 @@ func TestHandshakesHealthyDSR(t *testing.T) {
 		}
 	}
 	var got map[string]hsCounts
-	testenv.Eventually(t, 30*time.Second, func() bool {
+	testenv.EventuallyNil(t, 30*time.Second, "handshake counts", func() error {
 		got = e.handshakes(t)
 		retrans := synRetrans(t, e.topo.Client) - r0
 		var syn uint64
 		for k, n := range want {
 			c := got[k]
 			if c.Synack != n || c.Conns != n {
-				return false
+				return fmt.Errorf("%s: %+v, want %d SYN-ACKs and connections (all: %+v)", k, c, n, got)
 			}
 			syn += c.Syn
 		}
-		return syn == 9+retrans
-	}, "handshake counts")
+		if syn != 9+retrans {
+			return fmt.Errorf("%d SYNs received, want 9 + %d retransmitted (all: %+v)", syn, retrans, got)
+		}
+		return nil
+	})
 
 	for k, c := range got {
 		if c.Wrong != 0 {

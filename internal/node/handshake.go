@@ -32,6 +32,10 @@ func (n *Node) addHandshakes() {
 	}
 	n.Registry.MustRegister(m)
 	n.handshakes.Store(m)
+	n.closers = append(n.closers, func() { m.Close() })
+	// Attached before the agent says it runs: a SYN on a bound device
+	// right after "agent running" is counted.
+	m.Follow()
 	n.parts = append(n.parts, Part{Name: "handshakes",
 		Run: func(ctx context.Context) error {
 			defer m.Close()
