@@ -25,6 +25,13 @@ func serveGuarded(t *testing.T, maxConns int, headerTimeout time.Duration) (*Ser
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, serveLoopback(t, s)
+}
+
+// serveLoopback serves s on a loopback port until the test ends and
+// returns the address.
+func serveLoopback(t *testing.T, s *Server) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +45,7 @@ func serveGuarded(t *testing.T, maxConns int, headerTimeout time.Duration) (*Ser
 			t.Error(err)
 		}
 	})
-	return s, ln.Addr().String()
+	return ln.Addr().String()
 }
 
 func rejected(s *Server, reason string) int {

@@ -1,7 +1,6 @@
 package exporter
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -41,20 +40,7 @@ func TestSlowScrape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	addr := ln.Addr().String()
+	addr := serveLoopback(t, s)
 	requests := func() uint64 {
 		t.Helper()
 		resp, err := (&http.Client{Timeout: 20 * time.Second}).Get("http://" + addr + StatszPath + "?format=json")

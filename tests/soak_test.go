@@ -6,7 +6,6 @@ import (
 	"maps"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -116,23 +115,7 @@ func TestSoakReloads(t *testing.T) {
 	}
 
 	pid := e.proc.cmd.Process.Pid
-	type sample struct{ fds, threads, rssKB int }
-	take := func() sample {
-		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		s := sample{fds: len(fds)}
-		for line := range strings.SplitSeq(string(st), "\n") {
-			k, v, _ := strings.Cut(line, ":")
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			switch k {
-			case "Threads":
-				s.threads = n
-			case "VmRSS":
-				s.rssKB = n
-			}
-		}
-		return s
-	}
+	take := func() procSample { return sampleProc(pid) }
 	time.Sleep(2 * time.Second) // traffic under way before the first sample (not a synchronisation)
 	first := take()
 	reloads := 0
