@@ -300,60 +300,55 @@ func (d *decoder) duration(path string, n *yaml.Node, dst *time.Duration) {
 // floats decodes a list of numbers. If any element is not a number the
 // default is kept and the whole list is marked bad.
 func (d *decoder) floats(path string, n *yaml.Node, dst *[]float64) {
-	n = resolve(n)
-	if isNull(n) {
-		return
-	}
-	if n.Kind != yaml.SequenceNode {
-		d.invalid(n, path, "want a list of numbers like [0.1, 0.5, 1], got %s", describe(n))
-		return
-	}
-	out := make([]float64, 0, len(n.Content))
-	ok := true
-	for i, item := range n.Content {
-		p := fmt.Sprintf("%s[%d]", path, i)
-		d.pos[p] = posOf(item)
+	scalars(d, path, n, dst, "numbers like [0.1, 0.5, 1]", func(p string, item *yaml.Node) (float64, bool) {
 		r := resolve(item)
 		var f float64
 		if r.Kind != yaml.ScalarNode || (r.ShortTag() != "!!int" && r.ShortTag() != "!!float") || r.Decode(&f) != nil {
 			d.invalid(item, p, "want a number, got %s", describe(r))
-			ok = false
-			continue
+			return 0, false
 		}
-		out = append(out, f)
-	}
-	if !ok {
-		d.markBad(path)
-		return
-	}
-	*dst = out
+		return f, true
+	})
 }
 
 // ints decodes a list of integers. If any element is not an integer the
 // default is kept and the whole list is marked bad.
 func (d *decoder) ints(path string, n *yaml.Node, dst *[]int) {
-	n = resolve(n)
-	if isNull(n) {
-		return
-	}
-	if n.Kind != yaml.SequenceNode {
-		d.invalid(n, path, "want a list of integers like [80, 443], got %s", describe(n))
-		return
-	}
-	out := make([]int, 0, len(n.Content))
-	ok := true
-	for i, item := range n.Content {
-		p := fmt.Sprintf("%s[%d]", path, i)
-		d.pos[p] = posOf(item)
+	scalars(d, path, n, dst, "integers like [80, 443]", func(p string, item *yaml.Node) (int, bool) {
 		i, good := d.integer(p, item)
 		if !good || int64(int(i)) != i {
 			if good {
 				d.invalid(item, p, "integer %d out of range", i)
 			}
+			return 0, false
+		}
+		return int(i), true
+	})
+}
+
+// scalars decodes a list whose elements elem decodes (reporting its own
+// errors). If any element fails the default is kept and the whole list is
+// marked bad; a null value keeps the default.
+func scalars[T any](d *decoder, path string, n *yaml.Node, dst *[]T, like string, elem func(p string, item *yaml.Node) (T, bool)) {
+	n = resolve(n)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.invalid(n, path, "want a list of %s, got %s", like, describe(n))
+		return
+	}
+	out := make([]T, 0, len(n.Content))
+	ok := true
+	for i, item := range n.Content {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		d.pos[p] = posOf(item)
+		v, good := elem(p, item)
+		if !good {
 			ok = false
 			continue
 		}
-		out = append(out, int(i))
+		out = append(out, v)
 	}
 	if !ok {
 		d.markBad(path)
