@@ -23,19 +23,25 @@ var proxyHostileYAML = strings.Replace(proxyYAML, "read_header: 500ms", "read_he
 // goroutines reads go_goroutines from the proxy's metrics port.
 func (e *proxyEnv) goroutines() (int, error) { return e.metric("go_goroutines") }
 
-// rejectedConns reads ipng_proxy_connections_rejected_total{reason}.
-func (e *proxyEnv) rejectedConns(reason string) (int, error) {
+// metricsText scrapes the proxy's metrics port.
+func (e *proxyEnv) metricsText() (string, error) {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.topo.Srv.Dial, DisableKeepAlives: true}}
 	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.web))
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// rejectedConns reads ipng_proxy_connections_rejected_total{reason}.
+func (e *proxyEnv) rejectedConns(reason string) (int, error) {
+	text, err := e.metricsText()
 	if err != nil {
 		return 0, err
 	}
-	v, ok := testenv.Samples(string(b), "ipng_proxy_connections_rejected_total", "reason")[reason]
+	v, ok := testenv.Samples(text, "ipng_proxy_connections_rejected_total", "reason")[reason]
 	if !ok {
 		return 0, fmt.Errorf("no ipng_proxy_connections_rejected_total{reason=%q}", reason)
 	}
@@ -44,17 +50,11 @@ func (e *proxyEnv) rejectedConns(reason string) (int, error) {
 
 // metric reads an unlabelled sample from the proxy's metrics port.
 func (e *proxyEnv) metric(name string) (int, error) {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.topo.Srv.Dial, DisableKeepAlives: true}}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.web))
+	text, err := e.metricsText()
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	v, ok := testenv.Samples(string(b), name)[""]
+	v, ok := testenv.Samples(text, name)[""]
 	if !ok {
 		return 0, fmt.Errorf("no %s", name)
 	}
