@@ -1,7 +1,6 @@
 package exporter
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ipng/ipng-stats/collector"
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // serveGuarded runs a server on a loopback port and returns its address.
@@ -72,15 +72,11 @@ func rawStatus(t *testing.T, addr, req string) string {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
+	line, err := testenv.StatusLine(c, req)
+	if err != nil {
 		t.Fatal(err)
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the response to %.40q: %v", req, err)
-	}
-	return strings.TrimSpace(line)
+	return line
 }
 
 // waitOpen waits (bounded) until the server holds want connections: an

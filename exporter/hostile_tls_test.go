@@ -1,10 +1,8 @@
 package exporter
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/collector"
+	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
 // serveGuardedTLS is serveGuarded with TLS and basic auth (user alice,
@@ -56,15 +55,11 @@ func rawStatusTLS(t *testing.T, addr, req string) string {
 	t.Helper()
 	c := dialTLS(t, addr)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
+	line, err := testenv.StatusLine(c, req)
+	if err != nil {
 		t.Fatal(err)
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading the response to %.40q: %v", req, err)
-	}
-	return strings.TrimSpace(line)
+	return line
 }
 
 // scrapeTLS scrapes /metrics over TLS with alice's password, on a new
@@ -85,19 +80,14 @@ func scrapeTLS(addr string) error {
 	return nil
 }
 
-// waitClosed reads from c until the server closes it (bounded) and returns
-// how long that took.
-func waitClosed(t *testing.T, c net.Conn) time.Duration {
-	t.Helper()
-	start := time.Now()
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.Copy(io.Discard, c); err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			t.Fatalf("the server did not close the connection within 30 s")
-		}
+// waitClosed waits until the server closes c (at most 30 s) and returns
+// how long that took; with -1 when c stayed open.
+func waitClosed(c net.Conn) time.Duration {
+	_, d, err := testenv.ClosedWithin(c, 30*time.Second)
+	if err != nil {
+		return -1
 	}
-	return time.Since(start)
+	return d
 }
 
 // syncLog is a goroutine-safe log sink.
@@ -162,11 +152,11 @@ func TestHostileRequestsTLS(t *testing.T) {
 	c := dialTLS(t, addr)
 	io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n")
 	closed := make(chan time.Duration)
-	go func() { closed <- waitClosed(t, c) }()
+	go func() { closed <- waitClosed(c) }()
 	for i := 0; ; i++ {
 		select {
 		case d := <-closed:
-			if d > 10*time.Second {
+			if d < 0 || d > 10*time.Second {
 				t.Errorf("slowloris client closed after %v, header timeout 1s", d)
 			}
 			goto slowDone
@@ -184,7 +174,7 @@ slowDone:
 
 	// Silent after the handshake.
 	c = dialTLS(t, addr)
-	if d := waitClosed(t, c); d > 10*time.Second {
+	if d := waitClosed(c); d < 0 || d > 10*time.Second {
 		t.Errorf("silent TLS client closed after %v", d)
 	}
 	c.Close()
@@ -196,7 +186,7 @@ slowDone:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := waitClosed(t, raw); d > 10*time.Second {
+	if d := waitClosed(raw); d < 0 || d > 10*time.Second {
 		t.Errorf("client without ClientHello closed after %v", d)
 	}
 	raw.Close()
@@ -210,7 +200,7 @@ slowDone:
 		t.Fatal(err)
 	}
 	raw.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 1, 2, 3, 4})
-	if d := waitClosed(t, raw); d > 10*time.Second {
+	if d := waitClosed(raw); d < 0 || d > 10*time.Second {
 		t.Errorf("client stalled in its ClientHello closed after %v", d)
 	}
 	raw.Close()
@@ -226,7 +216,7 @@ slowDone:
 	if p := h2.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("ALPN %q, want h2", p)
 	}
-	if d := waitClosed(t, h2); d > 20*time.Second {
+	if d := waitClosed(h2); d < 0 || d > 20*time.Second {
 		t.Errorf("HTTP/2 client without a preface closed after %v", d)
 	}
 	h2.Close()
@@ -244,7 +234,9 @@ slowDone:
 		t.Fatal(err)
 	}
 	raw.Write([]byte("\x00\x01\x02garbage garbage garbage\r\n\r\n"))
-	waitClosed(t, raw)
+	if d := waitClosed(raw); d < 0 {
+		t.Error("garbage on the TLS port: not closed within 30 s")
+	}
 	raw.Close()
 	want[reasonTLSHandshake]++
 	check("garbage")
