@@ -171,7 +171,7 @@ func (s *spool) read(f *spoolFile) (int, error) {
 		s.beforeFree()
 	}
 	// Free what was handled at once and exactly: the caller holds the
-	// collector's batch (Ingest.poll), so no scrape sees these lines counted
+	// collector's batch (Ingest.pollBatch), so no scrape sees these lines counted
 	// while the spool still holds them. An agent killed before this line
 	// counted nothing anybody saw, and its successor reads the lines again;
 	// killed after it, they are counted and gone.
