@@ -166,6 +166,12 @@ func TestHostileRequestsTLS(t *testing.T) {
 			t.Fatal("the slowloris client is still connected after 30 s")
 		}
 		fmt.Fprintf(c, "X-%d: a\r\n", i)
+		if i == 0 {
+			// Served during the attack.
+			if err := scrapeTLS(addr); err != nil {
+				t.Fatalf("scrape during the slowloris: %v", err)
+			}
+		}
 	}
 slowDone:
 	c.Close()
@@ -200,6 +206,9 @@ slowDone:
 		t.Fatal(err)
 	}
 	raw.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 1, 2, 3, 4})
+	if err := scrapeTLS(addr); err != nil {
+		t.Fatalf("scrape during the stalled handshake: %v", err)
+	}
 	if d := waitClosed(raw); d < 0 || d > 10*time.Second {
 		t.Errorf("client stalled in its ClientHello closed after %v", d)
 	}

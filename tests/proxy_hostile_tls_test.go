@@ -156,6 +156,11 @@ func proxyHostileTLS(t *testing.T, pending bool) {
 				}
 			}()
 		}
+		// Served during the attack, from another interface.
+		if err := e.httpsOK(); err != nil {
+			t.Fatalf("%s: the proxy does not serve over TLS during it: %v", tc.name, err)
+		}
+		want[ok]++
 		start := time.Now()
 		got, err := testenv.StatusLine(c, "")
 		d := time.Since(start)
@@ -204,6 +209,10 @@ func proxyHostileTLS(t *testing.T, pending bool) {
 	} {
 		c := e.rawDial(e.topo.C1)
 		c.Write(tc.send)
+		if err := e.httpsOK(); err != nil {
+			t.Fatalf("%s: the proxy does not serve over TLS during it: %v", tc.name, err)
+		}
+		want[ok]++
 		line, d, err := closedWithin(c)
 		c.Close()
 		if err != nil || d > tc.max {
