@@ -43,6 +43,8 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 
+#include "skops_addrs.h"
+
 #define AF_INET 2
 #define AF_INET6 10
 
@@ -352,50 +354,33 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 {
 	struct ipng_stamp st = {};
 	struct ipng_stamp *stored;
-	__u32 l6[4], r6[4];
-	__u32 l4, r4, lport, rport, family;
+	struct ipng_skops_addrs a;
 	int own;
 
-	// Read every context field before branching: clang may otherwise merge
-	// the v4 and v6 loads into one variable-offset ctx access, which the
-	// verifier rejects.
-	family = skops->family;
-	l4 = skops->local_ip4;
-	r4 = skops->remote_ip4;
-	l6[0] = skops->local_ip6[0];
-	l6[1] = skops->local_ip6[1];
-	l6[2] = skops->local_ip6[2];
-	l6[3] = skops->local_ip6[3];
-	r6[0] = skops->remote_ip6[0];
-	r6[1] = skops->remote_ip6[1];
-	r6[2] = skops->remote_ip6[2];
-	r6[3] = skops->remote_ip6[3];
-	lport = skops->local_port;         // host byte order
-	rport = skops->remote_port >> 16;  // network byte order, upper 16 bits
-
+	ipng_read_addrs(skops, &a);
 	st.ifindex = ingress_ifindex(skops, &st.source);
 	if (!st.ifindex) {
 		count(IPNG_CNT_NO_IFINDEX);
 		return;
 	}
 
-	if (family == AF_INET6 && !is_v4mapped(l6)) {
+	if (a.family == AF_INET6 && !is_v4mapped(a.l6)) {
 		st.family = 6;
-		__builtin_memcpy(st.tuple.local_addr, l6, 16);
-		__builtin_memcpy(st.tuple.remote_addr, r6, 16);
-	} else if (family == AF_INET6) {
+		__builtin_memcpy(st.tuple.local_addr, a.l6, 16);
+		__builtin_memcpy(st.tuple.remote_addr, a.r6, 16);
+	} else if (a.family == AF_INET6) {
 		st.family = 4;
-		__builtin_memcpy(st.tuple.local_addr, l6, 16);
-		__builtin_memcpy(st.tuple.remote_addr, r6, 16);
-	} else if (family == AF_INET) {
+		__builtin_memcpy(st.tuple.local_addr, a.l6, 16);
+		__builtin_memcpy(st.tuple.remote_addr, a.r6, 16);
+	} else if (a.family == AF_INET) {
 		st.family = 4;
-		put_v4mapped(st.tuple.local_addr, l4);
-		put_v4mapped(st.tuple.remote_addr, r4);
+		put_v4mapped(st.tuple.local_addr, a.l4);
+		put_v4mapped(st.tuple.remote_addr, a.r4);
 	} else {
 		return;
 	}
-	st.tuple.local_port = lport;
-	st.tuple.remote_port = bpf_ntohs(rport);
+	st.tuple.local_port = a.lport;
+	st.tuple.remote_port = bpf_ntohs(a.rport);
 	st.tuple.netns_cookie = bpf_get_netns_cookie(skops);
 	st.cookie = bpf_get_socket_cookie(skops);
 	st.stamped_ns = bpf_ktime_get_ns();
