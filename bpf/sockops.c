@@ -31,8 +31,12 @@
 // ipng_ifaces (written by the agent) maps (ifindex, family) to the tag id and
 // device name of the binding; ipng_tag_names (agent) names the tag ids, which
 // stay stable across reloads and restarts because the map is pinned.
-// ipng_conns counts connections opened and closed per (tag id, VIP) on each
-// CPU; the agent reads it at scrape. Nothing wakes user space per connection.
+// ipng_series gives each (tag id, VIP) series of the agent's network
+// namespace an index (allocated here from ipng_series_next on its first
+// connection), ipng_conns (per-CPU array) counts connections opened and
+// closed by that index, and the stamp keeps it, so that the close adds to
+// the same series with an array lookup the verifier inlines. The agent reads
+// both at scrape. Nothing wakes user space per connection.
 // ipng_counters is a per-CPU array of the program's own counters.
 //
 // No vmlinux.h: the two kernel structs read through BTF are declared below
@@ -79,7 +83,7 @@ enum ipng_counter {
 	IPNG_CNT_TUPLE_FAILED,       // update of ipng_by_tuple failed
 	IPNG_CNT_CLOSED,             // stamped sockets seen closing
 	IPNG_CNT_OTHER_NETNS,        // stamped sockets of other network namespaces (not counted per tag)
-	IPNG_CNT_CONNS_FAILED,       // ipng_conns full: a connection not counted per (tag, VIP)
+	IPNG_CNT_CONNS_FAILED,       // ipng_series full: a connection not counted per (tag, VIP)
 	IPNG_CNT_UNTAGGED,           // stamped in the agent's namespace, ifindex not in ipng_ifaces
 	IPNG_CNT_CLOSE_UNMATCHED,    // a stamped socket closed, its stamp gone (ipng_by_cookie too small): close not counted
 	IPNG_CNT_MAX,
@@ -108,7 +112,7 @@ struct ipng_stamp {
 	enum ipng_source source;
 	__u8 family;          // IP version of the connection: 4 or 6 (v4-mapped is 4)
 	__u8 bound;           // 1: a binding matched at accept; 0: default tag (or tag_id 0)
-	__u8 _pad[2];
+	__u16 series;         // index of the connection's series in ipng_conns; 0: not counted
 	__u32 tag_id;         // tag at accept (ipng_tag_names); 0: not known at accept
 	char device[16];      // interface name at accept; "" when tag_id is 0
 };
@@ -131,7 +135,7 @@ struct ipng_tag_name {
 	char name[IPNG_NAME_LEN];
 };
 
-// ipng_conns: one series of connection counts.
+// ipng_series: one series of connection counts.
 struct ipng_conn_key {
 	__u8 vip[16];         // local address, IPv4 v4-mapped
 	__u32 tag_id;         // 0: not known at accept, then ifindex says where
@@ -211,10 +215,27 @@ struct {
 	__type(value, struct ipng_tag_name);
 } ipng_tag_names SEC(".maps");
 
+// Series indexes are 1 to IPNG_SERIES_MAX - 1 (0 in a stamp: not counted).
+#define IPNG_SERIES_MAX 16384
+
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IPNG_SERIES_MAX);
 	__type(key, struct ipng_conn_key);
+	__type(value, __u32);
+} ipng_series SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} ipng_series_next SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IPNG_SERIES_MAX);
+	__type(key, __u32);
 	__type(value, struct ipng_conn_count);
 } ipng_conns SEC(".maps");
 
@@ -226,35 +247,48 @@ static __always_inline void count(enum ipng_counter idx)
 		*v += 1;
 }
 
-// count_conn adds one opened or closed connection to its (tag, VIP) series.
-// A real (noinline) function, so that the key and value structs are
-// described in the object's BTF for bpf2go -type.
-static __noinline int count_conn(const struct ipng_stamp *st, int closing)
+// series_of returns the index of st's (tag, VIP) series, giving it the next
+// free one on its first connection; 0 when ipng_series is full. A real
+// (noinline) function, so that the key struct is described in the object's
+// BTF for bpf2go -type.
+static __noinline __u32 series_of(const struct ipng_stamp *st)
 {
 	struct ipng_conn_key key = {};
-	struct ipng_conn_count *c, zero = {};
+	__u32 zero = 0, idx, *v, *next;
 
 	__builtin_memcpy(key.vip, st->tuple.local_addr, 16);
 	key.tag_id = st->tag_id;
 	key.ifindex = st->tag_id ? 0 : st->ifindex;
 	key.family = st->family;
 	key.bound = st->bound;
-	c = bpf_map_lookup_elem(&ipng_conns, &key);
-	if (!c) {
-		// Another CPU may create it at the same time: then NOEXIST
-		// fails and the lookup finds theirs.
-		bpf_map_update_elem(&ipng_conns, &key, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&ipng_conns, &key);
-		if (!c) {
-			count(IPNG_CNT_CONNS_FAILED);
-			return 0;
-		}
-	}
+	v = bpf_map_lookup_elem(&ipng_series, &key);
+	if (v)
+		return *v;
+	next = bpf_map_lookup_elem(&ipng_series_next, &zero);
+	if (!next || *next >= IPNG_SERIES_MAX - 1)
+		return 0;
+	idx = __sync_fetch_and_add(next, 1) + 1;
+	if (idx >= IPNG_SERIES_MAX)
+		return 0;
+	if (bpf_map_update_elem(&ipng_series, &key, &idx, BPF_NOEXIST) == 0)
+		return idx;
+	// Another CPU gave the series an index at the same time (idx stays
+	// unused), or the map is full.
+	v = bpf_map_lookup_elem(&ipng_series, &key);
+	return v ? *v : 0;
+}
+
+// count_conn adds one opened or closed connection to series idx.
+static __always_inline void count_conn(__u32 idx, int closing)
+{
+	struct ipng_conn_count *c = bpf_map_lookup_elem(&ipng_conns, &idx);
+
+	if (!c)
+		return;
 	if (closing)
 		c->closed += 1;
 	else
 		c->opened += 1;
-	return 0;
 }
 
 // tuple_hash mixes the six 64-bit words of an ipng_by_tuple key
@@ -385,8 +419,14 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 	st.cookie = bpf_get_socket_cookie(skops);
 	st.stamped_ns = bpf_ktime_get_ns();
 	own = st.tuple.netns_cookie == own_netns;
-	if (own)
+	if (own) {
 		tag_at_accept(&st);
+		st.series = series_of(&st);
+		if (st.series)
+			count_conn(st.series, 0);
+		else
+			count(IPNG_CNT_CONNS_FAILED);
+	}
 
 	if (sk_enabled) {
 		// Created with st as its value: nothing to copy afterwards.
@@ -408,9 +448,7 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 					 BPF_SOCK_OPS_STATE_CB_FLAG);
 	count(IPNG_CNT_STAMPED);
-	if (own)
-		count_conn(&st, 0);
-	else
+	if (!own)
 		count(IPNG_CNT_OTHER_NETNS);
 }
 
@@ -426,8 +464,11 @@ static __always_inline void closed(struct bpf_sock_ops *skops)
 		count(IPNG_CNT_CLOSE_UNMATCHED);
 		return;
 	}
-	if (st->tuple.netns_cookie == own_netns)
-		count_conn(st, 1);
+	// 0: not counted at accept (another namespace, ipng_series full, or
+	// stamped by a version before the series indexes, whose counts went
+	// with its map).
+	if (st->series)
+		count_conn(st->series, 1);
 	bpf_map_delete_elem(&ipng_by_cookie, &cookie);
 	count(IPNG_CNT_CLOSED);
 }
