@@ -29,7 +29,9 @@
 //                   stamped among the last ring_mask + 1 stamps (then it was
 //                   evicted) or not (never seen). Only with tuple_enabled.
 // ipng_ifaces (written by the agent) maps (ifindex, family) to the tag id and
-// device name of the binding; ipng_tag_names (agent) names the tag ids, which
+// device name of the binding; ipng_iface_slots (agent) holds the same for
+// ifindexes below IPNG_IFACE_SLOTS / 2 at ifindex * 2 + (family == 6), an
+// array lookup the verifier inlines, with the hash for larger ifindexes; ipng_tag_names (agent) names the tag ids, which
 // stay stable across reloads and restarts because the map is pinned.
 // ipng_series gives each (tag id, VIP) series of the agent's network
 // namespace an index (allocated here from ipng_series_next on its first
@@ -208,6 +210,17 @@ struct {
 	__type(value, struct ipng_iface);
 } ipng_ifaces SEC(".maps");
 
+// ipng_iface_slots: ipng_ifaces of ifindexes below IPNG_IFACE_SLOTS / 2 by
+// ifindex * 2 + (family == 6); tag_id 0: not there.
+#define IPNG_IFACE_SLOTS 8192
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IPNG_IFACE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct ipng_iface);
+} ipng_iface_slots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -331,8 +344,13 @@ static __noinline int record_tuple(const struct ipng_tuple *t)
 static __always_inline void tag_at_accept(struct ipng_stamp *st)
 {
 	struct ipng_iface_key key = { .ifindex = st->ifindex, .family = st->family };
-	struct ipng_iface *ifc = bpf_map_lookup_elem(&ipng_ifaces, &key);
+	struct ipng_iface *ifc = 0;
+	__u32 slot = st->ifindex * 2 + (st->family == 6);
 
+	if (st->ifindex < IPNG_IFACE_SLOTS / 2)
+		ifc = bpf_map_lookup_elem(&ipng_iface_slots, &slot);
+	if (!ifc || !ifc->tag_id)
+		ifc = bpf_map_lookup_elem(&ipng_ifaces, &key);
 	if (!ifc) {
 		count(IPNG_CNT_UNTAGGED);
 		return;

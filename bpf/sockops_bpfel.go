@@ -109,6 +109,7 @@ const (
 	SockopsMapIpngByTuple    = "ipng_by_tuple"
 	SockopsMapIpngConns      = "ipng_conns"
 	SockopsMapIpngCounters   = "ipng_counters"
+	SockopsMapIpngIfaceSlots = "ipng_iface_slots"
 	SockopsMapIpngIfaces     = "ipng_ifaces"
 	SockopsMapIpngSeries     = "ipng_series"
 	SockopsMapIpngSeriesNext = "ipng_series_next"
@@ -176,6 +177,7 @@ type SockopsMapSpecs struct {
 	IpngByTuple    *ebpf.MapSpec `ebpf:"ipng_by_tuple"`
 	IpngConns      *ebpf.MapSpec `ebpf:"ipng_conns"`
 	IpngCounters   *ebpf.MapSpec `ebpf:"ipng_counters"`
+	IpngIfaceSlots *ebpf.MapSpec `ebpf:"ipng_iface_slots"`
 	IpngIfaces     *ebpf.MapSpec `ebpf:"ipng_ifaces"`
 	IpngSeries     *ebpf.MapSpec `ebpf:"ipng_series"`
 	IpngSeriesNext *ebpf.MapSpec `ebpf:"ipng_series_next"`
@@ -219,6 +221,7 @@ type SockopsMaps struct {
 	IpngByTuple    *ebpf.Map `ebpf:"ipng_by_tuple"`
 	IpngConns      *ebpf.Map `ebpf:"ipng_conns"`
 	IpngCounters   *ebpf.Map `ebpf:"ipng_counters"`
+	IpngIfaceSlots *ebpf.Map `ebpf:"ipng_iface_slots"`
 	IpngIfaces     *ebpf.Map `ebpf:"ipng_ifaces"`
 	IpngSeries     *ebpf.Map `ebpf:"ipng_series"`
 	IpngSeriesNext *ebpf.Map `ebpf:"ipng_series_next"`
@@ -234,6 +237,7 @@ func (m *SockopsMaps) Close() error {
 		m.IpngByTuple,
 		m.IpngConns,
 		m.IpngCounters,
+		m.IpngIfaceSlots,
 		m.IpngIfaces,
 		m.IpngSeries,
 		m.IpngSeriesNext,

@@ -34,8 +34,10 @@ const (
 	PinByTuple  = ipngbpf.SockopsMapIpngByTuple
 	PinCounters = ipngbpf.SockopsMapIpngCounters
 	PinIfaces   = ipngbpf.SockopsMapIpngIfaces
-	PinTagNames = ipngbpf.SockopsMapIpngTagNames
-	PinConns    = ipngbpf.SockopsMapIpngConns
+	// PinIfaceSlots: ipng_ifaces of small ifindexes, in an array.
+	PinIfaceSlots = ipngbpf.SockopsMapIpngIfaceSlots
+	PinTagNames   = ipngbpf.SockopsMapIpngTagNames
+	PinConns      = ipngbpf.SockopsMapIpngConns
 	// PinSeries and PinSeriesNext: the index of each (tag, VIP) series in
 	// ipng_conns, and the next free one.
 	PinSeries     = ipngbpf.SockopsMapIpngSeries
@@ -53,7 +55,7 @@ const (
 )
 
 // mapPins are the pins of every map, in the order Detach removes them.
-var mapPins = []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinIfaces, PinTagNames, PinConns,
+var mapPins = []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinIfaces, PinIfaceSlots, PinTagNames, PinConns,
 	PinSeries, PinSeriesNext, PinTupleRing, PinTupleHead, pinEvents}
 
 // seriesPins are replaced together (see loadObjects).
@@ -166,6 +168,9 @@ func programSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 	}
 	if cfg.CookieMapEntries != 0 {
 		spec.Maps[PinByCookie].MaxEntries = cfg.CookieMapEntries
+	}
+	if n := spec.Maps[PinIfaceSlots].MaxEntries; n != slots {
+		return nil, fmt.Errorf("%s has %d entries, loader writes %d", PinIfaceSlots, n, slots)
 	}
 	tuples := uint8(0)
 	switch {
@@ -321,7 +326,7 @@ func (p *Program) sameCgroup(l link.Link) (bool, string) {
 // chmodMaps makes the pinned maps readable by unprivileged readers; the link
 // stays root-only.
 func (p *Program) chmodMaps() error {
-	for _, name := range []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinTagNames, PinConns, PinSeries, PinSeriesNext, PinIfaces, PinTupleRing, PinTupleHead} {
+	for _, name := range []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinTagNames, PinConns, PinSeries, PinSeriesNext, PinIfaces, PinIfaceSlots, PinTupleRing, PinTupleHead} {
 		if err := os.Chmod(filepath.Join(p.cfg.PinDir, name), 0o644); err != nil {
 			return fmt.Errorf("making pinned map readable: %w", err)
 		}
@@ -354,7 +359,7 @@ func (p *Program) Maps() *Maps {
 		sk = p.objs.IpngSk
 	}
 	return &Maps{Sk: sk, ByCookie: p.objs.IpngByCookie, ByTuple: tuple, Counters: p.objs.IpngCounters,
-		Ifaces: p.objs.IpngIfaces, TagNames: p.objs.IpngTagNames, Series: p.objs.IpngSeries, Conns: p.objs.IpngConns,
+		Ifaces: p.objs.IpngIfaces, IfaceSlots: p.objs.IpngIfaceSlots, TagNames: p.objs.IpngTagNames, Series: p.objs.IpngSeries, Conns: p.objs.IpngConns,
 		TupleRing: ring, TupleHead: head, owned: false}
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	ipngbpf "github.com/ipng/ipng-stats/bpf"
 	"github.com/ipng/ipng-stats/family"
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
@@ -211,4 +212,68 @@ func waitCounts(t *testing.T, m *Maps, tt *TagTable, want map[string][2]uint64) 
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Errorf("kernel counts %v, want %v", got, want)
+}
+
+// TestIfaceSlots: the program reads an interface's tag from its slot in
+// ipng_iface_slots (ifindexes below 4096) and from ipng_ifaces when the slot
+// is empty (larger ifindexes, or a slot not written); NewTagTable writes the
+// slots that do not say what ipng_ifaces says (an upgrade from a version
+// without them).
+func TestIfaceSlots(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, c := range []struct {
+		ifindex uint32
+		fam     family.Family
+		slot    uint32
+		ok      bool
+	}{{1, family.IPv4, 2, true}, {1, family.IPv6, 3, true}, {4095, family.IPv6, 8191, true}, {4096, family.IPv4, 0, false}} {
+		slot, ok := slotOf(ipngbpf.SockopsIpngIfaceKey{Ifindex: c.ifindex, Family: uint32(c.fam)})
+		if slot != c.slot || ok != c.ok {
+			t.Errorf("slotOf(%d, %v) = %d, %v; want %d, %v", c.ifindex, c.fam, slot, ok, c.slot, c.ok)
+		}
+	}
+	cg := testCgroup(t)
+	p, err := Load(Config{Cgroup: cg, PinDir: pinDir(t)}, nil)
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer p.Close()
+	m := p.Maps()
+	tt, err := NewTagTable(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tt.Sync([]Iface{{Ifindex: uint32(lo.Index), Family: family.IPv4, Device: "lo", Tag: "slotted", Bound: true}}); err != nil {
+		t.Fatal(err)
+	}
+	port := startServer(t, cg)
+	tagOf := func() string {
+		c := dial(t, port)
+		s := findStamp(t, m, c.LocalAddr().(*net.TCPAddr).AddrPort())
+		name, _ := tt.Name(s.TagID)
+		return name
+	}
+	if got := tagOf(); got != "slotted" {
+		t.Errorf("tag from the slot %q, want slotted", got)
+	}
+	// The slot emptied: the program finds the tag in ipng_ifaces.
+	slot := uint32(lo.Index * 2)
+	if err := m.IfaceSlots.Put(&slot, &ipngbpf.SockopsIpngIface{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tagOf(); got != "slotted" {
+		t.Errorf("tag from ipng_ifaces %q, want slotted", got)
+	}
+	// A new TagTable writes the slot again.
+	if _, err := NewTagTable(m); err != nil {
+		t.Fatal(err)
+	}
+	var v ipngbpf.SockopsIpngIface
+	if err := m.IfaceSlots.Lookup(&slot, &v); err != nil || v.TagId == 0 || v.Bound != 1 {
+		t.Errorf("slot after NewTagTable %+v, %v; want the tag, bound", v, err)
+	}
 }
