@@ -152,13 +152,6 @@ struct ipng_conn_count {
 	__u64 closed;
 };
 
-// ipng_series_cache: a series index this CPU found in ipng_series.
-struct ipng_series_hint {
-	struct ipng_conn_key key;
-	__u32 idx;            // 0: empty
-	__u32 _pad;
-};
-
 // Set at load time. own_netns: the cookie of the network namespace whose
 // interfaces ipng_ifaces describes (the agent's); sockets of other
 // namespaces are stamped with tag_id 0 and counted only as other_netns.
@@ -259,19 +252,6 @@ struct {
 	__type(value, struct ipng_conn_count);
 } ipng_conns SEC(".maps");
 
-// ipng_series_cache: per CPU, the last series found for a hash of (ifindex,
-// family, VIP), checked against the whole key. Not pinned: a program
-// loaded with other series maps starts with an empty one, and an index
-// once given never names another series while its maps live.
-#define IPNG_SERIES_CACHE 256
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, IPNG_SERIES_CACHE);
-	__type(key, __u32);
-	__type(value, struct ipng_series_hint);
-} ipng_series_cache SEC(".maps");
-
 static __always_inline void count(enum ipng_counter idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&ipng_counters, &idx);
@@ -287,33 +267,16 @@ static __always_inline void count(enum ipng_counter idx)
 static __noinline __u32 series_of(const struct ipng_stamp *st)
 {
 	struct ipng_conn_key key = {};
-	struct ipng_series_hint *hint;
-	__u32 zero = 0, idx, *v, *next, h;
-	const __u64 *a, *b;
+	__u32 zero = 0, idx, *v, *next;
 
 	__builtin_memcpy(key.vip, st->tuple.local_addr, 16);
 	key.tag_id = st->tag_id;
 	key.ifindex = st->tag_id ? 0 : st->ifindex;
 	key.family = st->family;
 	key.bound = st->bound;
-	__builtin_memcpy(&h, &key.vip[12], 4);
-	h = ((h * 0x9e3779b1U) >> 16) ^ (st->ifindex * 2 + (st->family == 6));
-	h &= IPNG_SERIES_CACHE - 1;
-	hint = bpf_map_lookup_elem(&ipng_series_cache, &h);
-	if (hint && hint->idx) {
-		a = (const __u64 *)&hint->key;
-		b = (const __u64 *)&key;
-		if (a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3])
-			return hint->idx;
-	}
 	v = bpf_map_lookup_elem(&ipng_series, &key);
-	if (v) {
-		if (hint) {
-			hint->key = key;
-			hint->idx = *v;
-		}
+	if (v)
 		return *v;
-	}
 	next = bpf_map_lookup_elem(&ipng_series_next, &zero);
 	if (!next || *next >= IPNG_SERIES_MAX - 1)
 		return 0;
