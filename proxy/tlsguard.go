@@ -122,7 +122,7 @@ func (q *queue) tlsH1(tc *tls.Conn) net.Conn {
 type tlsPlainConn struct {
 	*tls.Conn
 	hs    *httpstats.Conn
-	heard bool
+	heard atomic.Bool
 }
 
 // NetConn returns the TLS connection.
@@ -130,8 +130,7 @@ func (c *tlsPlainConn) NetConn() net.Conn { return c.Conn }
 
 func (c *tlsPlainConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && !c.heard {
-		c.heard = true
+	if n > 0 && !c.heard.Load() && c.heard.CompareAndSwap(false, true) {
 		heard(c.Conn)
 	}
 	if c.hs != nil {
