@@ -61,6 +61,9 @@ type settings struct {
 }
 
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil {
+		r.TLS, _ = r.Context().Value(tlsStateKey{}).(*tls.ConnectionState)
+	}
 	l.pool.Load().ServeHTTP(w, r)
 }
 
@@ -82,6 +85,11 @@ func (l *listener) acceptLoop(limit *connLimit, log func(string, ...any)) {
 		}
 		delay = 0
 		if c = limit.admit(c); c == nil {
+			continue
+		}
+		if s := l.cur.Load(); s != nil && s.settings.tls {
+			c.(*limitedConn).viaTLS = true // heard from its first byte of HTTP
+			go l.handshakeTLS(c, l.certs.Load(), s.q.idle)
 			continue
 		}
 		for {
@@ -122,6 +130,9 @@ func (q *queue) Accept() (net.Conn, error) {
 		if q.plaintext {
 			return &headerConn{Conn: c, g: newGate(q.limit), idle: q.idle}, nil
 		}
+		if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol != "h2" {
+			return q.tlsH1(tc), nil
+		}
 		return c, nil
 	case <-q.done:
 		return nil, net.ErrClosed
@@ -146,6 +157,7 @@ func (p *Proxy) newServer(l *listener, st settings) *server {
 		MaxHeaderBytes:    st.maxHeaderBytes,
 		ErrorLog:          p.errLog,
 		ConnState:         headerConnState,
+		ConnContext:       tlsConnContext,
 	}
 	if st.tls {
 		srv.TLSConfig = &tls.Config{
@@ -164,12 +176,8 @@ func (p *Proxy) newServer(l *listener, st settings) *server {
 
 // serve runs s until it is shut down.
 func (p *Proxy) serve(s *server) {
-	var err error
-	if s.settings.tls {
-		err = s.srv.ServeTLS(s.q, "", "")
-	} else {
-		err = s.srv.Serve(s.q)
-	}
+	// TLS connections arrive with their handshake done (handshakeTLS).
+	err := s.srv.Serve(s.q)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		p.log.Error("server stopped", "err", err)
 	}

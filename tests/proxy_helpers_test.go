@@ -150,6 +150,16 @@ func newProxyEnvWith(t *testing.T, mode string, backend, yamlOf func(*topo.Topo)
 		}
 		return strings.Contains(e.proc.out.String(), `msg="proxy command running"`)
 	}, "proxy running")
+	// The metrics port is bound just after that line: tests read it first.
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := e.topo.Srv.Dial(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", e.web))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "the proxy's metrics port listening")
 	return e
 }
 
