@@ -59,6 +59,7 @@ func BenchmarkLine(b *testing.B) {
 				in.line(lines[i%len(lines)])
 				i++
 			}
+			in.flush()
 			if s := in.Stats(); s.Rejected != 0 || (bpf && s.TupleMisses != 0) {
 				b.Fatalf("stats %+v", s)
 			}

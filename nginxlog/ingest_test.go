@@ -198,6 +198,7 @@ func TestConnCache(t *testing.T) {
 	in := f.ingest(t, config.NginxConfig{})
 	first := []byte(line(map[string]string{"connection": `"42"`}))
 	in.line(first)
+	in.flush()
 	cookie, err := loader.NetnsCookie()
 	if err != nil {
 		t.Fatal(err)
@@ -207,6 +208,7 @@ func TestConnCache(t *testing.T) {
 	}
 	in.line(first)                                                                           // from the cache: still maglev
 	in.line([]byte(line(map[string]string{"connection": `"42"`, "remote_port": `"40001"`}))) // same serial, other tuple: miss
+	in.flush()
 	want := map[string]uint64{"maglev 192.0.2.10 2xx": 2, "direct 192.0.2.10 2xx": 1}
 	if got := requests(f.coll); !maps.Equal(got, want) {
 		t.Errorf("requests = %v, want %v", got, want)

@@ -1,0 +1,137 @@
+package loader
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"testing"
+
+	ipngbpf "github.com/ipng/ipng-stats/bpf"
+	"github.com/ipng/ipng-stats/family"
+	"github.com/ipng/ipng-stats/internal/testenv"
+)
+
+// TestTupleBatchLayout: the batch lookup program's copy of struct
+// ipng_stamp is sockops.c's, field by field (the program copies the map's
+// values byte for byte and the loader decodes them as sockops.c's).
+func TestTupleBatchLayout(t *testing.T) {
+	if err := sameLayout(reflect.TypeFor[ipngbpf.TuplelookupIpngStamp](), reflect.TypeFor[ipngbpf.SockopsIpngStamp]()); err != nil {
+		t.Fatal(err)
+	}
+	if err := sameLayout(reflect.TypeFor[ipngbpf.TuplelookupIpngTuple](), reflect.TypeFor[ipngbpf.SockopsIpngTuple]()); err != nil {
+		t.Fatal(err)
+	}
+	type other struct {
+		A uint64
+		B uint32
+		C uint32
+	}
+	if sameLayout(reflect.TypeFor[other](), reflect.TypeFor[ipngbpf.SockopsIpngStamp]()) == nil {
+		t.Fatal("sameLayout accepted a different struct")
+	}
+}
+
+// TestTupleBatch: a batch finds the same stamps as one LookupTuple per key
+// (found and missing keys mixed, both families, two network namespaces),
+// stops at TupleBatchSize keys, can be reused after Reset, and allocates
+// nothing per key.
+func TestTupleBatch(t *testing.T) {
+	m, err := NewTupleMaps(4096)
+	if err != nil {
+		testenv.Skip(t, "creating a BPF map (needs CAP_BPF): "+err.Error())
+	}
+	defer m.Close()
+	b, err := m.NewTupleBatch()
+	if err != nil {
+		t.Fatalf("NewTupleBatch: %v", err)
+	}
+	defer b.Close()
+
+	type key struct {
+		netns         uint64
+		local, remote netip.AddrPort
+	}
+	var keys []key
+	for i := range TupleBatchSize + 10 {
+		k := key{netns: 7, local: netip.MustParseAddrPort("192.0.2.10:80"),
+			remote: netip.MustParseAddrPort(fmt.Sprintf("198.51.100.%d:%d", i%250+1, 40000+i))}
+		switch i % 5 {
+		case 1:
+			k.local = netip.MustParseAddrPort("[2001:db8::10]:443")
+			k.remote = netip.MustParseAddrPort(fmt.Sprintf("[2001:db8:1::%x]:%d", i, 30000+i))
+		case 2:
+			k.netns = 8
+		}
+		keys = append(keys, k)
+		if i%3 == 0 {
+			continue // never stamped
+		}
+		fam := family.IPv4
+		if k.local.Addr().Is6() {
+			fam = family.IPv6
+		}
+		s := Stamp{NetnsCookie: k.netns, Local: k.local, Remote: k.remote, Ifindex: uint32(i + 1), Family: fam,
+			Source: SourceSKB, TagID: uint32(i % 7), Bound: i%2 == 0, Cookie: uint64(1000 + i), StampedAt: 12345}
+		copy(s.Device[:], fmt.Sprintf("eth%d", i))
+		if err := m.PutTuple(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	check := func(from int) int {
+		t.Helper()
+		b.Reset()
+		n := 0
+		for _, k := range keys[from:] {
+			if b.Add(k.netns, k.local, k.remote) < 0 {
+				break
+			}
+			n++
+		}
+		if b.Len() != n {
+			t.Fatalf("Len %d, added %d", b.Len(), n)
+		}
+		if err := b.Lookup(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			k := keys[from+i]
+			want, wantOK, err := m.LookupTuple(k.netns, k.local, k.remote)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got Stamp
+			ok := b.Stamp(i, &got)
+			if ok != wantOK || got != want {
+				t.Errorf("key %d %v: batch %v %+v, LookupTuple %v %+v", from+i, k, ok, got, wantOK, want)
+			}
+		}
+		return n
+	}
+	if n := check(0); n != TupleBatchSize {
+		t.Fatalf("the batch took %d keys, want %d", n, TupleBatchSize)
+	}
+	if n := check(TupleBatchSize); n != 10 {
+		t.Fatalf("the second batch took %d keys, want 10", n)
+	}
+	var s Stamp
+	if b.Stamp(10, &s) || b.Stamp(-1, &s) {
+		t.Error("Stamp answered for a slot beyond the batch")
+	}
+
+	allocs := testing.AllocsPerRun(10, func() {
+		b.Reset()
+		for _, k := range keys[:TupleBatchSize] {
+			b.Add(k.netns, k.local, k.remote)
+		}
+		if err := b.Lookup(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range TupleBatchSize {
+			b.Stamp(i, &s)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per batch", allocs)
+	}
+}
