@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -133,5 +134,72 @@ func TestTupleBatch(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per batch", allocs)
+	}
+}
+
+// TestTupleBatchProgram: against the loaded sock_ops program's map, and
+// through the read-only pins another process opens (the ingest helper of
+// the e2e tests), a batch finds the stamp of an accepted connection exactly
+// as LookupTuple does.
+func TestTupleBatchProgram(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg, err := ProcessCgroup()
+	if err != nil {
+		testenv.Skip(t, err.Error())
+	}
+	dir := pinDir(t)
+	p, err := Load(Config{Cgroup: cg, PinDir: dir, Tuples: true}, nil)
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer p.Close()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	local := server.LocalAddr().(*net.TCPAddr).AddrPort()
+	remote := server.RemoteAddr().(*net.TCPAddr).AddrPort()
+	netns, err := NetnsCookie()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, err := OpenPinned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinned.Close()
+	for name, m := range map[string]*Maps{"program": p.Maps(), "read-only pins": pinned} {
+		want, ok, err := m.LookupTuple(netns, local, remote)
+		if err != nil || !ok {
+			t.Fatalf("%s: LookupTuple = %v, %v", name, ok, err)
+		}
+		b, err := m.NewTupleBatch()
+		if err != nil {
+			t.Fatalf("%s: NewTupleBatch: %v", name, err)
+		}
+		defer b.Close()
+		i := b.Add(netns, local, remote)
+		j := b.Add(netns+1, local, remote)
+		if err := b.Lookup(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var got Stamp
+		if !b.Stamp(i, &got) || got != want {
+			t.Errorf("%s: batch found %+v, LookupTuple %+v", name, got, want)
+		}
+		if b.Stamp(j, &got) {
+			t.Errorf("%s: batch found the 4-tuple in another network namespace", name)
+		}
 	}
 }
