@@ -95,9 +95,9 @@ func sameLayout(a, b reflect.Type) error {
 }
 
 // Add queues a key and returns its index for Stamp, or -1 when the batch
-// is full (TupleBatchSize keys).
+// is full (TupleBatchSize keys) or closed.
 func (b *TupleBatch) Add(netnsCookie uint64, local, remote netip.AddrPort) int {
-	if b.n >= TupleBatchSize {
+	if b.n >= TupleBatchSize || b.b == nil {
 		return -1
 	}
 	i := b.n
@@ -116,6 +116,9 @@ func (b *TupleBatch) Lookup() error {
 	if b.n == 0 {
 		return nil
 	}
+	if b.b == nil {
+		return errors.New("the batch lookup is closed")
+	}
 	b.b.N = uint32(b.n)
 	if _, err := b.prog.Run(&b.opts); err != nil {
 		return fmt.Errorf("running the batch lookup program: %w", err)
@@ -126,7 +129,7 @@ func (b *TupleBatch) Lookup() error {
 // Stamp copies the stamp found for key i of the last Lookup into s and
 // reports whether there was one.
 func (b *TupleBatch) Stamp(i int, s *Stamp) bool {
-	if i < 0 || i >= b.n || b.b.Slot[i].Found == 0 {
+	if i < 0 || i >= b.n || b.b == nil || b.b.Slot[i].Found == 0 {
 		return false
 	}
 	decodeStamp((*ipngbpf.SockopsIpngStamp)(unsafe.Pointer(&b.b.Slot[i].Stamp)), s)
@@ -141,7 +144,7 @@ func (b *TupleBatch) Close() error {
 	if b.mem == nil {
 		return nil
 	}
-	b.b = nil
+	b.b, b.n = nil, 0
 	err := unix.Munmap(b.mem)
 	b.mem = nil
 	b.coll.Close()

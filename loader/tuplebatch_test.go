@@ -203,3 +203,27 @@ func TestTupleBatchProgram(t *testing.T) {
 		}
 	}
 }
+
+// TestTupleBatchClosed: a closed batch takes no key and looks nothing up.
+func TestTupleBatchClosed(t *testing.T) {
+	m, err := NewTupleMaps(1024)
+	if err != nil {
+		testenv.Skip(t, "creating a BPF map (needs CAP_BPF): "+err.Error())
+	}
+	defer m.Close()
+	b, err := m.NewTupleBatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort("192.0.2.1:80")
+	if b.Add(1, ap, ap) != 0 {
+		t.Fatal("Add to a new batch")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var s Stamp
+	if b.Add(1, ap, ap) != -1 || b.Lookup() != nil || b.Stamp(0, &s) || b.Close() != nil {
+		t.Error("a closed batch took a key or answered")
+	}
+}
