@@ -38,6 +38,9 @@ type spool struct {
 	now     func() time.Time
 	onLine  func([]byte)
 	onLong  func()
+	// onRead, when set, is called after the lines of one read were handed
+	// to onLine: they alias buf, which the next read overwrites.
+	onRead func()
 	// beforeFree, when set, runs after a read has handled lines and before
 	// they are freed: the fault point of FaultEnv.
 	beforeFree func()
@@ -161,6 +164,9 @@ func (s *spool) read(f *spoolFile) (int, error) {
 			s.onLong()
 		}
 		f.skip, rest = true, rest[:0]
+	}
+	if s.onRead != nil {
+		s.onRead()
 	}
 	f.pending = append(f.pending[:0], rest...)
 	f.done = f.off - int64(len(f.pending))
