@@ -135,13 +135,15 @@ func progStats(b *testing.B, progs ...*ebpf.Program) (runs uint64, ns time.Durat
 
 // BenchmarkHandshakePrograms measures what the handshake tc programs cost
 // nginx (docs/benchmarks.md): nginx (1 worker, `return 200`) in srv, wrk
-// (1 thread, 32 connections, 3 s) from c1 over the bound veth eth1, with
-// the programs attached to eth1 and without, over 8 rounds whose order
-// alternates (without first, then with first), keep-alive and a new
-// connection per request. The kernel's BPF statistics stay off: they add
-// two clock reads to every run of an attached program, which would be
-// charged to the programs (BenchmarkHandshakeProgramCost measures them).
-// It runs once whatever b.N is; use -benchtime 1x.
+// (1 thread, 32 connections, 3 s) from c1 over the bound veth eth1, without
+// programs on eth1, with the handshake programs attached to it, and with a
+// pair of programs that only return attached the same way (the cost of
+// having tcx programs at all: dispatch, static keys), over 6 rounds whose
+// order rotates, keep-alive and a new connection per request. The
+// kernel's BPF statistics stay off: they add two clock reads to every run
+// of an attached program, which would be charged to the programs
+// (BenchmarkHandshakeProgramCost measures them). It runs once whatever b.N
+// is; use -benchtime 1x.
 //
 //	go test -run '^$' -bench 'HandshakePrograms$' -benchtime 1x ./tests/
 func BenchmarkHandshakePrograms(b *testing.B) {
@@ -149,30 +151,79 @@ func BenchmarkHandshakePrograms(b *testing.B) {
 	if on, err := os.ReadFile("/proc/sys/kernel/bpf_stats_enabled"); err == nil && len(on) > 0 && on[0] != '0' {
 		b.Fatal("kernel.bpf_stats_enabled is on: every run of the programs would include the statistics' clock reads")
 	}
+	noopIn, noopOut := h.noopProg(b), h.noopProg(b)
 	for _, close := range []bool{false, true} {
-		var ratios, offs, ons []float64
-		for round := range 8 {
-			var off, on float64
-			for i := range 2 {
-				if (i == 0) == (round%2 == 0) {
-					h.attach(b, false)
-					off = h.wrk(b, close)
-				} else {
-					h.attach(b, true)
-					on = h.wrk(b, close)
-				}
-			}
-			offs, ons, ratios = append(offs, off), append(ons, on), append(ratios, on/off)
-			b.Logf("close=%v round %d: without %.0f, with %.0f req/s, ratio %.3f", close, round, off, on, on/off)
+		type config struct {
+			name   string
+			attach func() (detach func())
+			rps    []float64
 		}
-		h.attach(b, false)
+		configs := []*config{
+			{name: "without", attach: func() func() { return func() {} }},
+			{name: "handshake", attach: func() func() {
+				h.attach(b, true)
+				return func() { h.attach(b, false) }
+			}},
+			{name: "noop", attach: func() func() { return h.attachPair(b, noopIn, noopOut) }},
+		}
+		var ratios, noopRatios []float64
+		for round := range 6 {
+			for i := range configs {
+				c := configs[(round+i)%len(configs)]
+				detach := c.attach()
+				c.rps = append(c.rps, h.wrk(b, close))
+				detach()
+			}
+			off, on, nop := configs[0].rps[round], configs[1].rps[round], configs[2].rps[round]
+			ratios, noopRatios = append(ratios, on/off), append(noopRatios, nop/off)
+			b.Logf("close=%v round %d: without %.0f, handshake %.0f, noop %.0f req/s; ratio %.3f (noop %.3f)", close, round, off, on, nop, on/off, nop/off)
+		}
 		mode := "keep-alive"
 		if close {
 			mode = "new connection per request"
 		}
-		b.Logf("%s: without %.0f req/s, with %.0f req/s (medians), ratio %.3f (median of per-round ratios; min %.3f, max %.3f)",
-			mode, median(offs), median(ons), median(ratios), slices.Min(ratios), slices.Max(ratios))
+		b.Logf("%s: without %.0f req/s, with the handshake programs %.0f req/s, with no-op programs %.0f req/s (medians); ratio %.3f (median of per-round ratios; min %.3f, max %.3f); no-op ratio %.3f",
+			mode, median(configs[0].rps), median(configs[1].rps), median(configs[2].rps), median(ratios), slices.Min(ratios), slices.Max(ratios), median(noopRatios))
 		b.ReportMetric(median(ratios), map[bool]string{false: "keepalive-ratio", true: "close-ratio"}[close])
+	}
+}
+
+// noopProg is a tc program that only returns TCX_NEXT.
+func (h *hsBench) noopProg(b *testing.B) *ebpf.Program {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	return p
+}
+
+// attachPair attaches in first on eth1's tcx ingress and out last on its
+// egress, as the handshake programs are.
+func (h *hsBench) attachPair(b *testing.B, in, out *ebpf.Program) (detach func()) {
+	eth1 := h.tp.Srv.Ifindex(b, "eth1")
+	var links []link.Link
+	if err := h.tp.Srv.Do(b, func() error {
+		for _, a := range []struct {
+			p      *ebpf.Program
+			at     ebpf.AttachType
+			anchor link.Anchor
+		}{{in, ebpf.AttachTCXIngress, link.Head()}, {out, ebpf.AttachTCXEgress, link.Tail()}} {
+			l, err := link.AttachTCX(link.TCXOptions{Interface: int(eth1), Program: a.p, Attach: a.at, Anchor: a.anchor})
+			if err != nil {
+				return err
+			}
+			links = append(links, l)
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		for _, l := range links {
+			l.Close()
+		}
 	}
 }
 
@@ -211,31 +262,7 @@ func BenchmarkHandshakeProgramCost(b *testing.B) {
 		asm.Mov.Imm(asm.R0, -1).WithSymbol("out"),
 		asm.Return(),
 	}
-	eth1 := h.tp.Srv.Ifindex(b, "eth1")
-	attachPair := func(in, out *ebpf.Program) (detach func()) {
-		var links []link.Link
-		if err := h.tp.Srv.Do(b, func() error {
-			for _, a := range []struct {
-				p      *ebpf.Program
-				at     ebpf.AttachType
-				anchor link.Anchor
-			}{{in, ebpf.AttachTCXIngress, link.Head()}, {out, ebpf.AttachTCXEgress, link.Tail()}} {
-				l, err := link.AttachTCX(link.TCXOptions{Interface: int(eth1), Program: a.p, Attach: a.at, Anchor: a.anchor})
-				if err != nil {
-					return err
-				}
-				links = append(links, l)
-			}
-			return nil
-		}); err != nil {
-			b.Fatal(err)
-		}
-		return func() {
-			for _, l := range links {
-				l.Close()
-			}
-		}
-	}
+	attachPair := func(in, out *ebpf.Program) func() { return h.attachPair(b, in, out) }
 	type config struct {
 		name   string
 		progs  []*ebpf.Program
