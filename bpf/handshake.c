@@ -56,6 +56,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "skops_addrs.h"
+
 #define AF_INET 2
 #define AF_INET6 10
 #define TC_ACT_UNSPEC (-1)
@@ -314,40 +316,25 @@ static __always_inline void synack(struct bpf_sock_ops *skops)
 {
 	struct ipng_hs_tuple tup = {};
 	struct ipng_hs_key key = {};
-	__u32 l6[4], r6[4], l4, r4, lport, rport, family;
+	struct ipng_skops_addrs a;
 	__u32 *ifindex;
 
-	// Every context field first (see sockops.c: the verifier rejects a
-	// variable-offset ctx access clang may otherwise make).
-	family = skops->family;
-	l4 = skops->local_ip4;
-	r4 = skops->remote_ip4;
-	l6[0] = skops->local_ip6[0];
-	l6[1] = skops->local_ip6[1];
-	l6[2] = skops->local_ip6[2];
-	l6[3] = skops->local_ip6[3];
-	r6[0] = skops->remote_ip6[0];
-	r6[1] = skops->remote_ip6[1];
-	r6[2] = skops->remote_ip6[2];
-	r6[3] = skops->remote_ip6[3];
-	lport = skops->local_port;         // host byte order
-	rport = skops->remote_port >> 16;  // network byte order, upper 16 bits
-
+	ipng_read_addrs(skops, &a);
 	if (bpf_get_netns_cookie(skops) != own_netns)
 		return;
-	if (family == AF_INET) {
+	if (a.family == AF_INET) {
 		tup.family = 4;
-		put_v4mapped(tup.local_addr, l4);
-		put_v4mapped(tup.remote_addr, r4);
-	} else if (family == AF_INET6) {
-		tup.family = is_v4mapped(l6) ? 4 : 6;
-		__builtin_memcpy(tup.local_addr, l6, 16);
-		__builtin_memcpy(tup.remote_addr, r6, 16);
+		put_v4mapped(tup.local_addr, a.l4);
+		put_v4mapped(tup.remote_addr, a.r4);
+	} else if (a.family == AF_INET6) {
+		tup.family = is_v4mapped(a.l6) ? 4 : 6;
+		__builtin_memcpy(tup.local_addr, a.l6, 16);
+		__builtin_memcpy(tup.remote_addr, a.r6, 16);
 	} else {
 		return;
 	}
-	tup.local_port = lport;
-	tup.remote_port = bpf_ntohs(rport);
+	tup.local_port = a.lport;
+	tup.remote_port = bpf_ntohs(a.rport);
 	ifindex = bpf_map_lookup_elem(&ipng_hs_syns, &tup);
 	if (!ifindex)
 		return;

@@ -123,7 +123,28 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 		in.tail.Store(lt)
 	}
 	in.sp = newSpool(cfg.LogFile, cfg.MaxLineBytes, in.line, in.tooLong)
+	if os.Getenv(FaultEnv) == FaultBeforeFree {
+		in.sp.beforeFree = in.faultBeforeFree
+	}
 	return in, nil
+}
+
+// FaultEnv is the environment variable of the ingest's fault point, a debug
+// hook for tests (docs/reliability.md): with IPNG_STATS_FAULT=
+// nginx-before-free the ingest stops for good in the middle of its first
+// batch that records a line: after recording the batch, before freeing it
+// in the spool, with scrapes held (the window an agent killed there leaves).
+// It logs "fault point reached" at warning level; the test then scrapes and
+// kills the agent. Never set it in production: the ingest (and every scrape)
+// stops.
+const FaultEnv = "IPNG_STATS_FAULT"
+
+// FaultBeforeFree is the value of FaultEnv that arms the fault point.
+const FaultBeforeFree = "nginx-before-free"
+
+func (in *Ingest) faultBeforeFree() {
+	in.log.Warn("fault point reached: stopped after recording a batch, before freeing it", "fault", FaultBeforeFree, "lines", in.st.lines.Load())
+	select {}
 }
 
 // RejectReasons are the ipng_outcomes_rejected_total reasons the ingest
@@ -157,7 +178,7 @@ func (in *Ingest) Run(ctx context.Context) error {
 	var lastMaint time.Time
 	for {
 		in.checkFull() // before reading frees anything
-		n, err := in.sp.poll()
+		n, err := in.pollBatch()
 		if err != nil {
 			return fmt.Errorf("nginx ingest: %w", err)
 		}
@@ -183,10 +204,19 @@ func (in *Ingest) Run(ctx context.Context) error {
 	}
 }
 
+// pollBatch reads what is new in the spool as one batch of the collector: the
+// lines are recorded and freed in the spool before any scrape can see them
+// (collector.BeginBatch).
+func (in *Ingest) pollBatch() (int, error) {
+	in.coll.BeginBatch()
+	defer in.coll.EndBatch()
+	return in.sp.poll()
+}
+
 // drain reads to the end of the log (bounded) before stopping.
 func (in *Ingest) drain() error {
 	for range 10000 {
-		n, err := in.sp.poll()
+		n, err := in.pollBatch()
 		if err != nil {
 			return fmt.Errorf("nginx ingest: %w", err)
 		}
