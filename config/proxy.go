@@ -17,6 +17,9 @@ type ProxyConfig struct {
 	Timeouts       ProxyTimeouts        `yaml:"timeouts,omitempty"`
 	MaxHeaderBytes int                  `yaml:"max_header_bytes,omitempty"`
 	MaxConnections int                  `yaml:"max_connections,omitempty"`
+	// HTTP1Loop picks what serves plaintext HTTP/1.1: "net_http" (the
+	// default) or "own" (the proxy's own serving loop, package proxy).
+	HTTP1Loop string `yaml:"http1_loop,omitempty"`
 	DrainTimeout   time.Duration        `yaml:"drain_timeout,omitempty"`
 	AccessLog      ProxyAccessLogConfig `yaml:"access_log,omitempty"`
 }
@@ -142,6 +145,9 @@ func (v *validator) proxy(c *ProxyConfig) {
 	}
 	if c.MaxConnections < 0 {
 		v.errorf("proxy.max_connections", "must not be negative, got %d", c.MaxConnections)
+	}
+	if c.HTTP1Loop != "" {
+		v.oneOf("proxy.http1_loop", c.HTTP1Loop, "http1_loop", "net_http", "own")
 	}
 	v.nonNegative("proxy.drain_timeout", c.DrainTimeout)
 	if lt := c.AccessLog.Logtail; lt.Target != "" {

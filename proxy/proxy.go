@@ -30,6 +30,10 @@ const (
 	DefaultDrainTimeout      = 30 * time.Second
 )
 
+// defaultHTTP1Loop is proxy.http1_loop when unset. The tests run the
+// package once more with it set to "own" (IPNG_STATS_HTTP1_LOOP).
+var defaultHTTP1Loop = "net_http"
+
 // Deps are the proxy's collaborators, owned by the caller. A nil Collector
 // turns accounting (and the access log) off: connections are neither
 // attributed nor counted, which is what the "accounting off" benchmark
@@ -85,6 +89,9 @@ func withDefaults(c config.ProxyConfig) config.ProxyConfig {
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.HTTP1Loop == "" {
+		c.HTTP1Loop = defaultHTTP1Loop
 	}
 	return c
 }
@@ -297,7 +304,8 @@ func (p *Proxy) apply(raw config.ProxyConfig) error {
 }
 
 func settingsOf(cfg config.ProxyConfig, l *listener) settings {
-	return settings{timeouts: cfg.Timeouts, maxHeaderBytes: cfg.MaxHeaderBytes, tls: l.certs.Load() != nil}
+	tls := l.certs.Load() != nil
+	return settings{timeouts: cfg.Timeouts, maxHeaderBytes: cfg.MaxHeaderBytes, tls: tls, ownLoop: !tls && cfg.HTTP1Loop == "own"}
 }
 
 // startListener starts l's first server and its accept loop.
@@ -308,7 +316,7 @@ func (p *Proxy) startListener(l *listener, st settings) {
 	go func() { defer p.bg.Done(); p.serve(s) }()
 	go func() {
 		defer p.bg.Done()
-		l.acceptLoop(p.limit, func(msg string, args ...any) { p.log.Warn(msg, args...) })
+		l.acceptLoop(p)
 	}()
 }
 

@@ -30,6 +30,7 @@ type upConn struct {
 	idleSince time.Time // when it was put back in the pool
 	read      int64     // bytes read from c
 	written   int64     // bytes written to c
+	spoilt    bool      // the upstream sent bytes after a response
 }
 
 func (uc *upConn) Read(p []byte) (int, error) {

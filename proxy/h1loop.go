@@ -1,0 +1,702 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/ipng/ipng-stats/attribution"
+	"github.com/ipng/ipng-stats/collector"
+	"github.com/ipng/ipng-stats/httpstats"
+	"golang.org/x/sys/unix"
+)
+
+// The proxy's own HTTP/1.1 serving loop (proxy.http1_loop: own) serves a
+// plaintext client connection in one goroutine with one fixed buffer: the
+// request head is parsed in place by parseHead (the gate's parser), the
+// upstream request is written with one writev on a pooled upstream
+// connection, and the response head is parsed and relayed with the first
+// body bytes in one writev. Per request there is no goroutine, no map and,
+// in the common case, no deadline change. What the loop does not take
+// (HTTP/1.0, upgrades, Expect, chunked request bodies, targets not in
+// origin form, heads larger than its buffer, malformed heads) is handed,
+// with the bytes already read, to the listener's net/http server through
+// its queue: that request and everything after it on the connection are
+// served exactly as with http1_loop net_http.
+
+// h1Buf is the per-connection buffer: a head that does not fit goes to
+// net/http (which takes heads up to max_header_bytes).
+const h1Buf = 4 << 10
+
+var h1Bufs = sync.Pool{New: func() any { b := make([]byte, h1Buf); return &b }}
+
+// Connection states for drain.
+const (
+	h1Idle    int32 = iota // waiting for a request's first byte
+	h1Active               // a request is being served
+	h1Closing              // drain closed it while idle
+)
+
+// h1conn is one client connection served by the loop.
+type h1conn struct {
+	p   *Proxy
+	l   *listener
+	s   *server
+	lc  *limitedConn
+	hc  *httpstats.Conn // nil: accounting off
+	tcp *net.TCPConn
+	buf []byte
+	off int // unread bytes are buf[off:end]
+	end int
+	rdl time.Time // read deadline set on tcp
+
+	state    atomic.Int32
+	clientIP string
+	h        reqHead
+	out      []byte      // upstream request head, then the response head
+	vecs     net.Buffers // scratch for writev
+	vecArr   [4][]byte
+	chunkHdr [20]byte
+
+	// The request in progress.
+	t0      time.Time
+	status  int
+	reqN    uint64 // bytes of the request read from the client
+	respN   uint64 // bytes of the response written to the client
+	close   bool   // close the connection after this request
+	ua      []byte
+	backend string
+	hlen    int       // head length
+	hoff    int       // head offset in buf
+	rq      h1Request // what scanHead found
+}
+
+// h1Request is what the loop found in a head besides parseHead's results.
+type h1Request struct {
+	conn      [16][]byte // tokens of Connection
+	nconn     int
+	xff       [8][]byte
+	nxff      int
+	closeConn bool
+	unusual   bool // send to net/http
+}
+
+// serveOwn takes a plaintext connection into the own loop, or returns
+// false when it cannot (not a TCP connection underneath).
+func (p *Proxy) serveOwn(l *listener, s *server, c net.Conn) bool {
+	lc, ok := c.(*limitedConn)
+	if !ok {
+		return false
+	}
+	var hc *httpstats.Conn
+	nc := lc.Conn
+	if v, ok := nc.(*httpstats.Conn); ok {
+		hc, nc = v, v.Conn
+	}
+	var tcp *net.TCPConn
+	switch v := nc.(type) {
+	case *net.TCPConn:
+		tcp = v
+	case *attribution.Conn:
+		tcp = v.TCPConn
+	}
+	if tcp == nil {
+		return false
+	}
+	hcn := &h1conn{p: p, l: l, s: s, lc: lc, hc: hc, tcp: tcp}
+	if !s.own.add(hcn) {
+		return false
+	}
+	go hcn.serve()
+	return true
+}
+
+// ownConns are the connections a server's own loop serves (for drain).
+type ownConns struct {
+	mu      sync.Mutex
+	conns   map[*h1conn]struct{}
+	closing atomic.Bool
+	done    chan struct{} // closed when closing and empty
+}
+
+func (o *ownConns) add(c *h1conn) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing.Load() {
+		return false
+	}
+	if o.conns == nil {
+		o.conns = map[*h1conn]struct{}{}
+	}
+	o.conns[c] = struct{}{}
+	return true
+}
+
+func (o *ownConns) remove(c *h1conn) {
+	o.mu.Lock()
+	delete(o.conns, c)
+	if len(o.conns) == 0 && o.done != nil {
+		close(o.done)
+		o.done = nil
+	}
+	o.mu.Unlock()
+}
+
+// shutdown closes the idle connections; busy ones close after their
+// response. The channel is closed when none is left.
+func (o *ownConns) shutdown() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	done := make(chan struct{})
+	o.closing.Store(true)
+	if len(o.conns) == 0 {
+		close(done)
+		return done
+	}
+	o.done = done
+	for c := range o.conns {
+		if c.state.CompareAndSwap(h1Idle, h1Closing) {
+			c.tcp.SetReadDeadline(time.Now())
+		}
+	}
+	return done
+}
+
+// closeAll closes every connection (the drain timeout passed).
+func (o *ownConns) closeAll() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for c := range o.conns {
+		c.tcp.Close()
+	}
+}
+
+func (c *h1conn) series() collector.Series { return c.hc.Series() }
+
+// setRead sets the read deadline unless it is already d.
+func (c *h1conn) setRead(d time.Time) {
+	if !d.Equal(c.rdl) {
+		c.rdl = d
+		c.tcp.SetReadDeadline(d)
+	}
+}
+
+// idleDeadline makes the read deadline fall between idle and 1.25 × idle
+// from now, moving it only when it does not: most requests set none.
+func (c *h1conn) idleDeadline(now time.Time, idle time.Duration) {
+	if idle <= 0 {
+		c.setRead(time.Time{})
+		return
+	}
+	lo, hi := now.Add(idle), now.Add(idle+idle/4)
+	if c.rdl.Before(lo) || c.rdl.After(hi) {
+		c.setRead(now.Add(idle + idle/8))
+	}
+}
+
+func (c *h1conn) serve() {
+	bp := h1Bufs.Get().(*[]byte)
+	c.buf = *bp
+	handedOff := false
+	defer func() {
+		c.s.own.remove(c)
+		if !handedOff {
+			c.lc.Close()
+		}
+		if c.buf != nil {
+			h1Bufs.Put(bp)
+		}
+	}()
+	c.clientIP, _, _ = net.SplitHostPort(c.tcp.RemoteAddr().String())
+	t := c.s.settings.timeouts
+	limit := c.s.settings.maxHeaderBytes
+	first := true
+	if t.ReadHeader > 0 {
+		c.setRead(time.Now().Add(t.ReadHeader))
+	}
+	for {
+		// Wait for a request's first byte.
+		if c.off == c.end {
+			c.off, c.end = 0, 0
+			if !first {
+				c.idleDeadline(time.Now(), t.Idle)
+			}
+			if !c.state.CompareAndSwap(h1Active, h1Idle) && c.state.Load() == h1Closing {
+				return
+			}
+			n, err := c.tcp.Read(c.buf)
+			if n == 0 {
+				if first && err != nil && errors.Is(err, os.ErrDeadlineExceeded) && c.state.Load() != h1Closing {
+					c.p.idleClosed.Add(1)
+				}
+				return
+			}
+			c.end = n
+			if !c.state.CompareAndSwap(h1Idle, h1Active) {
+				return // drain closed it meanwhile
+			}
+			if first {
+				c.lc.markHeard()
+			}
+		} else {
+			c.state.Store(h1Active)
+		}
+		c.t0 = time.Now()
+		c.status, c.reqN, c.respN, c.close, c.ua, c.backend = 0, 0, 0, false, nil, ""
+		if c.hc != nil {
+			c.series().AddReading(1)
+		}
+		// Read the head; one deadline for all of it.
+		headDL := false
+		var hl int
+		for {
+			var e *headError
+			hl, e = parseHead(c.buf[c.off:c.end], limit, &c.h)
+			if e == nil {
+				break
+			}
+			if e != errNeedMore || c.end-c.off == len(c.buf) {
+				// Malformed, or larger than the buffer: net/http and the
+				// gate answer it exactly as without the loop.
+				c.handOff()
+				handedOff = true
+				return
+			}
+			if c.off > 0 {
+				c.end = copy(c.buf, c.buf[c.off:c.end])
+				c.off = 0
+			}
+			if !headDL {
+				headDL = true
+				if t.ReadHeader > 0 {
+					c.setRead(c.t0.Add(t.ReadHeader))
+				} else {
+					c.setRead(time.Time{})
+				}
+			}
+			n, err := c.tcp.Read(c.buf[c.end:])
+			c.end += n
+			if err != nil && n == 0 {
+				status := http.StatusBadRequest
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					status = http.StatusRequestTimeout
+					c.writeRawString(response408)
+				}
+				c.reqN = uint64(c.end - c.off)
+				if c.hc != nil {
+					c.series().AddReading(-1)
+				}
+				c.record(status, nil)
+				return
+			}
+		}
+		first = false
+		c.hlen, c.hoff = hl, c.off
+		c.rq = h1Request{}
+		c.scanHead(hl, &c.rq)
+		if c.rq.unusual {
+			c.handOff()
+			handedOff = true
+			return
+		}
+		if c.hc != nil {
+			s := c.series()
+			s.AddReading(-1)
+			s.AddWriting(1)
+		}
+		c.close = c.rq.closeConn
+		ok := c.forward(hl)
+		if c.hc != nil {
+			c.series().AddWriting(-1)
+		}
+		c.record(c.status, c.head(hl))
+		if !ok || c.close {
+			return
+		}
+		if c.s.own.closing.Load() {
+			return
+		}
+	}
+}
+
+// head returns the current request's head bytes (for the access log).
+func (c *h1conn) head(hl int) []byte { return c.buf[c.hoff : c.hoff+hl] }
+
+// scanHead looks at the fields of an accepted head for what the loop needs
+// and what it does not take.
+func (c *h1conn) scanHead(hl int, rq *h1Request) {
+	h := &c.h
+	if h.minor != 1 || h.upgrade || h.chunked || len(h.target) == 0 || h.target[0] != '/' {
+		rq.unusual = true
+		return
+	}
+	forEachField(c.buf[c.off+h.start:c.off+hl], func(name, value []byte) bool {
+		switch {
+		case len(name) == 10 && asciiEqualFold(name, "Connection"):
+			for tok := range bytes.SplitSeq(value, []byte{','}) {
+				tok = trimOWS(tok)
+				if len(tok) == 0 {
+					continue
+				}
+				if asciiEqualFold(tok, "close") {
+					rq.closeConn = true
+				}
+				if rq.nconn == len(rq.conn) {
+					rq.unusual = true
+					return false
+				}
+				rq.conn[rq.nconn] = tok
+				rq.nconn++
+			}
+		case len(name) == 6 && asciiEqualFold(name, "Expect"):
+			rq.unusual = true
+			return false
+		case len(name) == 15 && asciiEqualFold(name, "X-Forwarded-For"):
+			if rq.nxff == len(rq.xff) {
+				rq.unusual = true
+				return false
+			}
+			rq.xff[rq.nxff] = value
+			rq.nxff++
+		case len(name) == 10 && asciiEqualFold(name, "User-Agent"):
+			if c.ua == nil {
+				c.ua = value
+			}
+		}
+		return true
+	})
+}
+
+// forEachField calls f with each field of a head parseHead accepted (from
+// its request line on), until f returns false.
+func forEachField(head []byte, f func(name, value []byte) bool) {
+	i := bytes.IndexByte(head, '\n') + 1
+	for i < len(head) {
+		eol := bytes.IndexByte(head[i:], '\n')
+		line := head[i : i+eol-1]
+		i += eol + 1
+		if len(line) == 0 {
+			return
+		}
+		colon := bytes.IndexByte(line, ':')
+		if !f(line[:colon], trimOWS(line[colon+1:])) {
+			return
+		}
+	}
+}
+
+// forEachLine is forEachField with the whole field line (CRLF included).
+func forEachLine(head []byte, f func(name, line []byte)) {
+	i := bytes.IndexByte(head, '\n') + 1
+	for i < len(head) {
+		eol := bytes.IndexByte(head[i:], '\n')
+		line := head[i : i+eol+1]
+		i += eol + 1
+		if len(line) == 2 {
+			return
+		}
+		colon := bytes.IndexByte(line, ':')
+		f(line[:colon], line)
+	}
+}
+
+func trimOWS(v []byte) []byte {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
+}
+
+// isHop: hop-by-hop fields (RFC 9110 7.6.1), as hopHeaders.
+func isHop(name []byte) bool {
+	switch len(name) {
+	case 2:
+		return asciiEqualFold(name, "Te")
+	case 7:
+		return asciiEqualFold(name, "Trailer") || asciiEqualFold(name, "Upgrade")
+	case 10:
+		return asciiEqualFold(name, "Connection") || asciiEqualFold(name, "Keep-Alive")
+	case 16:
+		return asciiEqualFold(name, "Proxy-Connection")
+	case 17:
+		return asciiEqualFold(name, "Transfer-Encoding")
+	case 18:
+		return asciiEqualFold(name, "Proxy-Authenticate")
+	case 19:
+		return asciiEqualFold(name, "Proxy-Authorization")
+	}
+	return false
+}
+
+func named(tokens [][]byte, name []byte) bool {
+	for _, t := range tokens {
+		if len(t) == len(name) && asciiEqualFold(t, bstr(name)) {
+			return true
+		}
+	}
+	return false
+}
+
+// bstr views b as a string for the duration of a call that does not keep it.
+func bstr(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// handOff gives the connection, with the bytes read and not yet served,
+// to the listener's net/http server. The bytes are put below the counting
+// layer (httpstats.Conn), so that net/http's reads count them as today.
+func (c *h1conn) handOff() {
+	if c.hc != nil {
+		c.series().AddReading(-1)
+	}
+	pre := append([]byte(nil), c.buf[c.off:c.end]...)
+	if c.hc != nil {
+		c.hc.Conn = &prefixConn{Conn: c.hc.Conn, pre: pre}
+	} else {
+		c.lc.Conn = &prefixConn{Conn: c.lc.Conn, pre: pre}
+	}
+	// The loop's deadline is net/http's to set from here.
+	c.tcp.SetReadDeadline(time.Time{})
+	for {
+		s := c.l.cur.Load()
+		if s == nil {
+			c.lc.Close()
+			return
+		}
+		select {
+		case s.q.ch <- c.lc:
+			return
+		case <-s.q.done:
+			if c.l.cur.Load() == s {
+				c.lc.Close()
+				return
+			}
+		}
+	}
+}
+
+// prefixConn returns pre before reading from the connection.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *prefixConn) NetConn() net.Conn { return c.Conn }
+
+// markHeard: the connection sent a byte (connLimit no longer evicts it).
+func (c *limitedConn) markHeard() {
+	if !c.heard.Load() && c.heard.CompareAndSwap(false, true) {
+		c.l.mu.Lock()
+		delete(c.l.quiet, c)
+		c.l.mu.Unlock()
+	}
+}
+
+// writeRaw writes b to the client, counted as response bytes.
+func (c *h1conn) writeRaw(b []byte) error {
+	n, err := c.tcp.Write(b)
+	c.respN += uint64(n)
+	return err
+}
+
+func (c *h1conn) writeRawString(s string) error {
+	return c.writeRaw(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+// writev writes the buffers to the client in one system call.
+func (c *h1conn) writev(bufs ...[]byte) error {
+	c.vecs = append(c.vecArr[:0], bufs...)
+	n, err := c.vecs.WriteTo(c.tcp)
+	c.respN += uint64(n)
+	return err
+}
+
+// record ends the request: the outcome into the series and the access log.
+func (c *h1conn) record(status int, head []byte) {
+	if c.hc == nil {
+		return
+	}
+	now := time.Now()
+	o := collector.Outcome{Status: status, RequestBytes: c.reqN, ResponseBytes: c.respN, Duration: now.Sub(c.t0)}
+	c.series().Record(o)
+	if a := c.p.alog.Load(); a.enabled() {
+		e := httpstats.Entry{Time: now, Info: c.hc.Info(), Upstream: c.backend, Outcome: o}
+		var req *rawRequest
+		if head != nil {
+			req = &rawRequest{method: c.h.method, host: c.h.host, uri: c.h.target, ua: c.ua}
+		}
+		a.writeRaw(&e, req)
+	}
+}
+
+// clientGone reports whether the client has closed its side or reset the
+// connection (one non-blocking peek; pipelined bytes are not consumed).
+func (c *h1conn) clientGone() bool {
+	if c.off < c.end {
+		return false
+	}
+	rc, err := c.tcp.SyscallConn()
+	if err != nil {
+		return false
+	}
+	gone := false
+	var b [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		gone = n == 0 && err == nil || err != nil && !errors.Is(err, unix.EAGAIN)
+		return true
+	})
+	return gone
+}
+
+// errorResponse writes what http.Error writes, with Connection: close when
+// the connection ends after it.
+func (c *h1conn) errorResponse(status int) {
+	c.status = status
+	text := http.StatusText(status)
+	b := c.out[:0]
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, text...)
+	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"...)
+	if c.close {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, "Content-Length: "...)
+	b = strconv.AppendInt(b, int64(len(text)+1), 10)
+	b = append(b, "\r\n\r\n"...)
+	b = append(b, text...)
+	b = append(b, '\n')
+	c.out = b
+	c.writeRaw(b)
+}
+
+// forward proxies the parsed request (head of length hl at c.off) and
+// returns whether the connection can carry another request. It sets
+// c.status and moves c.off past the request.
+func (c *h1conn) forward(hl int) bool {
+	pl := c.l.pool.Load()
+	bodyLen := max(c.h.contentLength, 0)
+	headEnd := c.off + hl
+	inBuf := min(int64(c.end-headEnd), bodyLen)
+	body := c.buf[headEnd : headEnd+int(inBuf)]
+	c.off = headEnd + int(inBuf)
+	c.reqN = uint64(hl) + uint64(inBuf)
+	rest := bodyLen - inBuf // still to be read from the client
+	c.buildRequest(hl, bodyLen)
+	b := pl.pick()
+	for tries := 0; ; tries++ {
+		if b == nil {
+			c.close = c.close || rest > 0
+			c.errorResponse(http.StatusBadGateway)
+			return !c.close
+		}
+		c.backend = b.addr
+		b.active.Add(1)
+		ok, next := c.forwardTo(pl, b, body, rest, tries)
+		b.active.Add(-1)
+		if next == nil {
+			return ok
+		}
+		b = next
+	}
+}
+
+// forwardTo sends the request to b. next: a connection to b could not be
+// made and the request has no body: try that backend instead.
+func (c *h1conn) forwardTo(pl *pool, b *backend, body []byte, rest int64, tries int) (ok bool, next *backend) {
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := b.conns.get(ctxBackground, attempt > 0)
+		if err != nil {
+			return c.upstreamFailed(pl, b, err, false, rest, tries)
+		}
+		// The request: head and the body bytes at hand, one writev.
+		c.vecs = append(c.vecArr[:0], c.out)
+		if len(body) > 0 {
+			c.vecs = append(c.vecs, body)
+		}
+		n, err := c.vecs.WriteTo(uc.c)
+		uc.written += n
+		if err == nil && rest > 0 {
+			if err = c.copyBody(uc, rest); err != nil {
+				uc.c.Close()
+				var ce *clientError
+				if errors.As(err, &ce) {
+					return c.clientFailed(ce.err), nil
+				}
+				return c.upstreamFailed(pl, b, err, false, rest, tries)
+			}
+			rest = 0
+		}
+		var rh respHead
+		if err == nil {
+			err = c.readResponseHead(uc, b.conns.timeout, &rh)
+		}
+		if err != nil {
+			uc.c.Close()
+			if !reused || uc.read > 0 || isTimeout(err) {
+				return c.upstreamFailed(pl, b, err, false, rest, tries)
+			}
+			if attempt == 0 && rest == 0 && (uc.written == 0 || c.idempotent()) {
+				continue
+			}
+			return c.upstreamFailed(pl, b, &staleConnError{err}, true, rest, tries)
+		}
+		if time.Since(c.t0) > clientCheckAfter && c.clientGone() {
+			// The client left while the upstream worked (nginx's 499).
+			uc.c.Close()
+			c.status = StatusClientClosed
+			return false, nil
+		}
+		b.succeeded()
+		return c.relay(pl, b, uc, &rh), nil
+	}
+}
+
+// clientCheckAfter: a response that took longer than this is only sent
+// after a check that the client is still there (it costs a system call).
+const clientCheckAfter = 50 * time.Millisecond
+
+var ctxBackground = context.Background()
+
+// idempotent: GET, HEAD, OPTIONS, TRACE, PUT, DELETE or an Idempotency-Key
+// (replayable's rule).
+func (c *h1conn) idempotent() bool {
+	switch bstr(c.h.method) {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	found := false
+	forEachField(c.head(c.hlen)[c.h.start:], func(name, _ []byte) bool {
+		if asciiEqualFold(name, "Idempotency-Key") || asciiEqualFold(name, "X-Idempotency-Key") {
+			found = true
+			return false
+		}
+		return true
+	})
+	return found
+}

@@ -1,0 +1,507 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// The own loop's upstream side: the request head it writes, the client's
+// body it copies, and the response it relays.
+
+// buildRequest writes the upstream request head into c.out: the request
+// line, Host, the client's fields but hop-by-hop ones, those its
+// Connection names, X-Forwarded-* and Content-Length (which the proxy
+// sets), then X-Forwarded-For (the client's chain, extended),
+// X-Forwarded-Host and X-Forwarded-Proto, and Content-Length: what
+// writeRequest writes on the net/http path.
+func (c *h1conn) buildRequest(hl int, bodyLen int64) {
+	h := &c.h
+	tokens := c.rq.conn[:c.rq.nconn]
+	b := c.out[:0]
+	b = append(b, h.method...)
+	b = append(b, ' ')
+	b = append(b, h.target...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, h.host...)
+	b = append(b, "\r\n"...)
+	forEachLine(c.buf[c.hoff+h.start:c.hoff+hl], func(name, line []byte) {
+		if isHop(name) || named(tokens, name) || skipForward(name) {
+			return
+		}
+		b = append(b, line...)
+	})
+	b = append(b, "X-Forwarded-For: "...)
+	if !namedString(tokens, "X-Forwarded-For") {
+		for _, v := range c.rq.xff[:c.rq.nxff] {
+			b = append(b, v...)
+			b = append(b, ", "...)
+		}
+	}
+	b = append(b, c.clientIP...)
+	b = append(b, "\r\nX-Forwarded-Host: "...)
+	b = append(b, h.host...)
+	b = append(b, "\r\nX-Forwarded-Proto: http\r\n"...)
+	if bodyLen > 0 {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, bodyLen, 10)
+		b = append(b, "\r\n"...)
+	}
+	c.out = append(b, "\r\n"...)
+}
+
+// skipForward: fields the proxy sets itself on the upstream request.
+func skipForward(name []byte) bool {
+	switch len(name) {
+	case 4:
+		return asciiEqualFold(name, "Host")
+	case 14:
+		return asciiEqualFold(name, "Content-Length")
+	case 15:
+		return asciiEqualFold(name, "X-Forwarded-For")
+	case 16:
+		return asciiEqualFold(name, "X-Forwarded-Host")
+	case 17:
+		return asciiEqualFold(name, "X-Forwarded-Proto")
+	}
+	return false
+}
+
+func namedString(tokens [][]byte, name string) bool {
+	for _, t := range tokens {
+		if asciiEqualFold(t, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientError is a failure reading the client's body.
+type clientError struct{ err error }
+
+func (e *clientError) Error() string { return "reading the request body: " + e.err.Error() }
+
+// copyBody copies the rest of the request body from the client to the
+// upstream, within timeouts.request of the request's first byte.
+func (c *h1conn) copyBody(uc *upConn, rest int64) error {
+	if t := c.s.settings.timeouts.Request; t > 0 {
+		c.setRead(c.t0.Add(t))
+	} else {
+		c.setRead(time.Time{})
+	}
+	buf := c.p.bufs.Get()
+	defer c.p.bufs.Put(buf)
+	for rest > 0 {
+		n, err := c.tcp.Read(buf[:min(int64(len(buf)), rest)])
+		if n > 0 {
+			c.reqN += uint64(n)
+			rest -= int64(n)
+			if _, werr := uc.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil && rest > 0 {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return &clientError{err}
+		}
+	}
+	return nil
+}
+
+// clientFailed answers a request whose body could not be read (408 when
+// too slow, 400, or nothing when the client is gone: 499); the connection
+// closes.
+func (c *h1conn) clientFailed(err error) bool {
+	status := clientStatus(err, false)
+	c.p.log.Debug("client error", "status", status, "err", err)
+	c.close = true
+	if status == StatusClientClosed {
+		c.status = status
+		return false
+	}
+	c.errorResponse(status)
+	return false
+}
+
+// upstreamFailed answers a request that could not be proxied, as
+// pool.upstreamError does: 499 when the client is gone, else 502 or 504 on
+// a timeout, charged to the server unless stale; a request without a body
+// whose connection could not be made goes to another backend in service.
+func (c *h1conn) upstreamFailed(pl *pool, b *backend, err error, stale bool, rest int64, tries int) (bool, *backend) {
+	if c.clientGone() {
+		c.status = StatusClientClosed
+		return false, nil
+	}
+	if !stale {
+		pl.failed(b)
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" && c.h.contentLength <= 0 && tries+1 < len(pl.backends) {
+		if nb := pl.pick(); nb != nil && nb != b {
+			return false, nb
+		}
+	}
+	status := http.StatusBadGateway
+	if isTimeout(err) {
+		status = http.StatusGatewayTimeout
+	}
+	pl.log.Warn("upstream error", "upstream", pl.name, "server", b.addr, "status", status, "max_fails_counted", !stale, "err", err)
+	if rest > 0 {
+		c.close = true // the body's framing is lost
+	}
+	c.errorResponse(status)
+	return !c.close, nil
+}
+
+// respHead is a parsed response head; slices point into the upstream
+// connection's buffer.
+type respHead struct {
+	n             int
+	status        int
+	statusLine    []byte // after "HTTP/1.x "
+	contentLength int64  // -1: none
+	chunked       bool
+	close         bool // the upstream closes the connection after it
+	conn          [16][]byte
+	nconn         int
+}
+
+var (
+	errRespMore = errors.New("incomplete response head")
+	errRespHead = errors.New("malformed upstream response head")
+	errRespBig  = errors.New("upstream response head too large")
+	errResp101  = errors.New("upstream switched protocols without an upgrade request")
+	errRespBody = errors.New("malformed upstream response body")
+)
+
+// parseRespHead parses a response head strictly (CRLF line ends, token
+// field names, field values without control characters, one
+// Content-Length, Transfer-Encoding only "chunked" and not with
+// Content-Length): the proxy reuses the connection on the framing it
+// finds, so it takes none it is not sure of.
+func parseRespHead(buf []byte, rh *respHead) (int, error) {
+	*rh = respHead{contentLength: -1}
+	eol := bytes.IndexByte(buf, '\n')
+	if eol < 0 {
+		return 0, errRespMore
+	}
+	line := buf[:eol]
+	if len(line) < 13 || line[len(line)-1] != '\r' || string(line[:7]) != "HTTP/1." || (line[7] != '0' && line[7] != '1') || line[8] != ' ' {
+		return 0, errRespHead
+	}
+	line = line[:len(line)-1]
+	for _, d := range line[9:12] {
+		if !isDigit(d) {
+			return 0, errRespHead
+		}
+	}
+	if len(line) > 12 && line[12] != ' ' {
+		return 0, errRespHead
+	}
+	for _, ch := range line[12:] {
+		if ch < ' ' && ch != '\t' || ch == 0x7f {
+			return 0, errRespHead
+		}
+	}
+	rh.status = int(line[9]-'0')*100 + int(line[10]-'0')*10 + int(line[11]-'0')
+	rh.statusLine = line[9:]
+	rh.close = line[7] == '0'
+	i := eol + 1
+	nCL, nTE := 0, 0
+	for {
+		eol := bytes.IndexByte(buf[i:], '\n')
+		if eol < 0 {
+			return 0, errRespMore
+		}
+		line := buf[i : i+eol]
+		i += eol + 1
+		if len(line) == 0 || line[len(line)-1] != '\r' {
+			return 0, errRespHead
+		}
+		line = line[:len(line)-1]
+		if len(line) == 0 {
+			break
+		}
+		colon := 0
+		for colon < len(line) && tchar[line[colon]] {
+			colon++
+		}
+		if colon == 0 || colon == len(line) || line[colon] != ':' {
+			return 0, errRespHead
+		}
+		name := line[:colon]
+		value, r := fieldValue(line[colon+1:])
+		if r != reasonNone {
+			return 0, errRespHead
+		}
+		switch {
+		case len(name) == 14 && asciiEqualFold(name, "Content-Length"):
+			nCL++
+			n, ok := parseContentLength(value)
+			if !ok || nCL > 1 {
+				return 0, errRespHead
+			}
+			rh.contentLength = n
+		case len(name) == 17 && asciiEqualFold(name, "Transfer-Encoding"):
+			nTE++
+			if nTE > 1 || !asciiEqualFold(value, "chunked") {
+				return 0, errRespHead
+			}
+			rh.chunked = true
+		case len(name) == 10 && asciiEqualFold(name, "Connection"):
+			for tok := range bytes.SplitSeq(value, []byte{','}) {
+				tok = trimOWS(tok)
+				if len(tok) == 0 {
+					continue
+				}
+				if asciiEqualFold(tok, "close") {
+					rh.close = true
+				}
+				if rh.nconn == len(rh.conn) {
+					return 0, errRespHead
+				}
+				rh.conn[rh.nconn] = tok
+				rh.nconn++
+			}
+		}
+	}
+	if rh.chunked && nCL > 0 {
+		return 0, errRespHead
+	}
+	rh.n = i
+	return i, nil
+}
+
+// readResponseHead reads the response head into uc's buffer, skipping
+// informational (1xx) responses.
+func (c *h1conn) readResponseHead(uc *upConn, timeout time.Duration, rh *respHead) error {
+	for {
+		b, _ := uc.br.Peek(uc.br.Buffered())
+		if len(b) > 0 {
+			n, err := parseRespHead(b, rh)
+			if err == nil {
+				switch {
+				case rh.status == http.StatusSwitchingProtocols:
+					return errResp101
+				case rh.status < 200:
+					uc.br.Discard(n)
+					continue
+				}
+				return nil
+			}
+			if err != errRespMore {
+				return err
+			}
+		}
+		if uc.br.Buffered() == uc.br.Size() {
+			return errRespBig
+		}
+		uc.arm(timeout)
+		if _, err := uc.br.Peek(uc.br.Buffered() + 1); err != nil && uc.br.Buffered() == len(b) {
+			return err
+		}
+	}
+}
+
+// Response body framings.
+const (
+	bodyNone = iota
+	bodyLength
+	bodyChunked // relayed as it comes, followed by a chunkState
+	bodyEOF     // until the upstream closes: chunked to the client
+)
+
+// relay sends the response to the client and puts the upstream
+// connection back when it can carry another request. It returns whether
+// the client connection can.
+func (c *h1conn) relay(pl *pool, b *backend, uc *upConn, rh *respHead) bool {
+	mode := bodyEOF
+	switch {
+	case bstr(c.h.method) == http.MethodHead || rh.status == http.StatusNoContent || rh.status == http.StatusNotModified:
+		mode = bodyNone
+	case rh.chunked:
+		mode = bodyChunked
+	case rh.contentLength >= 0:
+		mode = bodyLength
+	}
+	if c.s.own.closing.Load() {
+		c.close = true
+	}
+	// The head.
+	tokens := rh.conn[:rh.nconn]
+	head, _ := uc.br.Peek(rh.n)
+	o := append(c.out[:0], "HTTP/1.1 "...)
+	o = append(o, rh.statusLine...)
+	o = append(o, "\r\n"...)
+	forEachLine(head, func(name, line []byte) {
+		if isHop(name) || named(tokens, name) {
+			return
+		}
+		o = append(o, line...)
+	})
+	if mode == bodyChunked || mode == bodyEOF {
+		o = append(o, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if c.close {
+		o = append(o, "Connection: close\r\n"...)
+	}
+	o = append(o, "\r\n"...)
+	c.out = o
+	c.status = rh.status
+	all, _ := uc.br.Peek(uc.br.Buffered())
+	avail := all[rh.n:]
+	timeout := b.conns.timeout
+	reusable := !rh.close && mode != bodyEOF
+	var werr error
+	switch mode {
+	case bodyNone:
+		werr = c.writeRaw(o)
+		uc.br.Discard(rh.n)
+	case bodyLength:
+		k := int(min(int64(len(avail)), rh.contentLength))
+		werr = c.writev(o, avail[:k])
+		uc.br.Discard(rh.n + k)
+		if werr == nil {
+			if rest := rh.contentLength - int64(k); rest > 0 {
+				var rerr error
+				werr, rerr = c.copyResponse(uc, timeout, rest, nil)
+				if rerr != nil {
+					return c.abort(pl, b, uc, rerr)
+				}
+			}
+		}
+	case bodyChunked:
+		var cs chunkState
+		k, done, r := cs.feed(avail, nil)
+		if r != reasonNone {
+			return c.abort(pl, b, uc, errRespBody)
+		}
+		werr = c.writev(o, avail[:k])
+		uc.br.Discard(rh.n + k)
+		if k < len(avail) {
+			reusable = false // bytes after the response
+		}
+		if werr == nil && !done {
+			var rerr error
+			werr, rerr = c.copyResponse(uc, timeout, -1, &cs)
+			if rerr != nil {
+				return c.abort(pl, b, uc, rerr)
+			}
+		}
+	case bodyEOF:
+		if len(avail) > 0 {
+			werr = c.writeChunk(o, avail)
+		} else {
+			werr = c.writeRaw(o)
+		}
+		uc.br.Discard(len(all))
+		for werr == nil {
+			buf := c.p.bufs.Get()
+			uc.arm(timeout)
+			n, err := uc.br.Read(buf)
+			if n > 0 {
+				werr = c.writeChunk(nil, buf[:n])
+			}
+			c.p.bufs.Put(buf)
+			if err == io.EOF {
+				if werr == nil {
+					werr = c.writeRawString("0\r\n\r\n")
+				}
+				break
+			}
+			if err != nil {
+				return c.abort(pl, b, uc, err)
+			}
+		}
+	}
+	if werr != nil {
+		// The client is gone mid-response: as net/http's abort, the
+		// status sent is what is recorded.
+		uc.c.Close()
+		return false
+	}
+	if reusable && !uc.spoilt && uc.br.Buffered() == 0 {
+		b.conns.put(uc)
+	} else {
+		uc.c.Close()
+	}
+	return !c.close
+}
+
+// abort ends a response the upstream broke off: both connections close
+// (the client sees the response cut short), and the server is charged.
+func (c *h1conn) abort(pl *pool, b *backend, uc *upConn, err error) bool {
+	uc.c.Close()
+	pl.failed(b)
+	pl.log.Warn("upstream error", "upstream", pl.name, "server", b.addr, "status", c.status, "err", err)
+	return false
+}
+
+// copyResponse copies rest bytes of the body (or, with cs, up to the end of
+// the chunked body) from uc to the client. It returns the client's write
+// error and the upstream's read error.
+func (c *h1conn) copyResponse(uc *upConn, timeout time.Duration, rest int64, cs *chunkState) (werr, rerr error) {
+	buf := c.p.bufs.Get()
+	defer c.p.bufs.Put(buf)
+	for {
+		p := buf
+		if cs == nil {
+			p = buf[:min(int64(len(buf)), rest)]
+		}
+		uc.arm(timeout)
+		n, err := uc.br.Read(p)
+		k := n
+		done := false
+		if cs != nil && n > 0 {
+			var r reason
+			k, done, r = cs.feed(p[:n], nil)
+			if r != reasonNone {
+				return nil, errRespBody
+			}
+			if k < n {
+				uc.spoilt = true // bytes after the response: not reused
+			}
+		}
+		if k > 0 {
+			if werr := c.writeRaw(p[:k]); werr != nil {
+				return werr, nil
+			}
+		}
+		if cs == nil {
+			rest -= int64(n)
+			if rest == 0 {
+				return nil, nil
+			}
+		} else if done {
+			return nil, nil
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// writeChunk writes pre (if any) and data as one chunk, in one writev.
+func (c *h1conn) writeChunk(pre, data []byte) error {
+	h := strconv.AppendInt(c.chunkHdr[:0], int64(len(data)), 16)
+	h = append(h, '\r', '\n')
+	c.vecs = c.vecArr[:0]
+	if pre != nil {
+		c.vecs = append(c.vecs, pre)
+	}
+	c.vecs = append(c.vecs, h, data, crlf)
+	n, err := c.vecs.WriteTo(c.tcp)
+	c.respN += uint64(n)
+	return err
+}
+
+var crlf = []byte("\r\n")
