@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,7 @@ func (p *Proxy) serveOwn(l *listener, s *server, c net.Conn) bool {
 		return false
 	}
 	hcn := &h1conn{p: p, l: l, s: s, lc: lc, hc: hc, tcp: tcp}
+	hcn.state.Store(h1Active) // idle once it waits for a request
 	if !s.own.add(hcn) {
 		return false
 	}
@@ -219,8 +221,14 @@ func (c *h1conn) serve() {
 	t := c.s.settings.timeouts
 	limit := c.s.settings.maxHeaderBytes
 	first := true
-	if t.ReadHeader > 0 {
-		c.setRead(time.Now().Add(t.ReadHeader))
+	// The head's deadline: net/http's, the shorter of read_header and
+	// request.
+	headTimeout := t.ReadHeader
+	if headTimeout <= 0 || t.Request > 0 && t.Request < headTimeout {
+		headTimeout = t.Request
+	}
+	if headTimeout > 0 {
+		c.setRead(time.Now().Add(headTimeout))
 	}
 	for {
 		// Wait for a request's first byte.
@@ -229,9 +237,16 @@ func (c *h1conn) serve() {
 			if !first {
 				c.idleDeadline(time.Now(), t.Idle)
 			}
-			if !c.state.CompareAndSwap(h1Active, h1Idle) && c.state.Load() == h1Closing {
+			// Idle: a drain from here on closes the connection (it sets
+			// closing first, then wakes the idle ones).
+			c.state.Store(h1Idle)
+			if c.s.own.closing.Load() {
 				return
 			}
+			// Let the other connections run first: the client's next
+			// request is then more often already there, and the read
+			// does not come back empty (EAGAIN) before the wait.
+			runtime.Gosched()
 			n, err := c.tcp.Read(c.buf)
 			if n == 0 {
 				if first && err != nil && errors.Is(err, os.ErrDeadlineExceeded) && c.state.Load() != h1Closing {
@@ -276,8 +291,8 @@ func (c *h1conn) serve() {
 			}
 			if !headDL {
 				headDL = true
-				if t.ReadHeader > 0 {
-					c.setRead(c.t0.Add(t.ReadHeader))
+				if headTimeout > 0 {
+					c.setRead(c.t0.Add(headTimeout))
 				} else {
 					c.setRead(time.Time{})
 				}

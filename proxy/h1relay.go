@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"time"
 )
@@ -303,6 +304,9 @@ func (c *h1conn) readResponseHead(uc *upConn, timeout time.Duration, rh *respHea
 			return errRespBig
 		}
 		uc.arm(timeout)
+		// Let the other connections run while the upstream works: the
+		// read then more often finds the response than EAGAIN.
+		runtime.Gosched()
 		if _, err := uc.br.Peek(uc.br.Buffered() + 1); err != nil && uc.br.Buffered() == len(b) {
 			return err
 		}

@@ -346,12 +346,21 @@ func (p *Proxy) replaceServer(l *listener, st settings, timeout time.Duration) {
 }
 
 // listen binds a plain TCP socket (never MPTCP, never bound to a device),
-// attributed and counting unless accounting is off.
+// attributed and counting unless accounting is off. Accepted connections
+// get no TCP keep-alive probes (like nginx's default, so_keepalive off):
+// timeouts.idle closes idle clients, and enabling the probes costs four
+// setsockopt calls per connection.
 func (p *Proxy) listen(addr string) (net.Listener, error) {
-	if p.stats != nil {
-		return p.stats.Listen(context.Background(), "tcp", addr, p.deps.Attributor)
-	}
-	var lc net.ListenConfig
+	lc := net.ListenConfig{KeepAlive: -1}
 	lc.SetMultipathTCP(false)
-	return lc.Listen(context.Background(), "tcp", addr)
+	l, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil || p.stats == nil {
+		return l, err
+	}
+	al, err := attribution.NewListener(l, p.deps.Attributor)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return p.stats.Listener(al), nil
 }
