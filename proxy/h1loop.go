@@ -60,6 +60,8 @@ type h1conn struct {
 	rdl time.Time // read deadline set on tcp
 
 	state    atomic.Int32
+	waiting  atomic.Pointer[upConn] // waiting for this upstream's response head
+	seen     *upConn                // the watchdog's: waiting at its last look
 	clientIP string
 	h        reqHead
 	out      []byte      // upstream request head, then the response head
@@ -117,6 +119,7 @@ func (p *Proxy) serveOwn(l *listener, s *server, c net.Conn) bool {
 	if !s.own.add(hcn) {
 		return false
 	}
+	s.own.watchOnce.Do(func() { go s.own.watch() })
 	go hcn.serve()
 	return true
 }
@@ -127,6 +130,43 @@ type ownConns struct {
 	conns   map[*h1conn]struct{}
 	closing atomic.Bool
 	done    chan struct{} // closed when closing and empty
+
+	watchOnce sync.Once
+	stop      chan struct{} // closed by shutdown: ends watch
+}
+
+// watchEvery is how often the watchdog looks for clients that left while
+// their request waits for the upstream's response.
+const watchEvery = 250 * time.Millisecond
+
+// watch ends the wait of requests whose client has gone (closed or reset
+// its connection) while the upstream works on them, as nginx does: the
+// upstream connection is closed and the request recorded as 499. A
+// request is checked (one non-blocking peek at the client's socket) once
+// it has waited for at least one period, so the loop pays nothing for it
+// per request but two atomic operations.
+func (o *ownConns) watch() {
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.stop:
+			return
+		case <-t.C:
+		}
+		o.mu.Lock()
+		for c := range o.conns {
+			uc := c.waiting.Load()
+			if uc == nil || uc != c.seen {
+				c.seen = uc
+				continue
+			}
+			if peekGone(c.tcp) && c.waiting.CompareAndSwap(uc, nil) {
+				uc.c.SetReadDeadline(time.Now())
+			}
+		}
+		o.mu.Unlock()
+	}
 }
 
 func (o *ownConns) add(c *h1conn) bool {
@@ -137,6 +177,7 @@ func (o *ownConns) add(c *h1conn) bool {
 	}
 	if o.conns == nil {
 		o.conns = map[*h1conn]struct{}{}
+		o.stop = make(chan struct{})
 	}
 	o.conns[c] = struct{}{}
 	return true
@@ -158,7 +199,9 @@ func (o *ownConns) shutdown() <-chan struct{} {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	done := make(chan struct{})
-	o.closing.Store(true)
+	if !o.closing.Swap(true) && o.stop != nil {
+		close(o.stop)
+	}
 	if len(o.conns) == 0 {
 		close(done)
 		return done
@@ -573,16 +616,21 @@ func (c *h1conn) clientGone() bool {
 	if c.off < c.end {
 		return false
 	}
-	rc, err := c.tcp.SyscallConn()
+	return peekGone(c.tcp)
+}
+
+// peekGone: one non-blocking MSG_PEEK on the client's socket.
+func peekGone(tcp *net.TCPConn) bool {
+	rc, err := tcp.SyscallConn()
 	if err != nil {
 		return false
 	}
 	gone := false
 	var b [1]byte
-	rc.Read(func(fd uintptr) bool {
+	// Control, not Read: the peek must work past the read deadline.
+	rc.Control(func(fd uintptr) {
 		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		gone = n == 0 && err == nil || err != nil && !errors.Is(err, unix.EAGAIN)
-		return true
+		gone = n == 0 && err == nil || err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR)
 	})
 	return gone
 }
@@ -669,7 +717,14 @@ func (c *h1conn) forwardTo(pl *pool, b *backend, body []byte, rest int64, tries 
 		}
 		var rh respHead
 		if err == nil {
+			c.waiting.Store(uc)
 			err = c.readResponseHead(uc, b.conns.timeout, &rh)
+			if !c.waiting.CompareAndSwap(uc, nil) {
+				// The watchdog found the client gone and cut the wait short.
+				uc.c.Close()
+				c.status = StatusClientClosed
+				return false, nil
+			}
 		}
 		if err != nil {
 			uc.c.Close()

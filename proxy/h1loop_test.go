@@ -238,11 +238,13 @@ func TestOwnLoopUpstreamBreaksOff(t *testing.T) {
 // TestOwnLoopClientGone: a client that closes in the middle of its
 // request body is recorded as 499, and nothing reaches the upstream's
 // handler as a complete request; a client that times out while the
-// upstream works is recorded as 499 too.
+// upstream works is recorded as 499 too, and the upstream's work is
+// cancelled (its connection closed) rather than waited for.
 func TestOwnLoopClientGone(t *testing.T) {
 	deps := newDeps(t)
 	var complete atomic.Int64
 	started := make(chan struct{}, 1)
+	cancelled := make(chan bool, 1)
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/upload" {
 			started <- struct{}{}
@@ -252,8 +254,10 @@ func TestOwnLoopClientGone(t *testing.T) {
 		}
 		if r.URL.Path == "/slow" {
 			select {
-			case <-time.After(time.Second):
+			case <-time.After(20 * time.Second):
+				cancelled <- false
 			case <-r.Context().Done():
+				cancelled <- true
 			}
 		}
 	}))
@@ -271,6 +275,11 @@ func TestOwnLoopClientGone(t *testing.T) {
 	cl := &http.Client{Timeout: 100 * time.Millisecond}
 	if _, err := cl.Get("http://" + addr + "/slow"); err == nil {
 		t.Fatal("the slow request did not time out on the client")
+	}
+	// The proxy does not wait for the upstream: it closes the upstream
+	// connection once it sees the client gone.
+	if !<-cancelled {
+		t.Error("the upstream worked on the request of a client that had left until its end")
 	}
 	waitCodes(t, deps.Collector, map[string]uint64{"loopback 127.0.0.1 4xx": 2})
 	if n := complete.Load(); n != 1 {
