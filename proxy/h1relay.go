@@ -183,8 +183,8 @@ var (
 
 // parseRespHead parses a response head strictly (CRLF line ends, token
 // field names, field values without control characters, one
-// Content-Length, Transfer-Encoding only "chunked" and not with
-// Content-Length): the proxy reuses the connection on the framing it
+// Content-Length, Transfer-Encoding only "chunked", not with Content-Length
+// and not in HTTP/1.0): the proxy reuses the connection on the framing it
 // finds, so it takes none it is not sure of.
 func parseRespHead(buf []byte, rh *respHead) (int, error) {
 	*rh = respHead{contentLength: -1}
@@ -272,7 +272,9 @@ func parseRespHead(buf []byte, rh *respHead) (int, error) {
 			}
 		}
 	}
-	if rh.chunked && nCL > 0 {
+	// Transfer-Encoding with Content-Length (smuggling's sign), or in an
+	// HTTP/1.0 response (which net/http reads until close).
+	if rh.chunked && (nCL > 0 || buf[7] == '0') {
 		return 0, errRespHead
 	}
 	rh.n = i
