@@ -64,9 +64,8 @@ type h1conn struct {
 	seen     *upConn                // the watchdog's: waiting at its last look
 	clientIP string
 	h        reqHead
-	out      []byte      // upstream request head, then the response head
-	vecs     net.Buffers // scratch for writev
-	vecArr   [4][]byte
+	out      []byte   // upstream request head, then the response head
+	raw      *rawConn // tcp's system calls; nil: through tcp
 	chunkHdr [20]byte
 
 	// The request in progress.
@@ -116,6 +115,9 @@ func (p *Proxy) serveOwn(l *listener, s *server, c net.Conn) bool {
 	}
 	hcn := &h1conn{p: p, l: l, s: s, lc: lc, hc: hc, tcp: tcp}
 	hcn.state.Store(h1Active) // idle once it waits for a request
+	if rawIO {
+		hcn.raw = newRawConn(tcp)
+	}
 	if !s.own.add(hcn) {
 		return false
 	}
@@ -290,7 +292,7 @@ func (c *h1conn) serve() {
 			// request is then more often already there, and the read
 			// does not come back empty (EAGAIN) before the wait.
 			runtime.Gosched()
-			n, err := c.tcp.Read(c.buf)
+			n, err := c.read(c.buf)
 			if n == 0 {
 				if first && err != nil && errors.Is(err, os.ErrDeadlineExceeded) && c.state.Load() != h1Closing {
 					c.p.idleClosed.Add(1)
@@ -340,7 +342,7 @@ func (c *h1conn) serve() {
 					c.setRead(time.Time{})
 				}
 			}
-			n, err := c.tcp.Read(c.buf[c.end:])
+			n, err := c.read(c.buf[c.end:])
 			c.end += n
 			if err != nil && n == 0 {
 				status := http.StatusBadRequest
@@ -573,9 +575,30 @@ func (c *limitedConn) markHeard() {
 	}
 }
 
+// rawIO: the own loop reads and writes its sockets with rawConn.
+var rawIO = os.Getenv("IPNG_STATS_PROXY_RAWIO") != "0"
+
+// read reads from the client.
+func (c *h1conn) read(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.read(p)
+	}
+	return c.tcp.Read(p)
+}
+
+// write writes bufs to the client in one writev.
+func (c *h1conn) write(bufs ...[]byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.writev(bufs...)
+	}
+	nb := net.Buffers(bufs)
+	n, err := nb.WriteTo(c.tcp)
+	return int(n), err
+}
+
 // writeRaw writes b to the client, counted as response bytes.
 func (c *h1conn) writeRaw(b []byte) error {
-	n, err := c.tcp.Write(b)
+	n, err := c.write(b)
 	c.respN += uint64(n)
 	return err
 }
@@ -586,8 +609,7 @@ func (c *h1conn) writeRawString(s string) error {
 
 // writev writes the buffers to the client in one system call.
 func (c *h1conn) writev(bufs ...[]byte) error {
-	c.vecs = append(c.vecArr[:0], bufs...)
-	n, err := c.vecs.WriteTo(c.tcp)
+	n, err := c.write(bufs...)
 	c.respN += uint64(n)
 	return err
 }
@@ -698,12 +720,7 @@ func (c *h1conn) forwardTo(pl *pool, b *backend, body []byte, rest int64, tries 
 			return c.upstreamFailed(pl, b, err, false, rest, tries)
 		}
 		// The request: head and the body bytes at hand, one writev.
-		c.vecs = append(c.vecArr[:0], c.out)
-		if len(body) > 0 {
-			c.vecs = append(c.vecs, body)
-		}
-		n, err := c.vecs.WriteTo(uc.c)
-		uc.written += n
+		_, err = uc.writev(c.out, body)
 		if err == nil && rest > 0 {
 			if err = c.copyBody(uc, rest); err != nil {
 				uc.c.Close()

@@ -97,7 +97,7 @@ func (c *h1conn) copyBody(uc *upConn, rest int64) error {
 	buf := c.p.bufs.Get()
 	defer c.p.bufs.Put(buf)
 	for rest > 0 {
-		n, err := c.tcp.Read(buf[:min(int64(len(buf)), rest)])
+		n, err := c.read(buf[:min(int64(len(buf)), rest)])
 		if n > 0 {
 			c.reqN += uint64(n)
 			rest -= int64(n)
@@ -500,12 +500,13 @@ func (c *h1conn) copyResponse(uc *upConn, timeout time.Duration, rest int64, cs 
 func (c *h1conn) writeChunk(pre, data []byte) error {
 	h := strconv.AppendInt(c.chunkHdr[:0], int64(len(data)), 16)
 	h = append(h, '\r', '\n')
-	c.vecs = c.vecArr[:0]
+	var n int
+	var err error
 	if pre != nil {
-		c.vecs = append(c.vecs, pre)
+		n, err = c.write(pre, h, data, crlf)
+	} else {
+		n, err = c.write(h, data, crlf)
 	}
-	c.vecs = append(c.vecs, h, data, crlf)
-	n, err := c.vecs.WriteTo(c.tcp)
 	c.respN += uint64(n)
 	return err
 }
