@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"github.com/ipng/ipng-stats/attribution"
 	"github.com/ipng/ipng-stats/collector"
 	"github.com/ipng/ipng-stats/httpstats"
-	"golang.org/x/sys/unix"
 )
 
 // The proxy's own HTTP/1.1 serving loop (proxy.http1_loop: own) serves a
@@ -124,106 +122,6 @@ func (p *Proxy) serveOwn(l *listener, s *server, c net.Conn) bool {
 	s.own.watchOnce.Do(func() { go s.own.watch() })
 	go hcn.serve()
 	return true
-}
-
-// ownConns are the connections a server's own loop serves (for drain).
-type ownConns struct {
-	mu      sync.Mutex
-	conns   map[*h1conn]struct{}
-	closing atomic.Bool
-	done    chan struct{} // closed when closing and empty
-
-	watchOnce sync.Once
-	stop      chan struct{} // closed by shutdown: ends watch
-}
-
-// watchEvery is how often the watchdog looks for clients that left while
-// their request waits for the upstream's response.
-const watchEvery = 250 * time.Millisecond
-
-// watch ends the wait of requests whose client has gone (closed or reset
-// its connection) while the upstream works on them, as nginx does: the
-// upstream connection is closed and the request recorded as 499. A
-// request is checked (one non-blocking peek at the client's socket) once
-// it has waited for at least one period, so the loop pays nothing for it
-// per request but two atomic operations.
-func (o *ownConns) watch() {
-	t := time.NewTicker(watchEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-o.stop:
-			return
-		case <-t.C:
-		}
-		o.mu.Lock()
-		for c := range o.conns {
-			uc := c.waiting.Load()
-			if uc == nil || uc != c.seen {
-				c.seen = uc
-				continue
-			}
-			if peekGone(c.tcp) && c.waiting.CompareAndSwap(uc, nil) {
-				uc.c.SetReadDeadline(time.Now())
-			}
-		}
-		o.mu.Unlock()
-	}
-}
-
-func (o *ownConns) add(c *h1conn) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.closing.Load() {
-		return false
-	}
-	if o.conns == nil {
-		o.conns = map[*h1conn]struct{}{}
-		o.stop = make(chan struct{})
-	}
-	o.conns[c] = struct{}{}
-	return true
-}
-
-func (o *ownConns) remove(c *h1conn) {
-	o.mu.Lock()
-	delete(o.conns, c)
-	if len(o.conns) == 0 && o.done != nil {
-		close(o.done)
-		o.done = nil
-	}
-	o.mu.Unlock()
-}
-
-// shutdown closes the idle connections; busy ones close after their
-// response. The channel is closed when none is left.
-func (o *ownConns) shutdown() <-chan struct{} {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	done := make(chan struct{})
-	if !o.closing.Swap(true) && o.stop != nil {
-		close(o.stop)
-	}
-	if len(o.conns) == 0 {
-		close(done)
-		return done
-	}
-	o.done = done
-	for c := range o.conns {
-		if c.state.CompareAndSwap(h1Idle, h1Closing) {
-			c.tcp.SetReadDeadline(time.Now())
-		}
-	}
-	return done
-}
-
-// closeAll closes every connection (the drain timeout passed).
-func (o *ownConns) closeAll() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for c := range o.conns {
-		c.tcp.Close()
-	}
 }
 
 func (c *h1conn) series() collector.Series { return c.hc.Series() }
@@ -516,67 +414,8 @@ func bstr(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
-// handOff gives the connection, with the bytes read and not yet served,
-// to the listener's net/http server. The bytes are put below the counting
-// layer (httpstats.Conn), so that net/http's reads count them as today.
-func (c *h1conn) handOff() {
-	if c.hc != nil {
-		c.series().AddReading(-1)
-	}
-	pre := append([]byte(nil), c.buf[c.off:c.end]...)
-	if c.hc != nil {
-		c.hc.Conn = &prefixConn{Conn: c.hc.Conn, pre: pre}
-	} else {
-		c.lc.Conn = &prefixConn{Conn: c.lc.Conn, pre: pre}
-	}
-	// The loop's deadline is net/http's to set from here.
-	c.tcp.SetReadDeadline(time.Time{})
-	for {
-		s := c.l.cur.Load()
-		if s == nil {
-			c.lc.Close()
-			return
-		}
-		select {
-		case s.q.ch <- c.lc:
-			return
-		case <-s.q.done:
-			if c.l.cur.Load() == s {
-				c.lc.Close()
-				return
-			}
-		}
-	}
-}
-
-// prefixConn returns pre before reading from the connection.
-type prefixConn struct {
-	net.Conn
-	pre []byte
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.pre) > 0 {
-		n := copy(p, c.pre)
-		c.pre = c.pre[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
-func (c *prefixConn) NetConn() net.Conn { return c.Conn }
-
-// markHeard: the connection sent a byte (connLimit no longer evicts it).
-func (c *limitedConn) markHeard() {
-	if !c.heard.Load() && c.heard.CompareAndSwap(false, true) {
-		c.l.mu.Lock()
-		delete(c.l.quiet, c)
-		c.l.mu.Unlock()
-	}
-}
-
 // rawIO: the own loop reads and writes its sockets with rawConn.
-var rawIO = os.Getenv("IPNG_STATS_PROXY_RAWIO") != "0"
+const rawIO = true
 
 // read reads from the client.
 func (c *h1conn) read(p []byte) (int, error) {
@@ -641,22 +480,6 @@ func (c *h1conn) clientGone() bool {
 	return peekGone(c.tcp)
 }
 
-// peekGone: one non-blocking MSG_PEEK on the client's socket.
-func peekGone(tcp *net.TCPConn) bool {
-	rc, err := tcp.SyscallConn()
-	if err != nil {
-		return false
-	}
-	gone := false
-	var b [1]byte
-	// Control, not Read: the peek must work past the read deadline.
-	rc.Control(func(fd uintptr) {
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		gone = n == 0 && err == nil || err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR)
-	})
-	return gone
-}
-
 // errorResponse writes what http.Error writes, with Connection: close when
 // the connection ends after it.
 func (c *h1conn) errorResponse(status int) {
@@ -678,112 +501,4 @@ func (c *h1conn) errorResponse(status int) {
 	b = append(b, '\n')
 	c.out = b
 	c.writeRaw(b)
-}
-
-// forward proxies the parsed request (head of length hl at c.off) and
-// returns whether the connection can carry another request. It sets
-// c.status and moves c.off past the request.
-func (c *h1conn) forward(hl int) bool {
-	pl := c.l.pool.Load()
-	bodyLen := max(c.h.contentLength, 0)
-	headEnd := c.off + hl
-	inBuf := min(int64(c.end-headEnd), bodyLen)
-	body := c.buf[headEnd : headEnd+int(inBuf)]
-	c.off = headEnd + int(inBuf)
-	c.reqN = uint64(hl) + uint64(inBuf)
-	rest := bodyLen - inBuf // still to be read from the client
-	c.buildRequest(hl, bodyLen)
-	b := pl.pick()
-	for tries := 0; ; tries++ {
-		if b == nil {
-			c.close = c.close || rest > 0
-			c.errorResponse(http.StatusBadGateway)
-			return !c.close
-		}
-		c.backend = b.addr
-		b.active.Add(1)
-		ok, next := c.forwardTo(pl, b, body, rest, tries)
-		b.active.Add(-1)
-		if next == nil {
-			return ok
-		}
-		b = next
-	}
-}
-
-// forwardTo sends the request to b. next: a connection to b could not be
-// made and the request has no body: try that backend instead.
-func (c *h1conn) forwardTo(pl *pool, b *backend, body []byte, rest int64, tries int) (ok bool, next *backend) {
-	for attempt := 0; ; attempt++ {
-		uc, reused, err := b.conns.get(ctxBackground, attempt > 0)
-		if err != nil {
-			return c.upstreamFailed(pl, b, err, false, rest, tries)
-		}
-		// The request: head and the body bytes at hand, one writev.
-		_, err = uc.writev(c.out, body)
-		if err == nil && rest > 0 {
-			if err = c.copyBody(uc, rest); err != nil {
-				uc.c.Close()
-				var ce *clientError
-				if errors.As(err, &ce) {
-					return c.clientFailed(ce.err), nil
-				}
-				return c.upstreamFailed(pl, b, err, false, rest, tries)
-			}
-			rest = 0
-		}
-		var rh respHead
-		if err == nil {
-			c.waiting.Store(uc)
-			err = c.readResponseHead(uc, b.conns.timeout, &rh)
-			if !c.waiting.CompareAndSwap(uc, nil) {
-				// The watchdog found the client gone and cut the wait short.
-				uc.c.Close()
-				c.status = StatusClientClosed
-				return false, nil
-			}
-		}
-		if err != nil {
-			uc.c.Close()
-			if !reused || uc.read > 0 || isTimeout(err) {
-				return c.upstreamFailed(pl, b, err, false, rest, tries)
-			}
-			if attempt == 0 && rest == 0 && (uc.written == 0 || c.idempotent()) {
-				continue
-			}
-			return c.upstreamFailed(pl, b, &staleConnError{err}, true, rest, tries)
-		}
-		if time.Since(c.t0) > clientCheckAfter && c.clientGone() {
-			// The client left while the upstream worked (nginx's 499).
-			uc.c.Close()
-			c.status = StatusClientClosed
-			return false, nil
-		}
-		b.succeeded()
-		return c.relay(pl, b, uc, &rh), nil
-	}
-}
-
-// clientCheckAfter: a response that took longer than this is only sent
-// after a check that the client is still there (it costs a system call).
-const clientCheckAfter = 50 * time.Millisecond
-
-var ctxBackground = context.Background()
-
-// idempotent: GET, HEAD, OPTIONS, TRACE, PUT, DELETE or an Idempotency-Key
-// (replayable's rule).
-func (c *h1conn) idempotent() bool {
-	switch bstr(c.h.method) {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	found := false
-	forEachField(c.head(c.hlen)[c.h.start:], func(name, _ []byte) bool {
-		if asciiEqualFold(name, "Idempotency-Key") || asciiEqualFold(name, "X-Idempotency-Key") {
-			found = true
-			return false
-		}
-		return true
-	})
-	return found
 }
