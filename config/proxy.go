@@ -11,17 +11,17 @@ import (
 // proxy). Zero values mean the defaults documented in docs/config-guide.md;
 // package proxy applies them.
 type ProxyConfig struct {
-	Enabled        bool                 `yaml:"enabled"`
-	Listeners      []ProxyListener      `yaml:"listeners,omitempty" example:"{address: \":80\", upstream: web}"`
-	Upstreams      []ProxyUpstream      `yaml:"upstreams,omitempty" example:"{name: web, servers: [\"10.0.0.1:8080\"]}"`
-	Timeouts       ProxyTimeouts        `yaml:"timeouts,omitempty"`
-	MaxHeaderBytes int                  `yaml:"max_header_bytes,omitempty"`
-	MaxConnections int                  `yaml:"max_connections,omitempty"`
+	Enabled        bool            `yaml:"enabled"`
+	Listeners      []ProxyListener `yaml:"listeners,omitempty" example:"{address: \":80\", upstream: web}"`
+	Upstreams      []ProxyUpstream `yaml:"upstreams,omitempty" example:"{name: web, servers: [\"10.0.0.1:8080\"]}"`
+	Timeouts       ProxyTimeouts   `yaml:"timeouts,omitempty"`
+	MaxHeaderBytes int             `yaml:"max_header_bytes,omitempty"`
+	MaxConnections int             `yaml:"max_connections,omitempty"`
 	// HTTP1Loop picks what serves plaintext HTTP/1.1: "net_http" (the
 	// default) or "own" (the proxy's own serving loop, package proxy).
-	HTTP1Loop string `yaml:"http1_loop,omitempty"`
-	DrainTimeout   time.Duration        `yaml:"drain_timeout,omitempty"`
-	AccessLog      ProxyAccessLogConfig `yaml:"access_log,omitempty"`
+	HTTP1Loop    string               `yaml:"http1_loop,omitempty"`
+	DrainTimeout time.Duration        `yaml:"drain_timeout,omitempty"`
+	AccessLog    ProxyAccessLogConfig `yaml:"access_log,omitempty"`
 }
 
 // ProxyListener is one entry of proxy.listeners.
