@@ -8,7 +8,7 @@ PKGS      := ./...
 BENCHTIME ?= 1s
 FUZZTIME  ?= 2m
 # package:target of every fuzz target (docs/reliability.md).
-FUZZ      := config:FuzzParse nginxlog:FuzzParse exporter:FuzzQuery bindings:FuzzSpec proxy:FuzzParseHead
+FUZZ      := config:FuzzParse nginxlog:FuzzParse exporter:FuzzQuery bindings:FuzzSpec proxy:FuzzParseHead proxy:FuzzParseResponseHead
 
 # Packages Debian needs for building the BPF object, running every test and
 # packaging. `go build` alone needs none of them: the BPF object is committed.

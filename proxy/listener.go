@@ -49,6 +49,7 @@ type server struct {
 	// upgrade when its request's context is done).
 	upgrades sync.WaitGroup
 	base     context.CancelFunc
+	own      ownConns // connections of the own loop (settings.ownLoop)
 }
 
 type serverKey struct{}
@@ -58,6 +59,7 @@ type settings struct {
 	timeouts       config.ProxyTimeouts
 	maxHeaderBytes int
 	tls            bool
+	ownLoop        bool // plaintext HTTP/1.1 in the own loop (proxy.http1_loop own)
 }
 
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -69,7 +71,7 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // acceptLoop hands accepted connections to the current server until the
 // socket is closed.
-func (l *listener) acceptLoop(limit *connLimit, log func(string, ...any)) {
+func (l *listener) acceptLoop(p *Proxy) {
 	defer close(l.done)
 	var delay time.Duration
 	for {
@@ -79,12 +81,15 @@ func (l *listener) acceptLoop(limit *connLimit, log func(string, ...any)) {
 				return
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			log("accept failed", "address", l.addr, "err", err, "retry_in", delay)
+			p.log.Warn("accept failed", "address", l.addr, "err", err, "retry_in", delay)
 			time.Sleep(delay)
 			continue
 		}
 		delay = 0
-		if c = limit.admit(c); c == nil {
+		if c = p.limit.admit(c); c == nil {
+			continue
+		}
+		if s := l.cur.Load(); s != nil && s.settings.ownLoop && p.serveOwn(l, s, c) {
 			continue
 		}
 		if s := l.cur.Load(); s != nil && s.settings.tls {
@@ -188,8 +193,14 @@ func (p *Proxy) serve(s *server) {
 func drain(s *server, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	own := s.own.shutdown()
 	if err := s.srv.Shutdown(ctx); err != nil {
 		s.srv.Close()
+	}
+	select {
+	case <-own:
+	case <-ctx.Done():
+		s.own.closeAll()
 	}
 	done := make(chan struct{})
 	go func() { s.upgrades.Wait(); close(done) }()

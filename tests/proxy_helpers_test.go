@@ -165,6 +165,10 @@ func newProxyEnvWith(t *testing.T, mode string, backend, yamlOf func(*topo.Topo)
 
 func (e *proxyEnv) writeProxyConfig(proxyYAML string) {
 	r := strings.NewReplacer("%PORT%", strconv.Itoa(e.port), "%DOWN%", strconv.Itoa(e.down), "%BACKEND%", e.backend)
+	if loop := os.Getenv("IPNG_STATS_HTTP1_LOOP"); loop != "" {
+		// Run the proxy tests against another HTTP/1.1 serving loop.
+		proxyYAML = strings.Replace(proxyYAML, "proxy:\n", "proxy:\n  http1_loop: "+loop+"\n", 1)
+	}
 	if err := os.WriteFile(e.cfgPath, []byte(bindingsYAML+r.Replace(proxyYAML)), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
