@@ -17,8 +17,8 @@ type ProxyConfig struct {
 	Timeouts       ProxyTimeouts   `yaml:"timeouts,omitempty"`
 	MaxHeaderBytes int             `yaml:"max_header_bytes,omitempty"`
 	MaxConnections int             `yaml:"max_connections,omitempty"`
-	// HTTP1Loop picks what serves plaintext HTTP/1.1: "net_http" (the
-	// default) or "own" (the proxy's own serving loop, package proxy).
+	// HTTP1Loop picks what serves plaintext HTTP/1.1: "own" (the
+	// default: the proxy's own serving loop, package proxy) or "net_http".
 	HTTP1Loop    string               `yaml:"http1_loop,omitempty"`
 	DrainTimeout time.Duration        `yaml:"drain_timeout,omitempty"`
 	AccessLog    ProxyAccessLogConfig `yaml:"access_log,omitempty"`

@@ -31,8 +31,8 @@ const (
 )
 
 // defaultHTTP1Loop is proxy.http1_loop when unset. The tests run the
-// package once more with it set to "own" (IPNG_STATS_HTTP1_LOOP).
-var defaultHTTP1Loop = "net_http"
+// package once more with it set to "net_http" (IPNG_STATS_HTTP1_LOOP).
+var defaultHTTP1Loop = "own"
 
 // Deps are the proxy's collaborators, owned by the caller. A nil Collector
 // turns accounting (and the access log) off: connections are neither
