@@ -9,7 +9,8 @@ import (
 
 // refParse is the generic parser Parse replaced (a flat JSON object scanned
 // key by key, each key found with a switch): FuzzParse checks that Parse
-// answers exactly as it does.
+// answers exactly as it does. The value parsers (numbers, durations,
+// quotes) are Parse's own; addresses are checked against netip.
 // Keys may come in any order; unknown keys are skipped; values are JSON
 // strings or numbers (numbers may be quoted, as in the shipped log_format).
 func refParse(line []byte, r *Record) Problem {
@@ -17,11 +18,11 @@ func refParse(line []byte, r *Record) Problem {
 	var la, ra netip.Addr
 	var lp, rp uint64
 	seen := 0
-	i := refSkipSpace(line, 0)
+	i := skipSpace(line, 0)
 	if i >= len(line) || line[i] != '{' {
 		return Malformed
 	}
-	i = refSkipSpace(line, i+1)
+	i = skipSpace(line, i+1)
 	if i < len(line) && line[i] == '}' {
 		return refCheckEnd(line, i+1, MissingField)
 	}
@@ -30,11 +31,11 @@ func refParse(line []byte, r *Record) Problem {
 		if !ok {
 			return Malformed
 		}
-		j = refSkipSpace(line, j)
+		j = skipSpace(line, j)
 		if j >= len(line) || line[j] != ':' {
 			return Malformed
 		}
-		j = refSkipSpace(line, j+1)
+		j = skipSpace(line, j+1)
 		val, next, ok := refScanValue(line, j)
 		if !ok {
 			return Malformed
@@ -42,7 +43,7 @@ func refParse(line []byte, r *Record) Problem {
 		if p := refSet(r, key, val, &seen, &la, &ra, &lp, &rp); p != OK {
 			return p
 		}
-		i = refSkipSpace(line, next)
+		i = skipSpace(line, next)
 		if i >= len(line) {
 			return Malformed
 		}
@@ -52,7 +53,7 @@ func refParse(line []byte, r *Record) Problem {
 		if line[i] != ',' {
 			return Malformed
 		}
-		i = refSkipSpace(line, i+1)
+		i = skipSpace(line, i+1)
 	}
 	if p := refCheckEnd(line, i+1, OK); p != OK {
 		return p
@@ -76,48 +77,48 @@ func refSet(r *Record, key, val []byte, seen *int, la, ra *netip.Addr, lp, rp *u
 	)
 	switch string(key) {
 	case "server_addr":
-		bit, *la, ok = fServerAddr, refParseAddr(refUnquote(val)), true
+		bit, *la, ok = fServerAddr, refParseAddr(unquote(val)), true
 		ok = la.IsValid()
 	case "server_port":
 		bit = fServerPort
-		*lp, ok = refParseUint(refUnquote(val))
+		*lp, ok = parseUint(unquote(val))
 	case "remote_addr":
-		bit, *ra = fRemoteAddr, refParseAddr(refUnquote(val))
+		bit, *ra = fRemoteAddr, refParseAddr(unquote(val))
 		ok = ra.IsValid()
 	case "remote_port":
 		bit = fRemotePort
-		*rp, ok = refParseUint(refUnquote(val))
+		*rp, ok = parseUint(unquote(val))
 	case "status":
 		bit = fStatus
 		var s uint64
-		s, ok = refParseUint(refUnquote(val))
+		s, ok = parseUint(unquote(val))
 		ok = ok && s <= 999
 		r.Status = int(s)
 	case "request_length":
 		bit = fRequestLength
-		r.RequestBytes, ok = refParseUint(refUnquote(val))
+		r.RequestBytes, ok = parseUint(unquote(val))
 	case "bytes_sent":
 		bit = fBytesSent
-		r.ResponseBytes, ok = refParseUint(refUnquote(val))
+		r.ResponseBytes, ok = parseUint(unquote(val))
 	case "request_time":
 		bit = fRequestTime
-		r.RequestTime, ok = refParseSeconds(refUnquote(val))
+		r.RequestTime, ok = parseSeconds(unquote(val))
 	case "connection_time":
-		if v := refUnquote(val); len(v) > 0 {
-			r.ConnTime, ok = refParseSeconds(v)
+		if v := unquote(val); len(v) > 0 {
+			r.ConnTime, ok = parseSeconds(v)
 		}
 	case "msec":
-		if v := refUnquote(val); len(v) > 0 {
+		if v := unquote(val); len(v) > 0 {
 			var d time.Duration
-			d, ok = refParseSeconds(v)
+			d, ok = parseSeconds(v)
 			r.Msec = d.Milliseconds()
 		}
 	case "connection":
-		if v := refUnquote(val); len(v) > 0 {
-			r.Conn, ok = refParseUint(v)
+		if v := unquote(val); len(v) > 0 {
+			r.Conn, ok = parseUint(v)
 		}
 	case "host":
-		r.Host = refUnquote(val)
+		r.Host = unquote(val)
 	default:
 		return OK
 	}
@@ -179,65 +180,6 @@ func refScanValue(b []byte, i int) ([]byte, int, bool) {
 	return b[i:j], j, j > i
 }
 
-func refSkipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-func refUnquote(v []byte) []byte {
-	if len(v) >= 2 && v[0] == '"' {
-		return v[1 : len(v)-1]
-	}
-	return v
-}
-
-func refParseUint(b []byte) (uint64, bool) {
-	if len(b) == 0 || len(b) > 19 {
-		return 0, false
-	}
-	var n uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + uint64(c-'0')
-	}
-	return n, true
-}
-
-// refParseSeconds parses nginx's "s.mmm" (any number of decimals, up to ns).
-func refParseSeconds(b []byte) (time.Duration, bool) {
-	dot := len(b)
-	for i, c := range b {
-		if c == '.' {
-			dot = i
-			break
-		}
-	}
-	sec, ok := refParseUint(b[:dot])
-	if !ok || sec > 1<<33 {
-		return 0, false
-	}
-	d := time.Duration(sec) * time.Second
-	if dot == len(b) {
-		return d, true
-	}
-	frac := b[dot+1:]
-	if len(frac) == 0 || len(frac) > 9 {
-		return 0, false
-	}
-	f, ok := refParseUint(frac)
-	if !ok {
-		return 0, false
-	}
-	for n := len(frac); n < 9; n++ {
-		f *= 10
-	}
-	return d + time.Duration(f), true
-}
-
 // refParseAddr parses an IPv4 or IPv6 address (no zone) without allocating;
 // the invalid Addr means it did not parse.
 func refParseAddr(b []byte) netip.Addr {
@@ -259,7 +201,7 @@ func refParseAddr(b []byte) netip.Addr {
 }
 
 func refCheckEnd(line []byte, i int, p Problem) Problem {
-	if refSkipSpace(line, i) != len(line) {
+	if skipSpace(line, i) != len(line) {
 		return Malformed
 	}
 	return p
