@@ -87,18 +87,7 @@ func (a *accessLog) enabled() bool { return a != nil && (a.file != nil || a.tail
 // write logs e. It is called on the request's goroutine.
 func (a *accessLog) write(e *httpstats.Entry) {
 	var buf [512]byte
-	line := appendEntry(buf[:0], e)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
-		return
-	}
-	if a.w != nil {
-		a.w.Write(line)
-	}
-	if a.tail != nil {
-		a.tail.Send(line)
-	}
+	a.emit(appendEntry(buf[:0], e))
 }
 
 // rawRequest is a request of the own loop, for the access log: slices of
@@ -108,7 +97,11 @@ type rawRequest struct{ method, host, uri, ua []byte }
 // writeRaw is write for the own loop's requests (e.Request is nil).
 func (a *accessLog) writeRaw(e *httpstats.Entry, r *rawRequest) {
 	var buf [512]byte
-	line := appendEntryWith(buf[:0], e, r)
+	a.emit(appendEntryWith(buf[:0], e, r))
+}
+
+// emit writes one line to the file and the logtail target.
+func (a *accessLog) emit(line []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
