@@ -81,8 +81,7 @@ type h1conn struct {
 
 // h1Request is what the loop found in a head besides parseHead's results.
 type h1Request struct {
-	conn      [16][]byte // tokens of Connection
-	nconn     int
+	conn      connTokens
 	xff       [8][]byte
 	nxff      int
 	closeConn bool
@@ -299,20 +298,11 @@ func (c *h1conn) scanHead(hl int, rq *h1Request) {
 	forEachField(c.buf[c.off+h.start:c.off+hl], func(name, value []byte) bool {
 		switch {
 		case len(name) == 10 && asciiEqualFold(name, "Connection"):
-			for tok := range bytes.SplitSeq(value, []byte{','}) {
-				tok = trimOWS(tok)
-				if len(tok) == 0 {
-					continue
-				}
-				if asciiEqualFold(tok, "close") {
-					rq.closeConn = true
-				}
-				if rq.nconn == len(rq.conn) {
-					rq.unusual = true
-					return false
-				}
-				rq.conn[rq.nconn] = tok
-				rq.nconn++
+			closes, ok := rq.conn.add(value)
+			rq.closeConn = rq.closeConn || closes
+			if !ok {
+				rq.unusual = true
+				return false
 			}
 		case len(name) == 6 && asciiEqualFold(name, "Expect"):
 			rq.unusual = true
@@ -502,3 +492,32 @@ func (c *h1conn) errorResponse(status int) {
 	c.out = b
 	c.writeRaw(b)
 }
+
+// connTokens are the tokens of a head's Connection fields (RFC 9110 7.6.1),
+// in the head's buffer, at most 16 of them.
+type connTokens struct {
+	tok [16][]byte
+	n   int
+}
+
+// add takes the tokens of one Connection field value: whether one of them
+// is "close", and false when there are more tokens than it holds.
+func (t *connTokens) add(value []byte) (closes, ok bool) {
+	for tok := range bytes.SplitSeq(value, []byte{','}) {
+		tok = trimOWS(tok)
+		if len(tok) == 0 {
+			continue
+		}
+		if asciiEqualFold(tok, "close") {
+			closes = true
+		}
+		if t.n == len(t.tok) {
+			return closes, false
+		}
+		t.tok[t.n] = tok
+		t.n++
+	}
+	return closes, true
+}
+
+func (t *connTokens) list() [][]byte { return t.tok[:t.n] }

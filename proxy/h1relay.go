@@ -22,8 +22,7 @@ type respHead struct {
 	contentLength int64  // -1: none
 	chunked       bool
 	close         bool // the upstream closes the connection after it
-	conn          [16][]byte
-	nconn         int
+	conn          connTokens
 }
 
 var (
@@ -109,19 +108,10 @@ func parseRespHead(buf []byte, rh *respHead) (int, error) {
 			}
 			rh.chunked = true
 		case len(name) == 10 && asciiEqualFold(name, "Connection"):
-			for tok := range bytes.SplitSeq(value, []byte{','}) {
-				tok = trimOWS(tok)
-				if len(tok) == 0 {
-					continue
-				}
-				if asciiEqualFold(tok, "close") {
-					rh.close = true
-				}
-				if rh.nconn == len(rh.conn) {
-					return 0, errRespHead
-				}
-				rh.conn[rh.nconn] = tok
-				rh.nconn++
+			closes, ok := rh.conn.add(value)
+			rh.close = rh.close || closes
+			if !ok {
+				return 0, errRespHead
 			}
 		}
 	}
@@ -193,7 +183,7 @@ func (c *h1conn) relay(pl *pool, b *backend, uc *upConn, rh *respHead) bool {
 		c.close = true
 	}
 	// The head.
-	tokens := rh.conn[:rh.nconn]
+	tokens := rh.conn.list()
 	head, _ := uc.br.Peek(rh.n)
 	o := append(c.out[:0], "HTTP/1.1 "...)
 	o = append(o, rh.statusLine...)

@@ -129,7 +129,7 @@ func (c *h1conn) idempotent() bool {
 // writeRequest writes on the net/http path.
 func (c *h1conn) buildRequest(hl int, bodyLen int64) {
 	h := &c.h
-	tokens := c.rq.conn[:c.rq.nconn]
+	tokens := c.rq.conn.list()
 	b := c.out[:0]
 	b = append(b, h.method...)
 	b = append(b, ' ')
