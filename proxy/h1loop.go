@@ -112,9 +112,7 @@ func (p *Proxy) serveOwn(l *listener, s *server, c net.Conn) bool {
 	}
 	hcn := &h1conn{p: p, l: l, s: s, lc: lc, hc: hc, tcp: tcp}
 	hcn.state.Store(h1Active) // idle once it waits for a request
-	if rawIO {
-		hcn.raw = newRawConn(tcp)
-	}
+	hcn.raw = newRawConn(tcp) // nil when tcp has no file descriptor: then tcp's own Read and Write
 	if !s.own.add(hcn) {
 		return false
 	}
@@ -403,9 +401,6 @@ func bstr(b []byte) string {
 	}
 	return unsafe.String(&b[0], len(b))
 }
-
-// rawIO: the own loop reads and writes its sockets with rawConn.
-const rawIO = true
 
 // read reads from the client.
 func (c *h1conn) read(p []byte) (int, error) {

@@ -139,9 +139,7 @@ func (u *upstreamConns) get(ctx context.Context, fresh bool) (uc *upConn, reused
 		return nil, false, err
 	}
 	uc = &upConn{c: c}
-	if rawIO {
-		uc.raw = newRawConn(c)
-	}
+	uc.raw = newRawConn(c)
 	uc.br = bufio.NewReaderSize(uc, 16<<10)
 	uc.bw = bufio.NewWriterSize(uc, 8<<10)
 	return uc, false, nil
