@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -144,15 +143,7 @@ func TestConnsCommand(t *testing.T) {
 		}
 	}
 	// conns needs no privilege: run it as nobody.
-	out, err := e.ipngStats("/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-		"--", agentBin, "conns", "--config", e.cfgPath, "--bpf.pin-dir", e.pinDir, "-o", "json")
-	if err != nil {
-		t.Fatalf("conns as nobody: %v\n%s", err, out)
-	}
-	var rows []connRow
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("conns output: %v\n%s", err, out)
-	}
+	rows := e.conns(t, e.cfgPath, e.pinDir, true)
 	seen := map[string]bool{}
 	for _, r := range rows {
 		w, ok := want[r.Remote]
@@ -165,14 +156,14 @@ func TestConnsCommand(t *testing.T) {
 		}
 	}
 	if len(seen) != len(want) {
-		t.Errorf("conns listed %d of %d open connections; missing %v\n%s", len(seen), len(want),
+		t.Errorf("conns listed %d of %d open connections; missing %v\n%+v", len(seen), len(want),
 			slices.Collect(func(yield func(string) bool) {
 				for k := range want {
 					if !seen[k] && !yield(k) {
 						return
 					}
 				}
-			}), out)
+			}), rows)
 	}
 
 	// The table output, as an operator sees it, names device and tag.

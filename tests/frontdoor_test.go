@@ -70,23 +70,9 @@ func frontDoorMain() int {
 func (e *env) startFrontDoor(wantBPF bool) (*proc, int) {
 	e.t.Helper()
 	mport := e.topo.Srv.FreePort(e.t)
-	cmd := e.topo.Srv.Exec(context.Background(), os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=frontdoor", envConfig+"="+e.cfgPath,
+	cmd := helperCmd(e.topo.Srv, helperEnv+"=frontdoor", envConfig+"="+e.cfgPath,
 		envPort+"="+strconv.Itoa(e.port), envMetricsPort+"="+strconv.Itoa(mport))
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	p := e.start("frontdoor", cmd, true)
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		if want := fmt.Sprintf("ready bpf=%v\n", wantBPF); err == nil && line != want {
-			err = fmt.Errorf("first line %q, want %q", line, want)
-		}
-		ready <- err
-	}()
-	awaitReady(e.t, "front-door server", p, ready)
+	p := e.startReady("frontdoor", "front-door server", cmd, true, fmt.Sprintf("ready bpf=%v", wantBPF), nil)
 	return p, mport
 }
 

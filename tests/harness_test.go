@@ -180,37 +180,62 @@ func (p *proc) awaitRunning(t *testing.T, msg string) {
 // startTagServer runs the tag server in srv's namespace and the test cgroup.
 func (e *env) startTagServer(mode string) *proc {
 	e.t.Helper()
-	cmd := e.topo.Srv.Exec(context.Background(), os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=tagserver", envMode+"="+mode, envPins+"="+e.pinDir,
+	cmd := helperCmd(e.topo.Srv, helperEnv+"=tagserver", envMode+"="+mode, envPins+"="+e.pinDir,
 		envConfig+"="+e.cfgPath, envPort+"="+strconv.Itoa(e.port))
+	return e.startReady("tagserver-"+mode, "tag server", cmd, true, "ready", nil)
+}
+
+// helperCmd runs this test binary as a helper process (chosen by env, e.g.
+// helperEnv+"=tagserver") in ns (nil: the root namespace).
+func helperCmd(ns *topo.NS, env ...string) *exec.Cmd {
+	var cmd *exec.Cmd
+	if ns == nil {
+		cmd = exec.Command(os.Args[0], "-test.run=^$")
+	} else {
+		cmd = ns.Exec(context.Background(), os.Args[0], "-test.run=^$")
+	}
+	cmd.Env = append(os.Environ(), env...)
+	return cmd
+}
+
+// startReady starts a helper as start does and waits (bounded) until the
+// first line it prints is ready; it passes each later line to then (nil:
+// they are read and dropped).
+func (e *env) startReady(name, label string, cmd *exec.Cmd, inCgroup bool, ready string, then func(line string)) *proc {
+	e.t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	p := e.start("tagserver-"+mode, cmd, true)
-	ready := make(chan error, 1)
+	p := e.start(name, cmd, inCgroup)
+	first := make(chan error, 1)
 	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		if err == nil && line != "ready\n" {
-			err = fmt.Errorf("unexpected first line %q", line)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		if !sc.Scan() {
+			first <- fmt.Errorf("no first line (%v)", sc.Err())
+			return
 		}
-		ready <- err
+		if sc.Text() != ready {
+			first <- fmt.Errorf("first line %q, want %q", sc.Text(), ready)
+			return
+		}
+		first <- nil
+		for sc.Scan() {
+			if then != nil {
+				then(sc.Text())
+			}
+		}
 	}()
-	awaitReady(e.t, "tag server", p, ready)
-	return p
-}
-
-// awaitReady waits (bounded) for a helper's first line check on ready.
-func awaitReady(t *testing.T, name string, p *proc, ready <-chan error) {
-	t.Helper()
 	select {
-	case err := <-ready:
+	case err := <-first:
 		if err != nil {
-			t.Fatalf("%s: %v\n%s", name, err, p.out.String())
+			e.t.Fatalf("%s: %v\n%s", label, err, p.out.String())
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatalf("%s not ready\n%s", name, p.out.String())
+		e.t.Fatalf("%s not ready\n%s", label, p.out.String())
 	}
+	return p
 }
 
 // reply is the tag server's answer for one connection.

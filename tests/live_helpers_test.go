@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 	"github.com/ipng/ipng-stats/internal/testenv/topo"
 )
@@ -35,14 +34,7 @@ func newLiveEnv(t *testing.T) *liveEnv {
 	e.agent = e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", e.cfgPath,
 		"--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir, "--attribution.mode", "bpf",
 		"--web.listen-address", "127.0.0.1:9113"), true)
-	testenv.Eventually(t, 10*time.Second, func() bool {
-		select {
-		case <-e.agent.done:
-			t.Fatalf("agent exited: %v\n%s", e.agent.err, e.agent.out.String())
-		default:
-		}
-		return strings.Contains(e.agent.out.String(), `msg="agent running"`)
-	}, "agent running")
+	e.agent.awaitRunning(t, `msg="agent running"`)
 	e.base = "http://127.0.0.1:9113"
 	return e
 }

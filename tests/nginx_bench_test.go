@@ -116,8 +116,7 @@ http {
 		return reqs, after - before - 1 // minus the first stub_status request
 	}
 
-	helper := tp.Srv.Exec(context.Background(), os.Args[0], "-test.run=^$")
-	helper.Env = append(os.Environ(), envNginxHelper+"=1", envPins+"="+pinDir, envConfig+"="+cfg, envNginxState+"="+strconv.Itoa(statePort))
+	helper := helperCmd(tp.Srv, envNginxHelper+"=1", envPins+"="+pinDir, envConfig+"="+cfg, envNginxState+"="+strconv.Itoa(statePort))
 	bg("helper", helper, false)
 	testenv.Eventually(b, 30*time.Second, func() bool { _, err := helperState(tp, statePort); return err == nil }, "helper")
 	cpu0 := procCPU(helper.Process.Pid)

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -182,39 +181,22 @@ func (n *nginxEnv) signalNginx(sig string) {
 // startHelper starts the ingest helper and waits until it consumes.
 func (n *nginxEnv) startHelper() *proc {
 	n.t.Helper()
-	cmd := n.topo.Srv.Exec(context.Background(), os.Args[0], "-test.run=^$")
+	ns := n.topo.Srv
 	if n.helperInRoot {
-		cmd = exec.Command(os.Args[0], "-test.run=^$")
+		ns = nil
 	}
-	cmd.Env = append(os.Environ(), envNginxHelper+"=1", envPins+"="+n.pinDir, envConfig+"="+n.helperCfg,
+	cmd := helperCmd(ns, envNginxHelper+"=1", envPins+"="+n.pinDir, envConfig+"="+n.helperCfg,
 		envNginxState+"="+strconv.Itoa(n.statePort))
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	p := n.start("nginx-helper", cmd, false)
-	ready := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		if !sc.Scan() || sc.Text() != "ready" {
-			ready <- fmt.Errorf("unexpected first line %q", sc.Text())
-			return
-		}
-		ready <- nil
-		for sc.Scan() {
-			if s, ok := strings.CutPrefix(sc.Text(), "final "); ok {
-				var st nginxState
-				if json.Unmarshal([]byte(s), &st) == nil {
-					n.mu.Lock()
-					n.finals = append(n.finals, st)
-					n.mu.Unlock()
-				}
+	return n.startReady("nginx-helper", "nginx helper", cmd, false, "ready", func(line string) {
+		if s, ok := strings.CutPrefix(line, "final "); ok {
+			var st nginxState
+			if json.Unmarshal([]byte(s), &st) == nil {
+				n.mu.Lock()
+				n.finals = append(n.finals, st)
+				n.mu.Unlock()
 			}
 		}
-	}()
-	awaitReady(n.t, "nginx helper", p, ready)
-	return p
+	})
 }
 
 // state asks the running helper for its counters.

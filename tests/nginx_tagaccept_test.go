@@ -57,9 +57,7 @@ func (a *ingestAgent) start() {
 	a.n.t.Helper()
 	a.proc = a.n.start("agent-nginx", a.n.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", a.cfg,
 		"--bpf.cgroup", a.n.cg.Path, "--bpf.pin-dir", a.pins, "--web.listen-address", ingestAgentAddr), false)
-	testenv.Eventually(a.n.t, 10*time.Second, func() bool {
-		return strings.Contains(a.proc.out.String(), `msg="agent running"`)
-	}, "agent running")
+	a.proc.awaitRunning(a.n.t, `msg="agent running"`)
 }
 
 // reload rewrites the configuration and waits until the agent applied it.
@@ -135,14 +133,8 @@ func TestNginxTagAtAccept(t *testing.T) {
 	send("eth1", 6)
 	a.reload(eth1Tag("tag1-new"))
 	send("eth1", 4)
-	out, err := n.ipngStats("/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-		"--", agentBin, "conns", "--config", a.cfg, "--bpf.pin-dir", a.pins, "-o", "json")
-	if err != nil {
-		t.Fatalf("conns: %v\n%s", err, out)
-	}
-	var rows []connRow
-	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 1 || rows[0].SourceTag != "tag1" || rows[0].Device != "eth1" {
-		t.Errorf("conns after the reload: %v %+v, want the kept-alive connection under tag1 on eth1", err, rows)
+	if rows := n.conns(t, a.cfg, a.pins, true); len(rows) != 1 || rows[0].SourceTag != "tag1" || rows[0].Device != "eth1" {
+		t.Errorf("conns after the reload: %+v, want the kept-alive connection under tag1 on eth1", rows)
 	}
 	n.signalNginx("reopen")
 	want["tag1 "+vip+" 2xx"] += 7

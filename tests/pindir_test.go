@@ -120,17 +120,29 @@ func exists(p string) bool {
 // connRows runs `ipng-stats conns -o json` and returns its rows by remote address.
 func connRows(t *testing.T, e *env) map[string]connRow {
 	t.Helper()
-	out, err := e.ipngStats("conns", "--config", e.cfgPath, "--bpf.pin-dir", e.pinDir, "-o", "json")
-	if err != nil {
-		t.Fatalf("conns: %v", err)
-	}
-	var rows []connRow
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("conns: %v\n%s", err, out)
-	}
 	m := map[string]connRow{}
-	for _, r := range rows {
+	for _, r := range e.conns(t, e.cfgPath, e.pinDir, false) {
 		m[r.Remote] = r
 	}
 	return m
+}
+
+// conns runs `ipng-stats conns -o json` on the config and pins given, as
+// nobody (no capability, no group) where asNobody: conns needs no
+// privilege. It returns the rows.
+func (e *env) conns(t *testing.T, cfg, pins string, asNobody bool) []connRow {
+	t.Helper()
+	args := []string{agentBin, "conns", "--config", cfg, "--bpf.pin-dir", pins, "-o", "json"}
+	if asNobody {
+		args = append([]string{"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"}, args...)
+	}
+	out, err := e.ipngStats(args...)
+	if err != nil {
+		t.Fatalf("conns (as nobody %v): %v\n%s", asNobody, err, out)
+	}
+	var rows []connRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("conns output: %v\n%s", err, out)
+	}
+	return rows
 }

@@ -142,14 +142,7 @@ func newProxyEnvWith(t *testing.T, mode string, backend, yamlOf func(*topo.Topo)
 	}
 	e.proc = e.start("proxy", e.topo.Srv.Exec(context.Background(), agentBin, "proxy", "--config", e.cfgPath,
 		"--attribution.mode", mode, "--bpf.pin-dir", e.pinDir, "--web.listen-address", fmt.Sprintf("127.0.0.1:%d", e.web)), mode == "bpf")
-	testenv.Eventually(t, 10*time.Second, func() bool {
-		select {
-		case <-e.proc.done:
-			t.Fatalf("proxy exited: %v\n%s", e.proc.err, e.proc.out.String())
-		default:
-		}
-		return strings.Contains(e.proc.out.String(), `msg="proxy command running"`)
-	}, "proxy running")
+	e.proc.awaitRunning(t, `msg="proxy command running"`)
 	// The metrics port is bound just after that line: tests read it first.
 	testenv.Eventually(t, 10*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
