@@ -144,38 +144,45 @@ func progStats(b *testing.B, progs ...*ebpf.Program) (runs uint64, ns time.Durat
 }
 
 // hsRounds is how many measured rounds BenchmarkHandshakePrograms runs per
-// mode, after one discarded warm-up round: a multiple of 6, so that every
+// mode, after one discarded warm-up round: a multiple of 4, so that every
 // arm takes every position of the round equally often (hsOrders).
 var hsRounds = map[bool]int{false: 12, true: 24}
 
-// hsOrders are the six orders of the three arms; round r uses
-// hsOrders[r%6], so over 6 rounds each arm runs first, second and third
-// twice and follows each other arm as often as it precedes it: a drift of
-// the machine during the run falls on every arm alike.
-var hsOrders = [6][3]int{{0, 1, 2}, {2, 1, 0}, {1, 2, 0}, {0, 2, 1}, {2, 0, 1}, {1, 0, 2}}
+// hsOrders is a Williams square for the four arms of
+// BenchmarkHandshakePrograms: round r runs them in the order hsOrders[r%4].
+// Over 4 rounds each arm runs once in each position and follows each other
+// arm exactly once, so a drift of the machine during the run, and whatever
+// one arm leaves behind for the next (a detach finishing), falls on every
+// arm alike.
+var hsOrders = [4][4]int{{0, 1, 3, 2}, {1, 2, 0, 3}, {2, 3, 1, 0}, {3, 0, 2, 1}}
 
-// hsCPUs are the CPUs wrk and nginx are pinned to (taskset), the same for
-// every arm: without pinning the scheduler moves both between the two
-// vCPUs from round to round, which alone changes the req/s by ±15 %.
+// hsOrders3 are the six orders of three arms (BenchmarkHandshakeProgramCost).
+var hsOrders3 = [6][3]int{{0, 1, 2}, {2, 1, 0}, {1, 2, 0}, {0, 2, 1}, {2, 0, 1}, {1, 0, 2}}
+
+// The CPUs wrk and nginx are pinned to (taskset), the same for every arm:
+// left to the scheduler, both move between the two vCPUs from run to run,
+// and with them where the softirq work of each direction runs.
 const hsWrkCPU, hsNginxCPU = "0", "1"
 
 // BenchmarkHandshakePrograms measures what the handshake tc programs cost
 // nginx (docs/benchmarks.md): nginx (1 worker, `return 200`, pinned to CPU
 // 1) in srv, wrk (1 thread, 32 connections, 2 s, pinned to CPU 0) from c1
-// over the bound veth eth1, in three arms: without programs on eth1
+// over the bound veth eth1, in four arms: without programs on eth1
 // ("without"), with the handshake programs attached to it ("handshake"),
-// and with a pair of programs that only return attached the same way
-// ("noop", the control: the cost of having tcx programs at all). Per mode
-// (keep-alive, then a new connection per request) one warm-up round is
-// discarded and hsRounds rounds follow, the order of the arms cycling
-// through all six permutations. Each round gives a ratio per arm against
-// "without" of the same round; the figures are the median of these ratios,
-// their interquartile range and a bootstrap 95 % interval of the median.
-// Beside req/s it reports the CPU time (all CPUs, from /proc/stat) per
-// request, and the hypervisor's steal time. The kernel's BPF statistics
-// stay off: they add two clock reads to every run of an attached program,
-// which would be charged to the programs (BenchmarkHandshakeProgramCost
-// measures them). It runs once whatever b.N is; use -benchtime 1x.
+// with a pair of programs that only return attached the same way ("noop":
+// the cost of having tcx programs on the device at all), and without
+// programs again ("without again": an A/A control, the same configuration
+// as "without", whose ratio to it shows what the method resolves). Per
+// mode (keep-alive, then a new connection per request) one warm-up round
+// is discarded and hsRounds rounds follow, in the orders of hsOrders. Each
+// round gives a ratio per arm against "without" of the same round (and
+// handshake ÷ noop); the figures are the median of these ratios, their
+// interquartile range and a bootstrap 95 % interval of the median. Beside
+// req/s it reports the CPU time (all CPUs, from /proc/stat) per request.
+// The kernel's BPF statistics must stay off (they add two clock reads to
+// every run of an attached program, BenchmarkHandshakeProgramCost measures
+// them): the benchmark fails if the programs' run counters move. It runs
+// once whatever b.N is; use -benchtime 1x.
 //
 //	go test -run '^$' -bench 'HandshakePrograms$' -benchtime 1x ./tests/
 func BenchmarkHandshakePrograms(b *testing.B) {
@@ -186,45 +193,63 @@ func BenchmarkHandshakePrograms(b *testing.B) {
 	noopIn, noopOut := h.noopProg(b), h.noopProg(b)
 	type arm struct {
 		name   string
+		progs  []*ebpf.Program
 		attach func() (detach func())
 		runs   []wrkRun
 	}
+	none := func() func() { return func() {} }
 	for _, close := range []bool{false, true} {
 		arms := []*arm{
-			{name: "without", attach: func() func() { return func() {} }},
-			{name: "handshake", attach: func() func() {
+			{name: "without", attach: none},
+			{name: "handshake", progs: h.m.TCPrograms(), attach: func() func() {
 				h.attach(b, true)
 				return func() { h.attach(b, false) }
 			}},
-			{name: "noop", attach: func() func() { return h.attachPair(b, noopIn, noopOut) }},
+			{name: "noop", progs: []*ebpf.Program{noopIn, noopOut}, attach: func() func() { return h.attachPair(b, noopIn, noopOut) }},
+			{name: "without again", attach: none},
 		}
 		mode := "keep-alive"
 		if close {
 			mode = "new connection per request"
 		}
-		var ratios, noopRatios, cpuRatios, noopCPURatios []float64
+		type series struct {
+			name string
+			v    []float64
+		}
+		ratios := []*series{{name: "handshake ÷ without, req/s"}, {name: "noop ÷ without, req/s"},
+			{name: "without again ÷ without, req/s (A/A)"}, {name: "handshake ÷ noop, req/s"},
+			{name: "handshake ÷ without, CPU per request"}, {name: "noop ÷ without, CPU per request"},
+			{name: "without again ÷ without, CPU per request (A/A)"}}
 		for round := -1; round < hsRounds[close]; round++ {
-			var got [3]wrkRun
-			for _, i := range hsOrders[(round+6)%6] {
-				detach := arms[i].attach()
+			var got [4]wrkRun
+			for _, i := range hsOrders[(round+4)%4] {
+				a := arms[i]
+				detach := a.attach()
+				r0, _ := progStats(b, a.progs...)
 				got[i] = h.wrk(b, close)
+				r1, _ := progStats(b, a.progs...)
 				detach()
+				if r1 != r0 {
+					b.Fatalf("%s: the programs' run counter moved (%d runs): the kernel's BPF statistics are on (another process holds them)", a.name, r1-r0)
+				}
 			}
 			if round < 0 {
-				b.Logf("%s: warm-up round (discarded): without %.0f, handshake %.0f, noop %.0f req/s", mode, got[0].rps, got[1].rps, got[2].rps)
+				b.Logf("%s: warm-up round (discarded): without %.0f, handshake %.0f, noop %.0f, without again %.0f req/s",
+					mode, got[0].rps, got[1].rps, got[2].rps, got[3].rps)
 				continue
 			}
 			for i := range arms {
 				arms[i].runs = append(arms[i].runs, got[i])
 			}
-			off, on, nop := got[0], got[1], got[2]
-			ratios, noopRatios = append(ratios, on.rps/off.rps), append(noopRatios, nop.rps/off.rps)
-			cpuRatios, noopCPURatios = append(cpuRatios, on.cpuPerReq()/off.cpuPerReq()), append(noopCPURatios, nop.cpuPerReq()/off.cpuPerReq())
-			b.Logf("%s round %2d: TIME_WAIT sockets: srv %d, c1 %d", mode, round, timeWait(b, h.tp.Srv), timeWait(b, h.tp.C1))
-			b.Logf("%s round %2d %v: req/s without %.0f, handshake %.0f, noop %.0f; ratio %.3f, noop %.3f; CPU µs/req %.2f %.2f %.2f; busy %.0f%% %.0f%% %.0f%%, steal %.1f%% %.1f%% %.1f%%",
-				mode, round, hsOrders[round%6], off.rps, on.rps, nop.rps, on.rps/off.rps, nop.rps/off.rps,
-				off.cpuPerReq()*1e6, on.cpuPerReq()*1e6, nop.cpuPerReq()*1e6,
-				off.busyPct(), on.busyPct(), nop.busyPct(), off.stealPct(), on.stealPct(), nop.stealPct())
+			for i, v := range []float64{got[1].rps / got[0].rps, got[2].rps / got[0].rps, got[3].rps / got[0].rps, got[1].rps / got[2].rps,
+				got[1].cpuPerReq() / got[0].cpuPerReq(), got[2].cpuPerReq() / got[0].cpuPerReq(), got[3].cpuPerReq() / got[0].cpuPerReq()} {
+				ratios[i].v = append(ratios[i].v, v)
+			}
+			b.Logf("%s round %2d %v: req/s %.0f %.0f %.0f %.0f; ratios %.3f %.3f %.3f; CPU µs/req %.2f %.2f %.2f %.2f; busy %.0f%%; TIME_WAIT srv %d, c1 %d",
+				mode, round, hsOrders[round%4], got[0].rps, got[1].rps, got[2].rps, got[3].rps,
+				ratios[0].v[round], ratios[1].v[round], ratios[2].v[round],
+				got[0].cpuPerReq()*1e6, got[1].cpuPerReq()*1e6, got[2].cpuPerReq()*1e6, got[3].cpuPerReq()*1e6,
+				got[0].busyPct(), timeWait(b, h.tp.Srv), timeWait(b, h.tp.C1))
 		}
 		for _, a := range arms {
 			var rps, cpu, steal []float64
@@ -234,18 +259,15 @@ func BenchmarkHandshakePrograms(b *testing.B) {
 			b.Logf("%s, %s: median %.0f req/s (IQR %.0f–%.0f), CPU %.2f µs/req, steal %.1f%%", mode, a.name,
 				quantile(rps, 0.5), quantile(rps, 0.25), quantile(rps, 0.75), quantile(cpu, 0.5), quantile(steal, 0.5))
 		}
-		for _, r := range []struct {
-			name string
-			v    []float64
-		}{{"handshake ÷ without, req/s", ratios}, {"noop ÷ without, req/s", noopRatios},
-			{"handshake ÷ without, CPU per request", cpuRatios}, {"noop ÷ without, CPU per request", noopCPURatios}} {
+		for _, r := range ratios {
 			lo, hi := bootstrapMedian(r.v)
 			b.Logf("%s, %s: median %.3f, IQR %.3f–%.3f, bootstrap 95%% interval of the median %.3f–%.3f, min %.3f, max %.3f (%d rounds)",
 				mode, r.name, quantile(r.v, 0.5), quantile(r.v, 0.25), quantile(r.v, 0.75), lo, hi, slices.Min(r.v), slices.Max(r.v), len(r.v))
 		}
 		unit := map[bool]string{false: "keepalive", true: "close"}[close]
-		b.ReportMetric(quantile(ratios, 0.5), unit+"-ratio")
-		b.ReportMetric(quantile(noopRatios, 0.5), unit+"-noop-ratio")
+		b.ReportMetric(quantile(ratios[0].v, 0.5), unit+"-ratio")
+		b.ReportMetric(quantile(ratios[1].v, 0.5), unit+"-noop-ratio")
+		b.ReportMetric(quantile(ratios[2].v, 0.5), unit+"-aa-ratio")
 	}
 }
 
@@ -437,7 +459,7 @@ func BenchmarkHandshakeProgramCost(b *testing.B) {
 			{name: "touch", progs: []*ebpf.Program{touchIn, touchOut}, attach: func() func() { return attachPair(touchIn, touchOut) }},
 		}
 		for round := range 6 {
-			for _, i := range hsOrders[round] {
+			for _, i := range hsOrders3[round] {
 				c := configs[i]
 				detach := c.attach()
 				r0, t0 := progStats(b, c.progs...)
