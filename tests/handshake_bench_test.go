@@ -534,7 +534,7 @@ func BenchmarkHandshakeProfile(b *testing.B) {
 			files[a.name] = append(files[a.name], f)
 		}
 	}
-	hook := regexp.MustCompile(`tcx|sch_handle|bpf_prog|bpf_mprog|ipng_|tc_run|bpf_skb|htab|lru|__bpf`)
+	hook := regexp.MustCompile(`tcx|sch_handle|bpf_prog|bpf_mprog|ipng_|tc_run|bpf_skb|htab|bpf_lru|__bpf`)
 	for _, a := range arms {
 		for _, f := range files[a.name] {
 			out, err := exec.Command("perf", "report", "-i", f, "--stdio", "--no-children", "--sort", "sym", "-q", "--percent-limit", "0.01").CombinedOutput()
