@@ -50,6 +50,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "skops_addrs.h"
+#include "ipng_stamp.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -70,12 +71,6 @@ struct sock {
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
-// Where a stamp's ifindex came from.
-enum ipng_source {
-	IPNG_SOURCE_SKB = 1,    // skb_iif of the skb that completed the handshake
-	IPNG_SOURCE_RX_DST = 2, // the socket's cached input route (sk_rx_dst_ifindex)
-};
-
 enum ipng_counter {
 	IPNG_CNT_STAMPED = 0,        // accepted sockets stamped with an ifindex
 	IPNG_CNT_SKB_MISSING,        // no skb in the callback; fell back to sk_rx_dst_ifindex
@@ -91,32 +86,10 @@ enum ipng_counter {
 	IPNG_CNT_MAX,
 };
 
-struct ipng_tuple {
-	__u64 netns_cookie;
-	__u8 local_addr[16];  // IPv4 stored v4-mapped (::ffff:a.b.c.d)
-	__u8 remote_addr[16];
-	__u16 local_port;     // host byte order
-	__u16 remote_port;    // host byte order
-	__u32 _pad;
-};
-
 // ipng_tuple_ring: one stamped 4-tuple.
 struct ipng_ring_slot {
 	__u64 hash;           // tuple_hash of the ipng_by_tuple key
 	__u64 seq;            // 1 + the stamp's sequence number; 0: never written
-};
-
-struct ipng_stamp {
-	struct ipng_tuple tuple;
-	__u64 cookie;         // socket cookie
-	__u64 stamped_ns;     // CLOCK_MONOTONIC (bpf_ktime_get_ns) at accept
-	__u32 ifindex;        // ingress interface
-	enum ipng_source source;
-	__u8 family;          // IP version of the connection: 4 or 6 (v4-mapped is 4)
-	__u8 bound;           // 1: a binding matched at accept; 0: default tag (or tag_id 0)
-	__u16 series;         // index of the connection's series in ipng_conns; 0: not counted
-	__u32 tag_id;         // tag at accept (ipng_tag_names); 0: not known at accept
-	char device[16];      // interface name at accept; "" when tag_id is 0
 };
 
 #define IPNG_NAME_LEN 64

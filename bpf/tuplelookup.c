@@ -16,37 +16,17 @@
 // A syscall program runs only when user space asks (BPF_PROG_TEST_RUN); it
 // is attached to nothing and costs the host's servers nothing.
 //
-// ipng_by_tuple is replaced at load time by the agent's map (the layouts
-// below are sockops.c's; loader tests compare them).
+// ipng_by_tuple is replaced at load time by the agent's map; its key and
+// value are sockops.c's (bpf/ipng_stamp.h).
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "ipng_stamp.h"
+
 char __license[] SEC("license") = "GPL";
 
 #define IPNG_LOOKUP_BATCH 256
-
-struct ipng_tuple {
-	__u64 netns_cookie;
-	__u8 local_addr[16];
-	__u8 remote_addr[16];
-	__u16 local_port;
-	__u16 remote_port;
-	__u32 _pad;
-};
-
-struct ipng_stamp {
-	struct ipng_tuple tuple;
-	__u64 cookie;
-	__u64 stamped_ns;
-	__u32 ifindex;
-	__u32 source;
-	__u8 family;
-	__u8 bound;
-	__u8 _pad[2];
-	__u32 tag_id;
-	char device[16];
-};
 
 // One key and, after the run, its stamp.
 struct ipng_lookup_slot {
