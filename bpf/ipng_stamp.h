@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //
 // ipng_stamp.h: the stamp of one accepted socket and the 4-tuple key it is
-// found by (shared by sockops.c, which writes them, and tuplelookup.c, which
-// copies them out for the agent; include after <linux/bpf.h>).
+// found by (sockops.c writes them; loader reads them through bpf2go's types
+// and, for the nginx ingest, from the memory-mapped ring of stamps; include
+// after <linux/bpf.h>).
 
 #ifndef IPNG_STAMP_H
 #define IPNG_STAMP_H
