@@ -37,8 +37,10 @@ type Maps struct {
 	owned                             bool
 }
 
-// OpenPinned opens the maps pinned in dir read-only. It needs no capability
-// once the pins are readable (the agent makes them 0644).
+// OpenPinned opens the maps pinned in dir read-only (the ring of stamps for
+// the nginx ingest read-write when the caller may: see NewTupleStamps). It
+// needs no capability once the pins are readable (the agent makes them
+// 0644).
 func OpenPinned(dir string) (*Maps, error) {
 	m := &Maps{owned: true}
 	ro := &ebpf.LoadPinOptions{ReadOnly: true}
@@ -47,7 +49,22 @@ func OpenPinned(dir string) (*Maps, error) {
 		dst  **ebpf.Map
 	}{{PinSk, &m.Sk}, {PinByCookie, &m.ByCookie}, {PinTupleStamps, &m.TupleStamps}, {PinCounters, &m.Counters},
 		{PinTagNames, &m.TagNames}, {PinSeries, &m.Series}, {PinConns, &m.Conns}, {PinTupleRing, &m.TupleRing}, {PinTupleHead, &m.TupleHead}} {
-		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
+		var (
+			mp  *ebpf.Map
+			err error
+		)
+		if t.name == PinTupleStamps {
+			// Mapping the ring of stamps into memory (NewTupleStamps)
+			// needs a writable descriptor, though nothing writes it: a
+			// read-only one cannot be mapped shared. Read-only for
+			// callers that may not write the pin (`conns` as a user).
+			mp, err = ebpf.LoadPinnedMap(filepath.Join(dir, t.name), nil)
+			if errors.Is(err, os.ErrPermission) {
+				mp, err = ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
+			}
+		} else {
+			mp, err = ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
+		}
 		if errors.Is(err, os.ErrPermission) {
 			m.Close()
 			return nil, fmt.Errorf("opening pinned map %s: %w (the pins are world-readable, but systemd mounts %s with mode 0700: run as root, or make it traversable with chmod o+x %s)", t.name, err, DefaultBPFFS, DefaultBPFFS)

@@ -39,7 +39,9 @@ type TupleStamps struct {
 // kernel rounds array values up to 8 bytes).
 const stampSlotSize = (unsafe.Sizeof(ipngbpf.SockopsIpngStampSlot{}) + 7) &^ 7
 
-// NewTupleStamps maps the ring of stamps into memory. Close it after use.
+// NewTupleStamps maps the ring of stamps into memory, read-only; the
+// kernel maps a BPF array shared only through a writable descriptor
+// (Program.Maps, or OpenPinned as root). Close it after use.
 func (m *Maps) NewTupleStamps() (*TupleStamps, error) {
 	if m.TupleStamps == nil || m.TupleHead == nil {
 		return nil, errNoTuples
