@@ -65,7 +65,11 @@ const DefaultTupleStamps = 262144
 
 // mapPins are the pins of every map, in the order Detach removes them.
 var mapPins = []string{PinSk, PinByCookie, PinTupleStamps, PinCounters, PinIfaces, PinIfaceSlots, PinTagNames, PinConns,
-	PinSeries, PinSeriesNext, PinTupleRing, PinTupleHead, pinEvents, pinByTuple}
+	PinSeries, PinSeriesNext, PinTupleRing, PinTupleHead}
+
+// stalePins are the pins of maps of earlier versions that nothing reads
+// any more; Load and Detach remove them.
+var stalePins = []string{pinEvents, pinByTuple}
 
 // seriesPins are replaced together (see loadObjects).
 var seriesPins = []string{PinSeries, PinSeriesNext, PinConns, PinByCookie, PinSk}
@@ -274,7 +278,7 @@ func (p *Program) loadObjects(spec *ebpf.CollectionSpec) error {
 	// A ring buffer pinned by a version before in-kernel counting, and a
 	// 4-tuple LRU map of a version before the ring of stamps, have no
 	// reader any more.
-	for _, stale := range []string{pinEvents, pinByTuple} {
+	for _, stale := range stalePins {
 		if rerr := os.Remove(filepath.Join(p.cfg.PinDir, stale)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			return fmt.Errorf("removing stale pin: %w", rerr)
 		}
@@ -409,7 +413,7 @@ func (p *Program) Close() error {
 // pins are not an error.
 func Detach(pinDir string) error {
 	var errs []error
-	for _, name := range slices.Concat([]string{PinLink}, mapPins, otherPins) {
+	for _, name := range slices.Concat([]string{PinLink}, mapPins, stalePins, otherPins) {
 		if err := os.Remove(filepath.Join(pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("removing pin: %w", err))
 		}
