@@ -17,17 +17,20 @@
 //                   sk_enabled is set (the agent fronts servers itself with
 //                   BPF attribution): creating socket storage is the most
 //                   expensive step of a stamp (an allocation per socket).
-//   ipng_by_tuple   LRU hash keyed by (netns cookie, 4-tuple), left behind when
-//                   the socket closes so that consumers that learn of a
-//                   connection late (an access log line) still find it.
-//                   Written only when the load-time constant tuple_enabled is
-//                   set (the nginx ingest is on).
-//   ipng_tuple_ring the 64-bit hash of every key written to ipng_by_tuple, in
-//                   stamping order (slot = sequence number & ring_mask, the
-//                   sequence from ipng_tuple_head): a reader that misses a
-//                   4-tuple in the LRU map knows exactly whether it was
-//                   stamped among the last ring_mask + 1 stamps (then it was
-//                   evicted) or not (never seen). Only with tuple_enabled.
+//   ipng_tuple_stamps the stamps themselves, in stamping order (slot =
+//                   sequence number & stamp_mask, the sequence from
+//                   ipng_tuple_head), left behind when the socket closes so
+//                   that consumers that learn of a connection late (an
+//                   access log line) still find it by its 4-tuple: the agent
+//                   maps the array into memory and indexes the slots as it
+//                   reads them. Written only when the load-time constant
+//                   tuple_enabled is set (the nginx ingest is on).
+//   ipng_tuple_ring the 64-bit hash of every stamp's 4-tuple, at the same
+//                   sequence numbers in a ring 4 times larger (slot = sequence
+//                   number & ring_mask): a reader that misses a 4-tuple among
+//                   the stamps knows exactly whether it was stamped among the
+//                   last ring_mask + 1 stamps (then later stamps overwrote
+//                   it) or not (never seen). Only with tuple_enabled.
 // ipng_ifaces (written by the agent) maps (ifindex, family) to the tag id and
 // device name of the binding; ipng_iface_slots (agent) holds the same for
 // ifindexes below IPNG_IFACE_SLOTS / 2 at ifindex * 2 + (family == 6), an
@@ -50,6 +53,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "skops_addrs.h"
+#include "ipng_stamp.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -70,19 +74,13 @@ struct sock {
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
-// Where a stamp's ifindex came from.
-enum ipng_source {
-	IPNG_SOURCE_SKB = 1,    // skb_iif of the skb that completed the handshake
-	IPNG_SOURCE_RX_DST = 2, // the socket's cached input route (sk_rx_dst_ifindex)
-};
-
 enum ipng_counter {
 	IPNG_CNT_STAMPED = 0,        // accepted sockets stamped with an ifindex
 	IPNG_CNT_SKB_MISSING,        // no skb in the callback; fell back to sk_rx_dst_ifindex
 	IPNG_CNT_NO_IFINDEX,         // neither source gave an ifindex; socket not stamped
 	IPNG_CNT_STORAGE_FAILED,     // bpf_sk_storage_get could not create the entry
 	IPNG_CNT_COOKIE_FAILED,      // update of ipng_by_cookie failed
-	IPNG_CNT_TUPLE_FAILED,       // update of ipng_by_tuple failed
+	IPNG_CNT_TUPLE_FAILED,       // a stamp not written to ipng_tuple_stamps
 	IPNG_CNT_CLOSED,             // stamped sockets seen closing
 	IPNG_CNT_OTHER_NETNS,        // stamped sockets of other network namespaces (not counted per tag)
 	IPNG_CNT_CONNS_FAILED,       // ipng_series full: a connection not counted per (tag, VIP)
@@ -91,32 +89,16 @@ enum ipng_counter {
 	IPNG_CNT_MAX,
 };
 
-struct ipng_tuple {
-	__u64 netns_cookie;
-	__u8 local_addr[16];  // IPv4 stored v4-mapped (::ffff:a.b.c.d)
-	__u8 remote_addr[16];
-	__u16 local_port;     // host byte order
-	__u16 remote_port;    // host byte order
-	__u32 _pad;
-};
-
 // ipng_tuple_ring: one stamped 4-tuple.
 struct ipng_ring_slot {
-	__u64 hash;           // tuple_hash of the ipng_by_tuple key
+	__u64 hash;           // tuple_hash of the stamp's 4-tuple
 	__u64 seq;            // 1 + the stamp's sequence number; 0: never written
 };
 
-struct ipng_stamp {
-	struct ipng_tuple tuple;
-	__u64 cookie;         // socket cookie
-	__u64 stamped_ns;     // CLOCK_MONOTONIC (bpf_ktime_get_ns) at accept
-	__u32 ifindex;        // ingress interface
-	enum ipng_source source;
-	__u8 family;          // IP version of the connection: 4 or 6 (v4-mapped is 4)
-	__u8 bound;           // 1: a binding matched at accept; 0: default tag (or tag_id 0)
-	__u16 series;         // index of the connection's series in ipng_conns; 0: not counted
-	__u32 tag_id;         // tag at accept (ipng_tag_names); 0: not known at accept
-	char device[16];      // interface name at accept; "" when tag_id is 0
+// ipng_tuple_stamps: one stamp written for the nginx ingest.
+struct ipng_stamp_slot {
+	struct ipng_stamp stamp;
+	__u64 seq;            // 1 + the stamp's sequence number; 0: never written, or being rewritten
 };
 
 #define IPNG_NAME_LEN 64
@@ -158,8 +140,10 @@ struct ipng_conn_count {
 volatile const __u64 own_netns = 0;
 volatile const __u8 tuple_enabled = 1;
 volatile const __u8 sk_enabled = 1;
-// ipng_tuple_ring has ring_mask + 1 entries (a power of two).
+// ipng_tuple_ring has ring_mask + 1 entries, ipng_tuple_stamps stamp_mask + 1
+// (powers of two).
 volatile const __u32 ring_mask = 0;
+volatile const __u32 stamp_mask = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -175,12 +159,14 @@ struct {
 	__type(value, struct ipng_stamp);
 } ipng_by_cookie SEC(".maps");
 
+// Memory-mapped by the agent, which reads the stamps without a system call.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
-	__type(key, struct ipng_tuple);
-	__type(value, struct ipng_stamp);
-} ipng_by_tuple SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ipng_stamp_slot);
+} ipng_tuple_stamps SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -304,7 +290,7 @@ static __always_inline void count_conn(__u32 idx, int closing)
 		c->opened += 1;
 }
 
-// tuple_hash mixes the six 64-bit words of an ipng_by_tuple key
+// tuple_hash mixes the six 64-bit words of a stamp's 4-tuple
 // (loader.TupleHash is the same function).
 static __always_inline __u64 tuple_hash(const struct ipng_tuple *t)
 {
@@ -320,12 +306,16 @@ static __always_inline __u64 tuple_hash(const struct ipng_tuple *t)
 	return h;
 }
 
-// record_tuple appends the key just written to ipng_by_tuple to the ring.
-static __noinline int record_tuple(const struct ipng_tuple *t)
+// record_tuple appends st to the ring of stamps and its 4-tuple's hash to
+// the ring of hashes, both at the next sequence number. Both rings are
+// written in sequence: each stamp lands next to the one before, in memory
+// that stamp warmed (an LRU hash insert evicts a cold entry instead).
+static __noinline int record_tuple(const struct ipng_stamp *st)
 {
 	__u32 zero = 0, idx;
 	__u64 *head = bpf_map_lookup_elem(&ipng_tuple_head, &zero);
 	struct ipng_ring_slot *slot;
+	struct ipng_stamp_slot *ss;
 	__u64 seq;
 
 	if (!head)
@@ -335,8 +325,21 @@ static __noinline int record_tuple(const struct ipng_tuple *t)
 	slot = bpf_map_lookup_elem(&ipng_tuple_ring, &idx);
 	if (!slot)
 		return 0;
-	slot->hash = tuple_hash(t);
+	slot->hash = tuple_hash(&st->tuple);
 	slot->seq = seq + 1;
+	idx = seq & stamp_mask;
+	ss = bpf_map_lookup_elem(&ipng_tuple_stamps, &idx);
+	if (!ss) {
+		count(IPNG_CNT_TUPLE_FAILED);
+		return 0;
+	}
+	// The agent reads the slot while it may be rewritten: it takes the
+	// stamp only when seq is the same before and after its copy.
+	ss->seq = 0;
+	asm volatile("" ::: "memory");
+	__builtin_memcpy(&ss->stamp, st, sizeof(*st));
+	asm volatile("" ::: "memory");
+	ss->seq = seq + 1;
 	return 0;
 }
 
@@ -455,12 +458,8 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 	}
 	if (bpf_map_update_elem(&ipng_by_cookie, &st.cookie, &st, BPF_ANY))
 		count(IPNG_CNT_COOKIE_FAILED);
-	if (tuple_enabled) {
-		if (bpf_map_update_elem(&ipng_by_tuple, &st.tuple, &st, BPF_ANY))
-			count(IPNG_CNT_TUPLE_FAILED);
-		else
-			record_tuple(&st.tuple);
-	}
+	if (tuple_enabled)
+		record_tuple(&st);
 
 	// Ask for state changes so the cookie entry goes when the socket does.
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |

@@ -86,6 +86,12 @@ type SockopsIpngStamp struct {
 	Device    [16]int8
 }
 
+type SockopsIpngStampSlot struct {
+	_     structs.HostLayout
+	Stamp SockopsIpngStamp
+	Seq   uint64
+}
+
 type SockopsIpngTagName struct {
 	_    structs.HostLayout
 	Name [64]int8
@@ -105,23 +111,24 @@ type SockopsIpngTuple struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SockopsMapIpngByCookie   = "ipng_by_cookie"
-	SockopsMapIpngByTuple    = "ipng_by_tuple"
-	SockopsMapIpngConns      = "ipng_conns"
-	SockopsMapIpngCounters   = "ipng_counters"
-	SockopsMapIpngIfaceSlots = "ipng_iface_slots"
-	SockopsMapIpngIfaces     = "ipng_ifaces"
-	SockopsMapIpngSeries     = "ipng_series"
-	SockopsMapIpngSeriesNext = "ipng_series_next"
-	SockopsMapIpngSk         = "ipng_sk"
-	SockopsMapIpngTagNames   = "ipng_tag_names"
-	SockopsMapIpngTupleHead  = "ipng_tuple_head"
-	SockopsMapIpngTupleRing  = "ipng_tuple_ring"
-	SockopsProgIpngSockops   = "ipng_sockops"
-	SockopsVarOwnNetns       = "own_netns"
-	SockopsVarRingMask       = "ring_mask"
-	SockopsVarSkEnabled      = "sk_enabled"
-	SockopsVarTupleEnabled   = "tuple_enabled"
+	SockopsMapIpngByCookie    = "ipng_by_cookie"
+	SockopsMapIpngConns       = "ipng_conns"
+	SockopsMapIpngCounters    = "ipng_counters"
+	SockopsMapIpngIfaceSlots  = "ipng_iface_slots"
+	SockopsMapIpngIfaces      = "ipng_ifaces"
+	SockopsMapIpngSeries      = "ipng_series"
+	SockopsMapIpngSeriesNext  = "ipng_series_next"
+	SockopsMapIpngSk          = "ipng_sk"
+	SockopsMapIpngTagNames    = "ipng_tag_names"
+	SockopsMapIpngTupleHead   = "ipng_tuple_head"
+	SockopsMapIpngTupleRing   = "ipng_tuple_ring"
+	SockopsMapIpngTupleStamps = "ipng_tuple_stamps"
+	SockopsProgIpngSockops    = "ipng_sockops"
+	SockopsVarOwnNetns        = "own_netns"
+	SockopsVarRingMask        = "ring_mask"
+	SockopsVarSkEnabled       = "sk_enabled"
+	SockopsVarStampMask       = "stamp_mask"
+	SockopsVarTupleEnabled    = "tuple_enabled"
 )
 
 // LoadSockops returns the embedded CollectionSpec for Sockops.
@@ -173,18 +180,18 @@ type SockopsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockopsMapSpecs struct {
-	IpngByCookie   *ebpf.MapSpec `ebpf:"ipng_by_cookie"`
-	IpngByTuple    *ebpf.MapSpec `ebpf:"ipng_by_tuple"`
-	IpngConns      *ebpf.MapSpec `ebpf:"ipng_conns"`
-	IpngCounters   *ebpf.MapSpec `ebpf:"ipng_counters"`
-	IpngIfaceSlots *ebpf.MapSpec `ebpf:"ipng_iface_slots"`
-	IpngIfaces     *ebpf.MapSpec `ebpf:"ipng_ifaces"`
-	IpngSeries     *ebpf.MapSpec `ebpf:"ipng_series"`
-	IpngSeriesNext *ebpf.MapSpec `ebpf:"ipng_series_next"`
-	IpngSk         *ebpf.MapSpec `ebpf:"ipng_sk"`
-	IpngTagNames   *ebpf.MapSpec `ebpf:"ipng_tag_names"`
-	IpngTupleHead  *ebpf.MapSpec `ebpf:"ipng_tuple_head"`
-	IpngTupleRing  *ebpf.MapSpec `ebpf:"ipng_tuple_ring"`
+	IpngByCookie    *ebpf.MapSpec `ebpf:"ipng_by_cookie"`
+	IpngConns       *ebpf.MapSpec `ebpf:"ipng_conns"`
+	IpngCounters    *ebpf.MapSpec `ebpf:"ipng_counters"`
+	IpngIfaceSlots  *ebpf.MapSpec `ebpf:"ipng_iface_slots"`
+	IpngIfaces      *ebpf.MapSpec `ebpf:"ipng_ifaces"`
+	IpngSeries      *ebpf.MapSpec `ebpf:"ipng_series"`
+	IpngSeriesNext  *ebpf.MapSpec `ebpf:"ipng_series_next"`
+	IpngSk          *ebpf.MapSpec `ebpf:"ipng_sk"`
+	IpngTagNames    *ebpf.MapSpec `ebpf:"ipng_tag_names"`
+	IpngTupleHead   *ebpf.MapSpec `ebpf:"ipng_tuple_head"`
+	IpngTupleRing   *ebpf.MapSpec `ebpf:"ipng_tuple_ring"`
+	IpngTupleStamps *ebpf.MapSpec `ebpf:"ipng_tuple_stamps"`
 }
 
 // SockopsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -194,6 +201,7 @@ type SockopsVariableSpecs struct {
 	OwnNetns     *ebpf.VariableSpec `ebpf:"own_netns"`
 	RingMask     *ebpf.VariableSpec `ebpf:"ring_mask"`
 	SkEnabled    *ebpf.VariableSpec `ebpf:"sk_enabled"`
+	StampMask    *ebpf.VariableSpec `ebpf:"stamp_mask"`
 	TupleEnabled *ebpf.VariableSpec `ebpf:"tuple_enabled"`
 }
 
@@ -217,24 +225,23 @@ func (o *SockopsObjects) Close() error {
 //
 // It can be passed to LoadSockopsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockopsMaps struct {
-	IpngByCookie   *ebpf.Map `ebpf:"ipng_by_cookie"`
-	IpngByTuple    *ebpf.Map `ebpf:"ipng_by_tuple"`
-	IpngConns      *ebpf.Map `ebpf:"ipng_conns"`
-	IpngCounters   *ebpf.Map `ebpf:"ipng_counters"`
-	IpngIfaceSlots *ebpf.Map `ebpf:"ipng_iface_slots"`
-	IpngIfaces     *ebpf.Map `ebpf:"ipng_ifaces"`
-	IpngSeries     *ebpf.Map `ebpf:"ipng_series"`
-	IpngSeriesNext *ebpf.Map `ebpf:"ipng_series_next"`
-	IpngSk         *ebpf.Map `ebpf:"ipng_sk"`
-	IpngTagNames   *ebpf.Map `ebpf:"ipng_tag_names"`
-	IpngTupleHead  *ebpf.Map `ebpf:"ipng_tuple_head"`
-	IpngTupleRing  *ebpf.Map `ebpf:"ipng_tuple_ring"`
+	IpngByCookie    *ebpf.Map `ebpf:"ipng_by_cookie"`
+	IpngConns       *ebpf.Map `ebpf:"ipng_conns"`
+	IpngCounters    *ebpf.Map `ebpf:"ipng_counters"`
+	IpngIfaceSlots  *ebpf.Map `ebpf:"ipng_iface_slots"`
+	IpngIfaces      *ebpf.Map `ebpf:"ipng_ifaces"`
+	IpngSeries      *ebpf.Map `ebpf:"ipng_series"`
+	IpngSeriesNext  *ebpf.Map `ebpf:"ipng_series_next"`
+	IpngSk          *ebpf.Map `ebpf:"ipng_sk"`
+	IpngTagNames    *ebpf.Map `ebpf:"ipng_tag_names"`
+	IpngTupleHead   *ebpf.Map `ebpf:"ipng_tuple_head"`
+	IpngTupleRing   *ebpf.Map `ebpf:"ipng_tuple_ring"`
+	IpngTupleStamps *ebpf.Map `ebpf:"ipng_tuple_stamps"`
 }
 
 func (m *SockopsMaps) Close() error {
 	return _SockopsClose(
 		m.IpngByCookie,
-		m.IpngByTuple,
 		m.IpngConns,
 		m.IpngCounters,
 		m.IpngIfaceSlots,
@@ -245,6 +252,7 @@ func (m *SockopsMaps) Close() error {
 		m.IpngTagNames,
 		m.IpngTupleHead,
 		m.IpngTupleRing,
+		m.IpngTupleStamps,
 	)
 }
 
@@ -255,6 +263,7 @@ type SockopsVariables struct {
 	OwnNetns     *ebpf.Variable `ebpf:"own_netns"`
 	RingMask     *ebpf.Variable `ebpf:"ring_mask"`
 	SkEnabled    *ebpf.Variable `ebpf:"sk_enabled"`
+	StampMask    *ebpf.Variable `ebpf:"stamp_mask"`
 	TupleEnabled *ebpf.Variable `ebpf:"tuple_enabled"`
 }
 

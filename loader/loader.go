@@ -31,7 +31,6 @@ const (
 	PinLink     = "sockops_link"
 	PinSk       = ipngbpf.SockopsMapIpngSk
 	PinByCookie = ipngbpf.SockopsMapIpngByCookie
-	PinByTuple  = ipngbpf.SockopsMapIpngByTuple
 	PinCounters = ipngbpf.SockopsMapIpngCounters
 	PinIfaces   = ipngbpf.SockopsMapIpngIfaces
 	// PinIfaceSlots: ipng_ifaces of small ifindexes, in an array.
@@ -42,9 +41,15 @@ const (
 	// ipng_conns, and the next free one.
 	PinSeries     = ipngbpf.SockopsMapIpngSeries
 	PinSeriesNext = ipngbpf.SockopsMapIpngSeriesNext
-	// PinTupleRing and PinTupleHead: the ring of stamped 4-tuples.
-	PinTupleRing = ipngbpf.SockopsMapIpngTupleRing
-	PinTupleHead = ipngbpf.SockopsMapIpngTupleHead
+	// PinTupleStamps, PinTupleRing and PinTupleHead: the stamps written for
+	// the nginx ingest, the ring of the hashes of their 4-tuples, and the
+	// next sequence number.
+	PinTupleStamps = ipngbpf.SockopsMapIpngTupleStamps
+	PinTupleRing   = ipngbpf.SockopsMapIpngTupleRing
+	PinTupleHead   = ipngbpf.SockopsMapIpngTupleHead
+	// pinByTuple is the LRU map of 4-tuples of versions before the ring
+	// of stamps; Load and Detach remove a leftover pin.
+	pinByTuple = "ipng_by_tuple"
 	// pinEvents is the ring buffer of versions before the in-kernel
 	// connection counts; Load and Detach remove a leftover pin.
 	pinEvents = "ipng_events"
@@ -54,9 +59,17 @@ const (
 	PinHandshakeCounts = ipngbpf.HandshakeMapIpngHsCounts
 )
 
+// DefaultTupleStamps is the size of the ring of stamps for the nginx ingest
+// when Config.TupleMapEntries is 0 (the default bpf.tuple_map_entries).
+const DefaultTupleStamps = 262144
+
 // mapPins are the pins of every map, in the order Detach removes them.
-var mapPins = []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinIfaces, PinIfaceSlots, PinTagNames, PinConns,
-	PinSeries, PinSeriesNext, PinTupleRing, PinTupleHead, pinEvents}
+var mapPins = []string{PinSk, PinByCookie, PinTupleStamps, PinCounters, PinIfaces, PinIfaceSlots, PinTagNames, PinConns,
+	PinSeries, PinSeriesNext, PinTupleRing, PinTupleHead}
+
+// stalePins are the pins of maps of earlier versions that nothing reads
+// any more; Load and Detach remove them.
+var stalePins = []string{pinEvents, pinByTuple}
 
 // seriesPins are replaced together (see loadObjects).
 var seriesPins = []string{PinSeries, PinSeriesNext, PinConns, PinByCookie, PinSk}
@@ -74,14 +87,16 @@ type Config struct {
 	PinDir string
 	// KeepOnExit leaves the program attached and pinned on Close.
 	KeepOnExit bool
-	// CookieMapEntries and TupleMapEntries size the LRU maps; 0 keeps the
-	// compiled-in size.
+	// CookieMapEntries sizes the cookie LRU map; 0 keeps the compiled-in
+	// size. TupleMapEntries is the number of stamps the ring of stamps for
+	// the nginx ingest holds (rounded up to a power of two; 0:
+	// DefaultTupleStamps).
 	CookieMapEntries uint32
 	TupleMapEntries  uint32
-	// Tuples keeps the 4-tuple map (ipng_by_tuple) that the nginx ingest
-	// reads. Without it the program does not write it and the map is
-	// created with one entry: servers that do not need it do not pay for
-	// it.
+	// Tuples writes the ring of stamps the nginx ingest reads
+	// (ipng_tuple_stamps, with ipng_tuple_ring). Without it the program
+	// does not write them and they are created with one entry: servers
+	// that do not need them do not pay for them.
 	Tuples bool
 	// SkStorage also stamps each socket's storage (ipng_sk), which
 	// in-process servers look up by fd. Creating socket storage is the most
@@ -172,23 +187,22 @@ func programSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 	if n := spec.Maps[PinIfaceSlots].MaxEntries; n != slots {
 		return nil, fmt.Errorf("%s has %d entries, loader writes %d", PinIfaceSlots, n, slots)
 	}
-	tuples := uint8(0)
-	switch {
-	case !cfg.Tuples:
-		spec.Maps[PinByTuple].MaxEntries = 1
-	case cfg.TupleMapEntries != 0:
-		spec.Maps[PinByTuple].MaxEntries = cfg.TupleMapEntries
-		tuples = 1
-	default:
-		tuples = 1
-	}
-	ring := uint32(1)
-	if tuples == 1 {
-		ring = tupleRingSize(spec.Maps[PinByTuple].MaxEntries)
+	tuples, ring, stamps := uint8(0), uint32(1), uint32(1)
+	if cfg.Tuples {
+		n := cfg.TupleMapEntries
+		if n == 0 {
+			n = DefaultTupleStamps
+		}
+		tuples, ring = 1, tupleRingSize(n)
+		stamps = ring / TupleRingFactor
 	}
 	spec.Maps[PinTupleRing].MaxEntries = ring
+	spec.Maps[PinTupleStamps].MaxEntries = stamps
 	if err := spec.Variables[ipngbpf.SockopsVarRingMask].Set(ring - 1); err != nil {
 		return nil, fmt.Errorf("setting ring_mask: %w", err)
+	}
+	if err := spec.Variables[ipngbpf.SockopsVarStampMask].Set(stamps - 1); err != nil {
+		return nil, fmt.Errorf("setting stamp_mask: %w", err)
 	}
 	netns, err := NetnsCookie()
 	if err != nil {
@@ -261,10 +275,13 @@ func (p *Program) loadObjects(spec *ebpf.CollectionSpec) error {
 	if err := spec.LoadAndAssign(&p.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: p.cfg.PinDir}}); err != nil {
 		return explain("loading sock_ops program", err)
 	}
-	// A ring buffer pinned by a version before in-kernel counting has no
+	// A ring buffer pinned by a version before in-kernel counting, and a
+	// 4-tuple LRU map of a version before the ring of stamps, have no
 	// reader any more.
-	if rerr := os.Remove(filepath.Join(p.cfg.PinDir, pinEvents)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-		return fmt.Errorf("removing stale pin: %w", rerr)
+	for _, stale := range stalePins {
+		if rerr := os.Remove(filepath.Join(p.cfg.PinDir, stale)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return fmt.Errorf("removing stale pin: %w", rerr)
+		}
 	}
 	return nil
 }
@@ -326,7 +343,7 @@ func (p *Program) sameCgroup(l link.Link) (bool, string) {
 // chmodMaps makes the pinned maps readable by unprivileged readers; the link
 // stays root-only.
 func (p *Program) chmodMaps() error {
-	for _, name := range []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinTagNames, PinConns, PinSeries, PinSeriesNext, PinIfaces, PinIfaceSlots, PinTupleRing, PinTupleHead} {
+	for _, name := range []string{PinSk, PinByCookie, PinTupleStamps, PinCounters, PinTagNames, PinConns, PinSeries, PinSeriesNext, PinIfaces, PinIfaceSlots, PinTupleRing, PinTupleHead} {
 		if err := os.Chmod(filepath.Join(p.cfg.PinDir, name), 0o644); err != nil {
 			return fmt.Errorf("making pinned map readable: %w", err)
 		}
@@ -351,14 +368,14 @@ func (p *Program) Cgroup() string { return p.cgroup }
 
 // Maps gives read access to the program's maps. They stay owned by p.
 func (p *Program) Maps() *Maps {
-	var tuple, sk, ring, head *ebpf.Map
+	var stamps, sk, ring, head *ebpf.Map
 	if p.cfg.Tuples {
-		tuple, ring, head = p.objs.IpngByTuple, p.objs.IpngTupleRing, p.objs.IpngTupleHead
+		stamps, ring, head = p.objs.IpngTupleStamps, p.objs.IpngTupleRing, p.objs.IpngTupleHead
 	}
 	if p.cfg.SkStorage {
 		sk = p.objs.IpngSk
 	}
-	return &Maps{Sk: sk, ByCookie: p.objs.IpngByCookie, ByTuple: tuple, Counters: p.objs.IpngCounters,
+	return &Maps{Sk: sk, ByCookie: p.objs.IpngByCookie, TupleStamps: stamps, Counters: p.objs.IpngCounters,
 		Ifaces: p.objs.IpngIfaces, IfaceSlots: p.objs.IpngIfaceSlots, TagNames: p.objs.IpngTagNames, Series: p.objs.IpngSeries, Conns: p.objs.IpngConns,
 		TupleRing: ring, TupleHead: head, owned: false}
 }
@@ -396,7 +413,7 @@ func (p *Program) Close() error {
 // pins are not an error.
 func Detach(pinDir string) error {
 	var errs []error
-	for _, name := range slices.Concat([]string{PinLink}, mapPins, otherPins) {
+	for _, name := range slices.Concat([]string{PinLink}, mapPins, stalePins, otherPins) {
 		if err := os.Remove(filepath.Join(pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("removing pin: %w", err))
 		}

@@ -140,7 +140,7 @@ func TestLoadAttachReuseDetach(t *testing.T) {
 	if p.Reused() {
 		t.Error("first Load reports reused pins")
 	}
-	for _, name := range []string{PinSk, PinByCookie, PinByTuple, PinCounters} {
+	for _, name := range []string{PinSk, PinByCookie, PinTupleStamps, PinCounters} {
 		st, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -296,8 +296,8 @@ func TestLoadReplacesIncompatiblePins(t *testing.T) {
 	if !p2.ReplacedPins() || !p2.Reused() {
 		t.Errorf("replaced %v, reused link %v; want both", p2.ReplacedPins(), p2.Reused())
 	}
-	if n := p2.Maps().ByTuple.MaxEntries(); n != 8192 {
-		t.Errorf("tuple map has %d entries, want 8192", n)
+	if n := p2.Maps().TupleStamps.MaxEntries(); n != 8192 {
+		t.Errorf("ring of 4-tuple stamps has %d entries, want 8192", n)
 	}
 	// The cookie map fitted: the connection accepted before is still there.
 	findStamp(t, p2.Maps(), c.LocalAddr().(*net.TCPAddr).AddrPort())

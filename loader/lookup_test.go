@@ -11,9 +11,10 @@ import (
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
-// TestLookups: the three typed lookups find the same stamp of an accepted
+// TestLookups: the typed lookups find the same stamp of an accepted
 // connection (by fd, by socket cookie, by 4-tuple), report an unstamped
-// socket as not found, and allocate nothing.
+// socket as not found, and allocate nothing (the 4-tuple through a
+// TupleStamps reader).
 func TestLookups(t *testing.T) {
 	testenv.RequireRoot(t)
 	cg, err := ProcessCgroup()
@@ -101,10 +102,24 @@ func TestLookups(t *testing.T) {
 		t.Errorf("LookupTuple(other netns) = %v, %v; want not found", ok, err)
 	}
 
+	// A reader that keeps the ring of stamps mapped looks up without a
+	// system call and without allocating.
+	ts, err := m.NewTupleStamps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	if err := ts.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var byTuple Stamp
+	if ok, err := ts.Lookup(netns, local, remote, &byTuple); err != nil || !ok || byTuple != byFd {
+		t.Errorf("TupleStamps.Lookup = %+v, %v, %v; want %+v", byTuple, ok, err, byFd)
+	}
 	for name, fn := range map[string]func(){
-		"LookupFd":     func() { m.LookupFd(fd) },
-		"LookupCookie": func() { m.LookupCookie(cookie) },
-		"LookupTuple":  func() { m.LookupTuple(netns, local, remote) },
+		"LookupFd":           func() { m.LookupFd(fd) },
+		"LookupCookie":       func() { m.LookupCookie(cookie) },
+		"TupleStamps.Lookup": func() { ts.Lookup(netns, local, remote, &byTuple) },
 	} {
 		if n := testing.AllocsPerRun(100, fn); n != 0 {
 			t.Errorf("%s: %.1f allocations per call, want 0", name, n)

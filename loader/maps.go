@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	ipngbpf "github.com/ipng/ipng-stats/bpf"
 	"github.com/ipng/ipng-stats/family"
@@ -21,7 +22,6 @@ import (
 type Maps struct {
 	Sk       *ebpf.Map // SK_STORAGE: socket fd → stamp; nil from Program.Maps when not written (Config.SkStorage)
 	ByCookie *ebpf.Map // socket cookie → stamp, live sockets
-	ByTuple  *ebpf.Map // (netns cookie, 4-tuple) → stamp, outlives the socket
 	Counters *ebpf.Map // per-CPU program counters
 	Ifaces   *ebpf.Map // (ifindex, family) → tag id and device, written by the agent; nil when opened read-only
 	// IfaceSlots: Ifaces of small ifindexes, by ifindex * 2 + (family == 6); nil when opened read-only
@@ -29,23 +29,42 @@ type Maps struct {
 	TagNames   *ebpf.Map // tag id → tag name, written by the agent
 	Series     *ebpf.Map // (tag id, VIP) → index in Conns
 	Conns      *ebpf.Map // per-CPU connections opened and closed, by series index
-	// TupleRing and TupleHead: the hashes of the keys written to ByTuple, in
-	// stamping order (TupleHistory reads them); nil when ByTuple is.
-	TupleRing, TupleHead *ebpf.Map
-	owned                bool
+	// TupleStamps, TupleRing and TupleHead: the stamps written for readers
+	// that find connections by 4-tuple (NewTupleStamps reads them) and the
+	// hashes of their 4-tuples, in stamping order (TupleHistory reads
+	// them), and the next sequence number; nil when the nginx ingest is off.
+	TupleStamps, TupleRing, TupleHead *ebpf.Map
+	owned                             bool
 }
 
-// OpenPinned opens the maps pinned in dir read-only. It needs no capability
-// once the pins are readable (the agent makes them 0644).
+// OpenPinned opens the maps pinned in dir read-only (the ring of stamps for
+// the nginx ingest read-write when the caller may: see NewTupleStamps). It
+// needs no capability once the pins are readable (the agent makes them
+// 0644).
 func OpenPinned(dir string) (*Maps, error) {
 	m := &Maps{owned: true}
 	ro := &ebpf.LoadPinOptions{ReadOnly: true}
 	for _, t := range []struct {
 		name string
 		dst  **ebpf.Map
-	}{{PinSk, &m.Sk}, {PinByCookie, &m.ByCookie}, {PinByTuple, &m.ByTuple}, {PinCounters, &m.Counters},
+	}{{PinSk, &m.Sk}, {PinByCookie, &m.ByCookie}, {PinTupleStamps, &m.TupleStamps}, {PinCounters, &m.Counters},
 		{PinTagNames, &m.TagNames}, {PinSeries, &m.Series}, {PinConns, &m.Conns}, {PinTupleRing, &m.TupleRing}, {PinTupleHead, &m.TupleHead}} {
-		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
+		var (
+			mp  *ebpf.Map
+			err error
+		)
+		if t.name == PinTupleStamps {
+			// Mapping the ring of stamps into memory (NewTupleStamps)
+			// needs a writable descriptor, though nothing writes it: a
+			// read-only one cannot be mapped shared. Read-only for
+			// callers that may not write the pin (`conns` as a user).
+			mp, err = ebpf.LoadPinnedMap(filepath.Join(dir, t.name), nil)
+			if errors.Is(err, os.ErrPermission) {
+				mp, err = ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
+			}
+		} else {
+			mp, err = ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
+		}
 		if errors.Is(err, os.ErrPermission) {
 			m.Close()
 			return nil, fmt.Errorf("opening pinned map %s: %w (the pins are world-readable, but systemd mounts %s with mode 0700: run as root, or make it traversable with chmod o+x %s)", t.name, err, DefaultBPFFS, DefaultBPFFS)
@@ -65,7 +84,7 @@ func (m *Maps) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, mp := range []*ebpf.Map{m.Sk, m.ByCookie, m.ByTuple, m.Counters, m.Ifaces, m.IfaceSlots, m.TagNames, m.Series, m.Conns, m.TupleRing, m.TupleHead} {
+	for _, mp := range []*ebpf.Map{m.Sk, m.ByCookie, m.TupleStamps, m.Counters, m.Ifaces, m.IfaceSlots, m.TagNames, m.Series, m.Conns, m.TupleRing, m.TupleHead} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}
@@ -176,7 +195,7 @@ func cString(b []int8) string {
 
 func unmap(a [16]byte) netip.Addr { return netip.AddrFrom16(a).Unmap() }
 
-// tupleKey builds the ipng_by_tuple key; IPv4 addresses are stored
+// tupleKey builds a stamp's 4-tuple key; IPv4 addresses are stored
 // v4-mapped, so an IPv4 connection has the same key whether the listener was
 // AF_INET or a dual-stack AF_INET6 socket.
 func tupleKey(netnsCookie uint64, local, remote netip.AddrPort) ipngbpf.SockopsIpngTuple {
@@ -244,17 +263,21 @@ func (m *Maps) LookupCookie(cookie uint64) (Stamp, bool, error) {
 var errNoTuples = errors.New("looking up 4-tuple: the 4-tuple map is off (nginx ingest disabled)")
 
 // LookupTuple finds the stamp of a connection by its addresses in the
-// network namespace of netnsCookie (ipng_by_tuple), which outlives the
-// socket. It does not allocate.
+// network namespace of netnsCookie among the last stamps the program wrote
+// for the nginx ingest (ipng_tuple_stamps), which outlive the socket. It
+// maps and indexes the whole ring for one lookup: readers that look up
+// many connections keep a NewTupleStamps instead.
 func (m *Maps) LookupTuple(netnsCookie uint64, local, remote netip.AddrPort) (Stamp, bool, error) {
 	var s Stamp
-	if m.ByTuple == nil {
-		return s, false, errNoTuples
+	r, err := m.NewTupleStamps()
+	if err != nil {
+		return s, false, err
 	}
-	buf := lookupBufs.Get().(*lookupBuf)
-	defer lookupBufs.Put(buf)
-	buf.tuple = tupleKey(netnsCookie, local, remote)
-	found, err := lookup(m.ByTuple, unsafe.Pointer(&buf.tuple), buf, &s)
+	defer r.Close()
+	if err := r.Sync(); err != nil {
+		return s, false, fmt.Errorf("looking up 4-tuple: %w", err)
+	}
+	found, err := r.Lookup(netnsCookie, local, remote, &s)
 	if err != nil {
 		return s, false, fmt.Errorf("looking up 4-tuple: %w", err)
 	}
@@ -280,20 +303,33 @@ func (m *Maps) LiveStamps() ([]Stamp, error) {
 	return out, nil
 }
 
-// NewTupleMaps returns Maps with only an unpinned 4-tuple map of entries
-// entries, attached to no program: what the tests of a 4-tuple reader (the
-// nginx ingest) stamp by hand with PutTuple. Close it after use. It needs
-// CAP_BPF.
+// NewTupleMaps returns Maps with only unpinned 4-tuple rings for entries
+// stamps (rounded up to a power of two), attached to no program: what the
+// tests of a 4-tuple reader (the nginx ingest) stamp by hand with PutTuple.
+// Close it after use. It needs CAP_BPF.
 func NewTupleMaps(entries uint32) (*Maps, error) {
-	mp, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: uint32(unsafe.Sizeof(ipngbpf.SockopsIpngTuple{})),
-		ValueSize: uint32(unsafe.Sizeof(ipngbpf.SockopsIpngStamp{})), MaxEntries: entries})
-	if err != nil {
-		return nil, fmt.Errorf("creating a 4-tuple map: %w", err)
+	ring := tupleRingSize(entries)
+	m := &Maps{owned: true}
+	for _, t := range []struct {
+		dst  **ebpf.Map
+		spec ebpf.MapSpec
+	}{
+		{&m.TupleStamps, ebpf.MapSpec{Type: ebpf.Array, Flags: unix.BPF_F_MMAPABLE, KeySize: 4,
+			ValueSize: uint32(unsafe.Sizeof(ipngbpf.SockopsIpngStampSlot{})), MaxEntries: ring / TupleRingFactor}},
+		{&m.TupleRing, ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: uint32(unsafe.Sizeof(ipngbpf.SockopsIpngRingSlot{})), MaxEntries: ring}},
+		{&m.TupleHead, ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}},
+	} {
+		mp, err := ebpf.NewMap(&t.spec)
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("creating a 4-tuple map: %w", err)
+		}
+		*t.dst = mp
 	}
-	return &Maps{ByTuple: mp, owned: true}, nil
+	return m, nil
 }
 
-// PutTuple writes s into the 4-tuple map under (s.NetnsCookie, s.Local,
+// PutTuple appends s to the 4-tuple rings under (s.NetnsCookie, s.Local,
 // s.Remote), as the program does at accept (for tests; see NewTupleMaps).
 func (m *Maps) PutTuple(s Stamp) error {
 	k := tupleKey(s.NetnsCookie, s.Local, s.Remote)
@@ -311,12 +347,35 @@ func (m *Maps) PutTuple(s Stamp) error {
 	for i, c := range s.Device {
 		v.Device[i] = int8(c)
 	}
-	return m.ByTuple.Put(&k, &v)
+	var seq uint64
+	if err := m.TupleHead.Lookup(uint32(0), &seq); err != nil {
+		return err
+	}
+	ringIdx := uint32(seq % uint64(m.TupleRing.MaxEntries()))
+	if err := m.TupleRing.Put(ringIdx, ipngbpf.SockopsIpngRingSlot{Hash: tupleHash(&k), Seq: seq + 1}); err != nil {
+		return err
+	}
+	stampIdx := uint32(seq % uint64(m.TupleStamps.MaxEntries()))
+	if err := m.TupleStamps.Put(stampIdx, ipngbpf.SockopsIpngStampSlot{Stamp: v, Seq: seq + 1}); err != nil {
+		return err
+	}
+	return m.TupleHead.Put(uint32(0), seq+1)
 }
 
-// DeleteTuple removes the 4-tuple entry of a connection, as LRU eviction
-// does (for tests; see NewTupleMaps).
+// DeleteTuple clears the stamp of a connection from the ring of stamps, as
+// being overwritten by later stamps does (for tests; see NewTupleMaps).
 func (m *Maps) DeleteTuple(netnsCookie uint64, local, remote netip.AddrPort) error {
 	k := tupleKey(netnsCookie, local, remote)
-	return m.ByTuple.Delete(&k)
+	var slot ipngbpf.SockopsIpngStampSlot
+	for i := range m.TupleStamps.MaxEntries() {
+		if err := m.TupleStamps.Lookup(i, &slot); err != nil {
+			return err
+		}
+		if slot.Seq != 0 && slot.Stamp.Tuple == k {
+			if err := m.TupleStamps.Put(i, ipngbpf.SockopsIpngStampSlot{}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -36,7 +36,7 @@ func Probe(cfg Config) (string, error) {
 }
 
 // NetnsCookie returns the cookie of the calling thread's network namespace,
-// the first field of the ipng_by_tuple key.
+// the first field of the 4-tuple key of the ring of stamps.
 func NetnsCookie() (uint64, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

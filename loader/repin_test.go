@@ -89,12 +89,7 @@ func TestRepin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{PinLink}
-	for _, n := range mapPins {
-		if n != pinEvents {
-			want = append(want, n)
-		}
-	}
+	want := append([]string{PinLink}, mapPins...)
 	slices.Sort(want)
 	if !slices.Equal(names, want) {
 		t.Errorf("re-pinned %v, want %v", names, want)

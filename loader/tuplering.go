@@ -33,7 +33,7 @@ func tupleRingSize(n uint32) uint32 {
 	return uint32(1) << bits.Len64(want-1)
 }
 
-// tupleHash is the program's tuple_hash of an ipng_by_tuple key.
+// tupleHash is the program's tuple_hash of a stamp's 4-tuple key.
 func tupleHash(k *ipngbpf.SockopsIpngTuple) uint64 {
 	b := unsafe.Slice((*byte)(unsafe.Pointer(k)), unsafe.Sizeof(*k))
 	h := uint64(0x9e3779b97f4a7c15)
@@ -45,7 +45,8 @@ func tupleHash(k *ipngbpf.SockopsIpngTuple) uint64 {
 	return h
 }
 
-// TupleHistory answers, for a 4-tuple missing from ipng_by_tuple, whether
+// TupleHistory answers, for a 4-tuple missing from the ring of stamps
+// (TupleStamps), whether
 // the program stamped it among its last Window() stamps: it reads the ring
 // of stamped 4-tuples (only the slots written since its last call) into an
 // index of hashes. A 4-tuple is identified by its 64-bit hash: two 4-tuples

@@ -10,10 +10,10 @@ import (
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
-// TestTupleHistory: with a 1024-entry 4-tuple map, 2500 connections push
-// most of the first ones out of the map. Every connection is either still in
-// the map or known to the ring as stamped (evicted), exactly; a 4-tuple that
-// was never stamped is not.
+// TestTupleHistory: with a ring of 1024 stamps, 2500 connections overwrite
+// the first ones. The last 1024 are found, each with its own stamp; every
+// one before is known to the ring of hashes as stamped (evicted), exactly;
+// a 4-tuple that was never stamped is not.
 func TestTupleHistory(t *testing.T) {
 	testenv.RequireRoot(t)
 	cg := testCgroup(t)
@@ -59,11 +59,23 @@ func TestTupleHistory(t *testing.T) {
 	if head != conns {
 		t.Fatalf("ring head %d, want %d stamps", head, conns)
 	}
+	stamps, err := m.NewTupleStamps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stamps.Close()
+	if err := stamps.Sync(); err != nil {
+		t.Fatal(err)
+	}
 	var inMap, evicted int
 	for _, r := range remotes {
-		_, found, err := m.LookupTuple(netns, server, r)
+		var st Stamp
+		found, err := stamps.Lookup(netns, server, r, &st)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if found && st.Remote != r {
+			t.Errorf("connection from %s: found the stamp of %s", r, st.Remote)
 		}
 		if found {
 			inMap++
@@ -79,9 +91,9 @@ func TestTupleHistory(t *testing.T) {
 		}
 		evicted++
 	}
-	t.Logf("%d in the map, %d evicted", inMap, evicted)
-	if inMap+evicted != conns || evicted < conns-1024 {
-		t.Errorf("%d in the map, %d evicted; want %d in all, at least %d evicted", inMap, evicted, conns, conns-1024)
+	t.Logf("%d in the ring of stamps, %d evicted", inMap, evicted)
+	if inMap != 1024 || evicted != conns-1024 {
+		t.Errorf("%d in the ring of stamps, %d evicted; want the last 1024 found, the %d before evicted", inMap, evicted, conns-1024)
 	}
 	for _, r := range []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.2:40000")} {
 		if ok, err := hist.Stamped(netns, server, r); ok || err != nil {

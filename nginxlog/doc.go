@@ -1,7 +1,8 @@
 // Package nginxlog owns the ingest of stock nginx access logs: it consumes
 // the access log nginx writes in the ipng_stats log_format (a JSON object per
 // line, see Snippet) from a spool file on tmpfs, frees what it has read,
-// looks every line's 4-tuple up in the sock_ops program's ipng_by_tuple map,
+// finds every line's 4-tuple among the stamps the sock_ops program writes to
+// its ring for the ingest (ipng_tuple_stamps, memory-mapped),
 // maps the ingress interface to a source tag through the bindings resolver,
 // and records the request into the collector. It optionally forwards every
 // line, enriched with source_tag and device, to a UDP logtail target.

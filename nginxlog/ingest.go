@@ -102,16 +102,15 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 	}
 	in.tailMetrics = logtail.NewMetrics("nginx", &in.tailCounters)
 	in.poll.Store(int64(cfg.PollInterval))
-	if deps.Maps != nil && deps.Maps.ByTuple != nil {
+	if deps.Maps != nil && deps.Maps.TupleStamps != nil {
 		cookie, err := netnsCookie(cfg.Netns)
 		if err != nil {
 			return nil, fmt.Errorf("nginx ingest: %w", err)
 		}
-		in.tuples = newTupleLookup(deps.Maps, cookie)
-		in.tuples.names = deps.TagNames
-		if in.tuples.batch == nil {
-			in.log.Warn("batch lookup of 4-tuples unavailable; one system call per log line instead", "err", in.tuples.batchErr)
+		if in.tuples, err = newTupleLookup(deps.Maps, cookie); err != nil {
+			return nil, fmt.Errorf("nginx ingest: %w", err)
 		}
+		in.tuples.names = deps.TagNames
 	}
 	if err := os.MkdirAll(in.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("nginx ingest: creating spool directory: %w", err)
@@ -303,7 +302,7 @@ func (in *Ingest) Reload(cfg config.NginxConfig) error {
 }
 
 // queued is a line read but not yet recorded: lines are parsed as they are
-// read, and recorded in batches after one lookup of all their 4-tuples
+// read, and recorded in batches after one read of the ring of stamps
 // (flush). Its byte slices alias the spool's buffer, which holds still
 // until the read that filled it returns.
 type queued struct {
@@ -312,14 +311,12 @@ type queued struct {
 	size  int     // bytes of the line as read, newline included
 	prob  Problem // OK, or why the whole line is rejected
 	torn  bool    // a torn fragment before the line was cut off
-	slot  int     // index in the 4-tuple batch; -1: none
 	info  connInfo
 	known bool // info came from the connection cache
 }
 
-// maxQueued bounds the lines waiting for a flush; it is the 4-tuple batch
-// size, so that one batch always has room for every queued line.
-const maxQueued = loader.TupleBatchSize
+// maxQueued bounds the lines waiting for a flush.
+const maxQueued = 256
 
 // line parses one access-log line and queues it; flush records it. Free of
 // allocations.
@@ -329,7 +326,7 @@ func (in *Ingest) line(b []byte) {
 	}
 	in.queue = in.queue[:len(in.queue)+1]
 	q := &in.queue[len(in.queue)-1]
-	q.size, q.torn, q.slot, q.known = len(b)+1, false, -1, false
+	q.size, q.torn, q.known = len(b)+1, false, false
 	r := &q.rec
 	if p := Parse(b, r); p != OK {
 		i := Recover(b, r)
@@ -342,9 +339,7 @@ func (in *Ingest) line(b []byte) {
 	}
 	q.prob, q.line = OK, b
 	if in.tuples != nil {
-		if q.info, q.known = in.tuples.cached(r); !q.known {
-			q.slot = in.tuples.queue(r)
-		}
+		q.info, q.known = in.tuples.cached(r)
 	}
 }
 
@@ -355,10 +350,10 @@ func (in *Ingest) tooLong() {
 	}
 	in.queue = in.queue[:len(in.queue)+1]
 	q := &in.queue[len(in.queue)-1]
-	q.size, q.prob, q.line, q.torn, q.slot, q.known = 0, TooLong, nil, false, -1, false
+	q.size, q.prob, q.line, q.torn, q.known = 0, TooLong, nil, false, false
 }
 
-// flush looks up the 4-tuples of the queued lines (one bpf(2) call) and
+// flush indexes the stamps written since the last flush (one bpf(2) call) and
 // records the lines in the order they were read. The ingest's own counters
 // move after the collector's, so that a reader of Stats then of the
 // collector never sees them ahead.
@@ -367,8 +362,8 @@ func (in *Ingest) flush() {
 		return
 	}
 	if in.tuples != nil {
-		if err := in.tuples.run(); err != nil {
-			in.log.Warn("batch lookup of 4-tuples failed; looking them up one system call at a time from now on", "err", err)
+		if err := in.tuples.sync(); err != nil {
+			in.log.Warn("reading the ring of 4-tuple stamps failed", "err", err)
 		}
 	}
 	tail := in.tail.Load()
@@ -406,9 +401,6 @@ func (in *Ingest) flush() {
 		}
 	}
 	in.queue = in.queue[:0]
-	if in.tuples != nil {
-		in.tuples.reset()
-	}
 	in.st.recorded.Add(recorded)
 	in.st.rejected.Add(rejected)
 	in.st.bytes.Add(bytes)
@@ -439,7 +431,7 @@ func (in *Ingest) attribute(q *queued) (tag, device string) {
 	if in.tuples != nil {
 		c, why := q.info, ""
 		if !q.known {
-			c, why = in.tuples.resolve(&q.rec, q.slot)
+			c, why = in.tuples.resolve(&q.rec)
 		}
 		if why == "" {
 			if c.tag != "" { // the tag of the interface when the connection was accepted

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -29,9 +30,9 @@ type fixture struct {
 	path string
 }
 
-// newFixture: eth1 (ifindex 7) is bound to tag "maglev"; with bpf, a
-// private LRU hash with the layout of ipng_by_tuple stands in for the
-// program's map (needs CAP_BPF; skipped otherwise).
+// newFixture: eth1 (ifindex 7) is bound to tag "maglev"; with bpf, private
+// rings with the layout of the program's (loader.NewTupleMaps) stand in for
+// them (needs CAP_BPF; skipped otherwise).
 func newFixture(t testing.TB, bpf bool) *fixture {
 	t.Helper()
 	coll, err := collector.New(collector.Config{}, collector.Options{RejectReasons: RejectReasons(), FallbackReasons: FallbackReasons()})
@@ -98,27 +99,14 @@ func runIngest(t *testing.T, in *Ingest) (stop func()) {
 	}
 }
 
-// TestIngestAttribution: lines are recorded under the tag of their stamp,
-// misses and malformed lines counted, with the 4-tuples looked up in
-// batches and, as without the batch program, one at a time.
+// TestIngestAttribution: lines are recorded under the tag of their stamp
+// (found in the ring of stamps), misses and malformed lines counted.
 func TestIngestAttribution(t *testing.T) {
-	for _, batch := range []bool{true, false} {
-		t.Run(map[bool]string{true: "batch", false: "per-line"}[batch], func(t *testing.T) { testIngestAttribution(t, batch) })
-	}
-}
-
-func testIngestAttribution(t *testing.T, batch bool) {
 	f := newFixture(t, true)
 	f.stamp(t, "192.0.2.10:80", "198.51.100.7:40000", 7, 4)
 	f.stamp(t, "[2001:db8:10::10]:80", "[2001:db8:1::2]:40000", 7, 6)
 	f.stamp(t, "192.0.2.10:80", "198.51.100.8:40000", 99, 4) // unbound device
 	in := f.ingest(t, config.NginxConfig{})
-	if in.tuples.batch == nil {
-		t.Fatalf("no batch lookup program: %v", in.tuples.batchErr)
-	}
-	if !batch {
-		in.tuples.close()
-	}
 	stop := runIngest(t, in)
 	lines := []string{
 		line(nil), // maglev
@@ -194,7 +182,7 @@ func TestNewErrors(t *testing.T) {
 	if _, err := New(config.NginxConfig{}, Deps{}); err == nil {
 		t.Error("New without deps succeeded")
 	}
-	if _, err := New(config.NginxConfig{LogFile: f.path, Netns: "/nonexistent"}, Deps{Collector: f.coll, Bindings: f.tags, Maps: &loader.Maps{ByTuple: nil}}); err != nil {
+	if _, err := New(config.NginxConfig{LogFile: f.path, Netns: "/nonexistent"}, Deps{Collector: f.coll, Bindings: f.tags, Maps: &loader.Maps{}}); err != nil {
 		t.Errorf("netns is only used with BPF maps: %v", err)
 	}
 	if os.Geteuid() == 0 {
@@ -275,5 +263,38 @@ func TestIngestLogtailCountsAcrossReload(t *testing.T) {
 	s = in.Stats()
 	if sum := s.LogtailSent + s.LogtailDropped + s.LogtailErrors; sum != lines {
 		t.Errorf("sent %d + dropped %d + failed %d = %d, want the %d lines", s.LogtailSent, s.LogtailDropped, s.LogtailErrors, sum, lines)
+	}
+}
+
+// TestIngestEvicted: a stamp that later stamps overwrote in the ring is
+// reported evicted, whether the ingest had indexed it (its slot no longer
+// holds it) or not (the ring of hashes still knows it was stamped); the
+// stamps still in the ring are found, and a 4-tuple never stamped is never
+// seen.
+func TestIngestEvicted(t *testing.T) {
+	f := newFixture(t, true) // a ring of 1024 stamps
+	f.stamp(t, "192.0.2.10:80", "198.51.100.7:40000", 7, 4)
+	in := f.ingest(t, config.NginxConfig{})
+	t.Cleanup(in.tuples.close)
+	in.line([]byte(line(map[string]string{"connection": `"1"`})))
+	in.flush() // indexes the stamp, finds it: maglev
+	f.stamp(t, "192.0.2.10:80", "198.51.100.8:40000", 7, 4)
+	for i := range 1024 {
+		f.stamp(t, "192.0.2.10:80", "203.0.113.1:"+strconv.Itoa(10000+i), 7, 4)
+	}
+	for i, remote := range []string{"198.51.100.7", "198.51.100.8", "203.0.113.1", "198.51.100.9"} {
+		port := "40000"
+		if remote == "203.0.113.1" {
+			port = "11023" // the last stamp
+		}
+		in.line([]byte(line(map[string]string{"connection": `"` + strconv.Itoa(2+i) + `"`, "remote_addr": `"` + remote + `"`, "remote_port": `"` + port + `"`})))
+	}
+	in.flush()
+	if got, want := requests(f.coll), map[string]uint64{"maglev 192.0.2.10 2xx": 2, "direct 192.0.2.10 2xx": 3}; !maps.Equal(got, want) {
+		t.Errorf("requests = %v, want %v", got, want)
+	}
+	fb := f.coll.Snapshot(collector.Filter{}).Meta.AttributionFallbacks
+	if fb[ReasonEvicted] != 2 || fb[ReasonNeverSeen] != 1 {
+		t.Errorf("fallbacks = %v, want 2 %s, 1 %s", fb, ReasonEvicted, ReasonNeverSeen)
 	}
 }

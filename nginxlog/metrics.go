@@ -13,7 +13,7 @@ func newDescs() *descs {
 		bytes:    prometheus.NewDesc("ipng_nginx_bytes_total", "Bytes of access-log lines read, newlines included.", nil, nil),
 		recorded: prometheus.NewDesc("ipng_nginx_lines_recorded_total", "Access-log lines recorded as requests.", nil, nil),
 		rejected: prometheus.NewDesc("ipng_nginx_lines_rejected_total", "Access-log lines rejected; by reason in ipng_outcomes_rejected_total{reason=~\"nginx_.*\"}.", nil, nil),
-		misses:   prometheus.NewDesc("ipng_nginx_tuple_misses_total", "Recorded lines whose connection was not found in ipng_by_tuple (default tag); by reason in ipng_attribution_fallbacks_total{reason=~\"nginx_.*\"}.", nil, nil),
+		misses:   prometheus.NewDesc("ipng_nginx_tuple_misses_total", "Recorded lines whose connection was not found among the stamps of the ring for the ingest (default tag); by reason in ipng_attribution_fallbacks_total{reason=~\"nginx_.*\"}.", nil, nil),
 		full:     prometheus.NewDesc("ipng_nginx_spool_full_total", "Times the spool filesystem was found full: nginx could not write lines.", nil, nil),
 		lost:     prometheus.NewDesc("ipng_nginx_lines_lost_estimated_total", "Access-log lines nginx could not write to the full spool, estimated when the spool has room again: the lines expected at the rate of the minute before, plus those waiting when it filled, minus those read (docs/metrics.md).", nil, nil),
 		fullSecs: prometheus.NewDesc("ipng_nginx_spool_full_seconds_total", "Seconds the spool was full, summed over episodes that ended.", nil, nil),

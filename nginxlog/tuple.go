@@ -15,49 +15,47 @@ import (
 // Reasons a line falls back to the default tag
 // (ipng_attribution_fallbacks_total{reason}).
 const (
-	// ReasonNeverSeen: the 4-tuple is not in ipng_by_tuple and the program
+	// ReasonNeverSeen: the 4-tuple is not in the ring of stamps and the program
 	// did not stamp it among its last stamps (the ring of stamped 4-tuples,
 	// loader.TupleRingFactor times the map's size): the connection was not
 	// stamped (nginx outside the attached cgroup, another network namespace,
 	// accepted before the program was attached).
 	ReasonNeverSeen = "nginx_tuple_never_seen"
 	// ReasonEvicted: not found, and the ring of stamped 4-tuples says the
-	// program stamped it: the LRU map evicted it before its line was read.
+	// program stamped it: later stamps overwrote it in the ring of stamps
+	// before its line was read.
 	ReasonEvicted = "nginx_tuple_evicted"
 	// ReasonNoBPF: the agent runs without the BPF program.
 	ReasonNoBPF = "nginx_bpf_unavailable"
-	// ReasonLookupError: the map lookup failed.
+	// ReasonLookupError: reading the rings failed.
 	ReasonLookupError = "nginx_lookup_error"
 )
 
-// tupleLookup looks 4-tuples up in ipng_by_tuple and caches what it found
-// per nginx connection. Lines queue their 4-tuples (queue), one bpf(2) call
-// looks up a whole batch (run, loader.TupleBatch), and resolve reads each
-// answer; without the batch program (an old kernel, no CAP_BPF) every line
-// costs a BPF_MAP_LOOKUP_ELEM (loader.Maps.LookupTuple). It is used by the
-// ingest goroutine only, and does not allocate.
+// tupleLookup finds the stamps of log lines' 4-tuples in the ring of
+// stamps the program writes for the ingest (loader.TupleStamps: memory-mapped,
+// indexed by the agent as it reads the ring, no system call per line) and
+// caches what it found per nginx connection. sync indexes the stamps
+// written since the previous flush (one system call); resolve reads each
+// line's. It is used by the ingest goroutine only, and does not allocate.
 type tupleLookup struct {
-	maps    *loader.Maps
+	stamps  *loader.TupleStamps
 	netns   uint64
 	cache   []connEntry // by nginx connection serial, see cached
 	names   func(uint32) (string, bool)
 	devices map[loader.Device]string
-	// batch is nil when the batch program could not be loaded (batchErr
-	// says why) or failed; then lookups are one system call each.
-	batch    *loader.TupleBatch
-	batchErr error
-	looked   bool // the queued batch was looked up
 	// hist tells evicted from never-seen 4-tuples; nil with pins of a
 	// version without the ring (then every miss is never seen).
 	hist *loader.TupleHistory
 }
 
-func newTupleLookup(m *loader.Maps, netns uint64) *tupleLookup {
+func newTupleLookup(m *loader.Maps, netns uint64) (*tupleLookup, error) {
+	stamps, err := m.NewTupleStamps()
+	if err != nil {
+		return nil, err
+	}
 	hist, _ := m.TupleHistory()
-	t := &tupleLookup{maps: m, netns: netns, hist: hist, cache: make([]connEntry, connCacheSize),
-		devices: map[loader.Device]string{}}
-	t.batch, t.batchErr = m.NewTupleBatch()
-	return t
+	return &tupleLookup{stamps: stamps, netns: netns, hist: hist, cache: make([]connEntry, connCacheSize),
+		devices: map[loader.Device]string{}}, nil
 }
 
 // connCacheSize is the number of entries of the connection cache (a power
@@ -101,62 +99,25 @@ func (t *tupleLookup) cached(r *Record) (connInfo, bool) {
 	return connInfo{}, false
 }
 
-// queue adds r's 4-tuple to the batch and returns its slot, or -1 without
-// the batch program (resolve then looks it up alone).
-func (t *tupleLookup) queue(r *Record) int {
-	if t.batch == nil {
-		return -1
-	}
-	return t.batch.Add(t.netns, r.Local, r.Remote)
-}
+// sync indexes the stamps written since the last call: every line read
+// before it was written after its connection was accepted, so its stamp is
+// in the index unless the ring overwrote it.
+func (t *tupleLookup) sync() error { return t.stamps.Sync() }
 
-// run looks the queued 4-tuples up. On an error the batch program is
-// dropped: resolve looks the queued lines up one at a time, and so do the
-// lines after them.
-func (t *tupleLookup) run() error {
-	if t.batch == nil || t.batch.Len() == 0 {
-		return nil
-	}
-	if err := t.batch.Lookup(); err != nil {
-		t.batch.Close()
-		t.batch, t.batchErr = nil, err
-		return err
-	}
-	t.looked = true
-	return nil
-}
-
-// reset empties the batch after its lines were resolved.
-func (t *tupleLookup) reset() {
-	if t.batch != nil {
-		t.batch.Reset()
-	}
-	t.looked = false
-}
-
-// close releases the batch program.
+// close unmaps the ring.
 func (t *tupleLookup) close() {
-	if t != nil && t.batch != nil {
-		t.batch.Close()
-		t.batch = nil
+	if t != nil {
+		t.stamps.Close()
 	}
 }
 
 // resolve returns what the stamp of r's connection says, or why there is
-// none: from slot of the batch that run looked up, or with a lookup of its
-// own (slot -1, or the batch failed).
-func (t *tupleLookup) resolve(r *Record, slot int) (connInfo, string) {
-	var (
-		st    loader.Stamp
-		found bool
-	)
-	if slot >= 0 && t.looked {
-		found = t.batch.Stamp(slot, &st)
-	} else {
-		var err error
-		if st, found, err = t.maps.LookupTuple(t.netns, r.Local, r.Remote); err != nil {
-			return connInfo{}, ReasonLookupError
-		}
+// none.
+func (t *tupleLookup) resolve(r *Record) (connInfo, string) {
+	var st loader.Stamp
+	found, err := t.stamps.Lookup(t.netns, r.Local, r.Remote, &st)
+	if err != nil {
+		return connInfo{}, ReasonLookupError
 	}
 	if !found {
 		return connInfo{}, t.missReason(r)
@@ -187,7 +148,7 @@ func (t *tupleLookup) device(d *loader.Device) string {
 	return s
 }
 
-// missReason says why r's 4-tuple is not in the map: the program stamped
+// missReason says why r's 4-tuple is not in the ring of stamps: the program stamped
 // it (evicted) or not (never seen), from the ring of stamped 4-tuples.
 func (t *tupleLookup) missReason(r *Record) string {
 	if t.hist == nil {

@@ -78,7 +78,7 @@ func BenchmarkNginxWrk(b *testing.B) {
 	}
 	bg("agent", tp.Srv.Exec(context.Background(), agentBin, "agent", "--config", agentCfg, "--bpf.cgroup", cg.Path,
 		"--bpf.pin-dir", pinDir, "--attribution.mode", "bpf"), false)
-	testenv.Eventually(b, 30*time.Second, func() bool { _, err := os.Stat(filepath.Join(pinDir, loader.PinByTuple)); return err == nil }, "agent pins")
+	testenv.Eventually(b, 30*time.Second, func() bool { _, err := os.Stat(filepath.Join(pinDir, loader.PinTupleStamps)); return err == nil }, "agent pins")
 
 	port, statusPort, statePort := tp.Srv.FreePort(b), tp.Srv.FreePort(b), tp.Srv.FreePort(b)
 	run := func(name, accessLog string) (reqs float64, served uint64) {
