@@ -101,30 +101,27 @@ const PinPollInterval = time.Second
 // and to the next agent.
 func (p *Program) WatchPins(ctx context.Context, interval time.Duration) error {
 	w, err := newDirWatch(p.cfg.PinDir)
+	var wake <-chan struct{}
 	if err == nil {
 		defer w.close()
-		if err = w.watch(); err != nil {
-			w.close()
-			w = nil
-		}
-	}
-	var wake <-chan struct{}
-	if w != nil {
 		wake = w.events
-	} else {
-		p.log.Warn("cannot watch the pin directory, checking it every second instead", "pin_dir", p.cfg.PinDir, "err", err)
-		interval = min(interval, PinPollInterval)
 	}
-	t := time.NewTicker(interval)
+	t := time.NewTimer(interval)
 	defer t.Stop()
+	warned := false
 	for {
 		// Check once the watch is set (first round: what was removed
 		// before it), and watch again before each check (the directory
 		// may be new); check again when the watch could only be set
 		// after the check re-created the directory: what is removed from
 		// then on wakes the loop, nothing is missed in between.
+		watched := false
 		for range 3 {
-			watched := w == nil || w.watch() == nil
+			if w != nil {
+				if err = w.watch(); err == nil {
+					watched = true
+				}
+			}
 			if err := p.repinLogged(); err != nil {
 				return err
 			}
@@ -132,6 +129,15 @@ func (p *Program) WatchPins(ctx context.Context, interval time.Duration) error {
 				break
 			}
 		}
+		next := interval
+		if !watched {
+			if !warned {
+				p.log.Warn("cannot watch the pin directory, checking it every second", "pin_dir", p.cfg.PinDir, "err", err)
+				warned = true
+			}
+			next = min(interval, PinPollInterval)
+		}
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			return nil
