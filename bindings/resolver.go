@@ -36,6 +36,8 @@ type Resolver struct {
 	run   *runState // non-nil while Run is active
 	// onChange is called with every new table (OnChange).
 	onChange func(*Table)
+	// changed is closed, and replaced, by every new table (Changed).
+	changed chan struct{}
 	// announced is set by the first rebuild, which logs every binding
 	// (bound or absent) instead of only the changes.
 	announced bool
@@ -61,6 +63,7 @@ func NewResolver(spec Spec, logger *slog.Logger) *Resolver {
 		subscribe: subscribeLinks,
 		spec:      cloneSpec(spec),
 		links:     map[uint32]string{},
+		changed:   make(chan struct{}),
 	}
 	r.table.Store(NewTable(r.spec, nil))
 	return r
@@ -93,6 +96,17 @@ func (r *Resolver) OnChange(fn func(*Table)) {
 	if fn != nil {
 		fn(r.table.Load())
 	}
+}
+
+// Changed returns a channel that is closed when the table is next
+// replaced (a link event, a rescan, SetSpec, SetLinks), so that a follower
+// waits for changes instead of polling Table. Call it before Table: a
+// replacement in between closes the returned channel, so no table is
+// missed.
+func (r *Resolver) Changed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
 }
 
 // Misses returns how many lookups fell back to the default tag, per family.
@@ -165,6 +179,8 @@ func (r *Resolver) rebuildLocked() {
 	}
 	next := NewTable(r.spec, links)
 	prev := r.table.Swap(next)
+	close(r.changed)
+	r.changed = make(chan struct{})
 	if r.onChange != nil {
 		r.onChange(next)
 	}

@@ -140,8 +140,21 @@ func TestResolverApplyChanges(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := NewResolver(spec, discardLogger())
 			r.SetLinks([]Link{{1, "lo"}, {5, "tun0"}})
+			changed, before := r.Changed(), r.Table()
 			if got := r.applyChanges(tt.changes); got != tt.rebuilt {
 				t.Errorf("applyChanges rebuilt = %v, want %v", got, tt.rebuilt)
+			}
+			// A follower waiting on Changed wakes exactly when the
+			// table was replaced.
+			select {
+			case <-changed:
+				if !tt.rebuilt || r.Table() == before {
+					t.Errorf("Changed closed, rebuilt %v, table replaced %v", tt.rebuilt, r.Table() != before)
+				}
+			default:
+				if tt.rebuilt {
+					t.Error("table rebuilt, Changed not closed")
+				}
 			}
 			for idx, want := range tt.want {
 				if got := r.Table().Lookup(idx, FamilyIPv4); got != want {

@@ -217,11 +217,12 @@ func (m *Monitor) Reload(cfg Config) {
 }
 
 // Run follows the bindings and the listening ports until ctx is done, then
-// detaches the tc programs.
+// detaches the tc programs. It follows the bindings as their table changes
+// (bindings.Resolver.Changed): an idle agent is not woken to look at a
+// table that did not change.
 func (m *Monitor) Run(ctx context.Context) error {
 	defer m.detachAll()
-	follow := time.NewTicker(200 * time.Millisecond)
-	defer follow.Stop()
+	changed := m.opts.Bindings.Changed()
 	m.mu.Lock()
 	every := m.cfg.PortsRescan
 	m.mu.Unlock()
@@ -235,7 +236,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-follow.C:
+		case <-changed:
+			changed = m.opts.Bindings.Changed() // before follow reads the table
 			m.follow()
 		case <-rescan.C:
 			m.mu.Lock()

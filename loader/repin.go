@@ -82,31 +82,82 @@ func (p *Program) Repin() ([]string, error) {
 }
 
 // PinCheckInterval is how often the agent checks that its pins are still
-// there (a few lstat calls).
-const PinCheckInterval = time.Second
+// there (a few lstat calls) on top of the pin directory's inotify watch:
+// it catches what inotify cannot see, e.g. a bpf filesystem mounted over
+// the directory's parent. Without the watch (inotify unavailable) the
+// check runs every PinPollInterval instead.
+const PinCheckInterval = 30 * time.Second
 
-// WatchPins calls Repin every interval until ctx is done. It returns an
-// error (which stops the agent, so that its supervisor restarts it) when a
-// removed pin cannot be pinned again: running on unpinned would leave the
-// program invisible to every reader and to the next agent.
+// PinPollInterval is the check interval when the pin directory cannot be
+// watched.
+const PinPollInterval = time.Second
+
+// WatchPins calls Repin whenever something is removed from the pin
+// directory or the directory itself goes (inotify), and every interval,
+// until ctx is done. An idle agent is not woken to look at pins nobody
+// touched. It returns an error (which stops the agent, so that its
+// supervisor restarts it) when a removed pin cannot be pinned again:
+// running on unpinned would leave the program invisible to every reader
+// and to the next agent.
 func (p *Program) WatchPins(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
+	w, err := newDirWatch(p.cfg.PinDir)
+	var wake <-chan struct{}
+	if err == nil {
+		defer w.close()
+		wake = w.events
+	}
+	t := time.NewTimer(interval)
 	defer t.Stop()
+	warned := false
 	for {
+		// Check once the watch is set (first round: what was removed
+		// before it), and watch again before each check (the directory
+		// may be new); check again when the watch could only be set
+		// after the check re-created the directory: what is removed from
+		// then on wakes the loop, nothing is missed in between.
+		watched := false
+		for range 3 {
+			if w != nil {
+				if err = w.watch(); err == nil {
+					watched = true
+				}
+			}
+			if err := p.repinLogged(); err != nil {
+				return err
+			}
+			if watched {
+				break
+			}
+		}
+		next := interval
+		if !watched {
+			if !warned {
+				p.log.Warn("cannot watch the pin directory, checking it every second", "pin_dir", p.cfg.PinDir, "err", err)
+				warned = true
+			}
+			next = min(interval, PinPollInterval)
+		}
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		}
-		names, err := p.Repin()
-		if err != nil {
-			return fmt.Errorf("pins in %s were removed while the agent runs and cannot be restored: %w (restart the agent)", p.cfg.PinDir, err)
-		}
-		if len(names) > 0 {
-			p.repins.Add(1)
-			p.log.Warn("pins were removed while the agent runs: pinned again", "pin_dir", p.cfg.PinDir, "pins", names)
+		case <-wake:
 		}
 	}
+}
+
+// repinLogged is Repin, logged and counted for WatchPins.
+func (p *Program) repinLogged() error {
+	names, err := p.Repin()
+	if err != nil {
+		return fmt.Errorf("pins in %s were removed while the agent runs and cannot be restored: %w (restart the agent)", p.cfg.PinDir, err)
+	}
+	if len(names) > 0 {
+		p.repins.Add(1)
+		p.log.Warn("pins were removed while the agent runs: pinned again", "pin_dir", p.cfg.PinDir, "pins", names)
+	}
+	return nil
 }
 
 // Repins is how many times WatchPins found pins removed and pinned them again.

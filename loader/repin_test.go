@@ -1,12 +1,17 @@
 package loader
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
@@ -127,4 +132,76 @@ func TestRepin(t *testing.T) {
 	if _, err := p.Repin(); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
 		t.Errorf("pin directory replaced by a symlink to another filesystem: %v", err)
 	}
+}
+
+// TestWatchPinsWakesOnRemoval: WatchPins restores removed pins as soon as
+// they are removed (inotify), not at its next periodic check, which this
+// test puts an hour away: the directory removed, then a single pin.
+func TestWatchPinsWakesOnRemoval(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testCgroup(t)
+	dir := pinDir(t)
+	var log syncBuffer
+	p, err := Load(Config{Cgroup: cg, PinDir: dir, Tuples: true}, slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.WatchPins(ctx, time.Hour) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("WatchPins: %v", err)
+		}
+	}()
+	exists := func(name string) bool {
+		_, err := os.Lstat(filepath.Join(dir, name))
+		return err == nil
+	}
+	// Removed before or after WatchPins set its watch: its first check or
+	// the watch restores the directory. The watcher may pin again while
+	// the removal runs, which then finds the directory not empty.
+	os.RemoveAll(dir)
+	all := func() bool {
+		for name := range p.pinned() {
+			if !exists(name) {
+				return false
+			}
+		}
+		return true
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return p.Repins() >= 1 && all() },
+		"the removed pin directory pinned again")
+	// Now only the watch can wake it, in the directory WatchPins made.
+	for i := range 2 {
+		n := p.Repins()
+		if err := os.Remove(filepath.Join(dir, PinConns)); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 20*time.Second, func() bool { return p.Repins() > n && exists(PinConns) },
+			"the removed %s pinned again (%d)", PinConns, i+1)
+	}
+	if strings.Contains(log.String(), "cannot watch") {
+		t.Errorf("the pin directory was not watched:\n%s", log.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -61,6 +61,7 @@ type Ingest struct {
 	full  bool // the spool was full at the last check (edge detection)
 	loss  lossEstimator
 	ready atomic.Bool
+	polls atomic.Uint64 // reads of the spool, for tests of the idle ingest
 }
 
 type seriesKey struct {
@@ -180,9 +181,30 @@ func (in *Ingest) Run(ctx context.Context) error {
 	defer in.sp.close()
 	defer in.tuples.close()
 	in.ready.Store(true)
+	watch, err := newSpoolWatch(in.dir)
+	if err != nil {
+		in.log.Warn("cannot watch the spool directory; looking every poll_interval instead", "dir", in.dir, "err", err)
+	} else {
+		defer watch.close()
+	}
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
+	sleep := func(d time.Duration) {
+		if d <= 0 || ctx.Err() != nil {
+			return
+		}
+		t.Reset(d)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
 	var lastMaint time.Time
 	for {
 		in.checkFull() // before reading frees anything
+		read := time.Now()
+		in.polls.Add(1)
 		n, err := in.pollBatch()
 		if err != nil {
 			return fmt.Errorf("nginx ingest: %w", err)
@@ -191,20 +213,20 @@ func (in *Ingest) Run(ctx context.Context) error {
 			lastMaint = now
 			in.maintain()
 		}
-		if n > 0 {
-			select {
-			case <-ctx.Done():
-				return in.drain()
-			default:
-				continue
+		if n == 0 {
+			// Everything is read. Sleep until nginx writes (or at most
+			// idleWake), then read no sooner than poll_interval after
+			// this read: under load the reads come in batches, never
+			// one per nginx write.
+			poll := time.Duration(in.poll.Load())
+			if watch != nil {
+				watch.wait(ctx, idleWake)
+				poll -= time.Since(read)
 			}
+			sleep(poll)
 		}
-		t := time.NewTimer(time.Duration(in.poll.Load()))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if ctx.Err() != nil {
 			return in.drain()
-		case <-t.C:
 		}
 	}
 }

@@ -153,6 +153,28 @@ func TestIngestWithoutBPF(t *testing.T) {
 	}
 }
 
+// TestIngestSleepsWhileIdle: once every line is read, the ingest sleeps
+// until nginx writes (inotify on the spool directory) instead of reading
+// the log every poll_interval (5 ms here: 100 reads in half a second), and
+// wakes for what is written next.
+func TestIngestSleepsWhileIdle(t *testing.T) {
+	f := newFixture(t, false)
+	in := f.ingest(t, config.NginxConfig{})
+	stop := runIngest(t, in)
+	defer stop()
+	for i := range 3 {
+		appendFile(t, f.path, line(nil)+"\n")
+		testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == uint64(i+1) }, "line %d read", i+1)
+		// Reads while idle: one after the line (its own freeing wakes
+		// it), one per idleWake; a loaded machine makes fewer.
+		before := in.polls.Load()
+		time.Sleep(500 * time.Millisecond)
+		if n := in.polls.Load() - before; n > 5 {
+			t.Errorf("round %d: %d reads of an idle log in 500 ms (poll_interval 5 ms)", i+1, n)
+		}
+	}
+}
+
 func TestIngestLogtail(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

@@ -13,19 +13,25 @@
 #   log-off    JSON log written, no agent (nobody reads it; truncated per round)
 #   ingest     JSON log, agent with nginx.enabled consuming it
 # wrk -t1 -c16 -d5s -H 'Connection: close' (every request a new connection),
-# and one keep-alive arm pair (-c16, no Connection: close) off / default, and
-# a pair through `ipng-stats proxy` (GOMAXPROCS=1, IP_PKTINFO, in front of the
-# access_log-off nginx) without / with the agent.
-# Per arm with an agent: agent CPU per connection (utime+stime over the wrk
-# run) and the sock_ops program's run time per accepted connection from
-# kernel.bpf_stats_enabled, with the agent (its real consumer) running.
+# keep-alive arm pairs (-c16, no Connection: close) off / default and
+# log-off / ingest, and a pair through `ipng-stats proxy` (GOMAXPROCS=1,
+# IP_PKTINFO, in front of the access_log-off nginx) without / with the agent.
+# Per arm with an agent: agent CPU per connection (the agent alone in a
+# cgroup2 group, its cpu.stat usage_usec over the wrk run: every thread, µs
+# resolution) and the sock_ops program's run time per accepted connection
+# from kernel.bpf_stats_enabled, with the agent (its real consumer) running.
+# The default and ingest arms (and old ones) first measure the started agent idle (no
+# traffic) for CONNCOST_IDLE seconds (default 10): its fixed cost, in ms of
+# CPU per second. A summary of per-round ratios and medians ends the output.
 # The spool is a tmpfs, as the snippet asks; the agent is built with
 # CGO_ENABLED=0, as released (it drops its capabilities after start).
-# CONNCOST_ARMS="off log-off ingest" runs only the arms named.
+# CONNCOST_ARMS="off log-off ingest" runs only the arms named; CONNCOST_BIN
+# uses that binary instead of building the current tree.
 set -u
 rounds=${1:-5}; old=${2:-}
 command -v nginx >/dev/null && command -v wrk >/dev/null && command -v bpftool >/dev/null || { echo "needs nginx, wrk and bpftool"; exit 1; }
 tmp=$(mktemp -d); apid=""; stats_was=$(sysctl -n kernel.bpf_stats_enabled)
+cg=""
 cleanup() {
   [ -n "$apid" ] && kill -9 "$apid" 2>/dev/null
   [ -n "${ppid_:-}" ] && kill "$ppid_" 2>/dev/null
@@ -33,10 +39,22 @@ cleanup() {
   [ -n "${pins:-}" ] && "$tmp/ipng-stats" detach --bpf.pin-dir "$pins" >/dev/null 2>&1
   [ -n "$old" ] && [ -n "${oldpins:-}" ] && "$old" detach --bpf.pin-dir "$oldpins" >/dev/null 2>&1
   sysctl -qw kernel.bpf_stats_enabled="$stats_was"
-  sleep 0.3; umount -l "$tmp/spool" 2>/dev/null; rm -rf "$tmp"
+  sleep 0.3; umount -l "$tmp/spool" 2>/dev/null
+  [ -n "$cg" ] && rmdir "$cg" 2>/dev/null
+  rm -rf "$tmp"
 }
 trap cleanup EXIT
-CGO_ENABLED=0 go build -o "$tmp/ipng-stats" ./cmd/ipng-stats || { echo "build failed"; exit 1; }
+if [ -n "${CONNCOST_BIN:-}" ]; then
+  cp "$CONNCOST_BIN" "$tmp/ipng-stats" || exit 1
+else
+  CGO_ENABLED=0 go build -o "$tmp/ipng-stats" ./cmd/ipng-stats || { echo "build failed"; exit 1; }
+fi
+# The agent runs alone in a cgroup2 group: cpu.stat counts every thread's
+# CPU time in µs (utime+stime from /proc count 10 ms ticks).
+cg2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
+[ -n "$cg2" ] || { echo "needs a cgroup2 mount"; exit 1; }
+cg=$cg2/ipng-conncost-$$; mkdir "$cg" || exit 1
+usage() { awk '/^usage_usec/ {print $2}' "$cg/cpu.stat"; }
 bpffs=/sys/fs/bpf; mountpoint -q $bpffs || mount -t bpf bpf $bpffs
 pins=$bpffs/ipng-conncost-$$; oldpins=$bpffs/ipng-conncost-old-$$
 port=$((18600 + RANDOM % 300)); lport=$((port + 1)); web=$((port + 1000))
@@ -69,39 +87,51 @@ for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$pport/" && brea
 sysctl -qw kernel.bpf_stats_enabled=1
 sleep 0.3
 
-# run ARM BIN PINS CONFIG PORT WRK_ARGS...: prints "conn/s agent_us_per_conn sockops_ns_per_conn"
+idle=${CONNCOST_IDLE:-10}
+out=$tmp/results
+
+# run ARM BIN PINS CONFIG PORT WRK_ARGS...: prints "ARM conn/s agent_us_per_conn
+# idle_ms_per_s sockops_ns_per_conn calls_per_conn ns_per_call", "-" where
+# the arm has no agent.
 run() {
   local arm=$1 bin=$2 pin=$3 cfg=$4 p=$5; shift 5
   [ -n "${CONNCOST_ARMS:-}" ] && [[ " $CONNCOST_ARMS " != *" $arm "* ]] && return
-  local t0 t1 prog r0 r1 c0 c1 out reqs rate
+  local prog r0 r1 c0 c1 u0 u1 i0 i1 res reqs rate idlems=-
   if [ -n "$bin" ]; then
     local args=(agent --web.listen-address 127.0.0.1:$web --bpf.pin-dir "$pin")
     [ -n "$cfg" ] && args+=(--config "$cfg")
     "$bin" "${args[@]}" >"$tmp/agent.log" 2>&1 &
     apid=$!
+    echo "$apid" > "$cg/cgroup.procs"
     for _ in $(seq 600); do grep -q 'agent running' "$tmp/agent.log" && break; sleep 0.1; done
     grep -q 'agent running' "$tmp/agent.log" || { echo "agent did not start: $(tail -2 "$tmp/agent.log")" >&2; exit 1; }
     prog=$(bpftool -j link show pinned "$pin/sockops_link" | python3 -c 'import json,sys; print(json.load(sys.stdin)["prog_id"])')
+    if [[ " default ingest old old-ingest " == *" $arm "* ]]; then
+      sleep 1 # past the start's own work
+      i0=$(usage); sleep "$idle"; i1=$(usage)
+      idlems=$(python3 -c "print(f'{($i1-$i0)/1e3/$idle:.2f}')")
+    fi
     read -r r0 c0 < <(bpftool -j prog show id "$prog" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("run_time_ns",0), d.get("run_cnt",0))')
-    t0=$(awk '{print $14+$15}' /proc/$apid/stat)
+    u0=$(usage)
   fi
-  out=$(wrk -t1 -c16 -d5s "$@" "http://127.0.0.1:$p/")
-  rate=$(awk '/Requests\/sec/{print $2}' <<<"$out")
-  reqs=$(awk '/requests in/{print $1}' <<<"$out")
+  res=$(wrk -t1 -c16 -d5s "$@" "http://127.0.0.1:$p/")
+  rate=$(awk '/Requests\/sec/{print $2}' <<<"$res")
+  reqs=$(awk '/requests in/{print $1}' <<<"$res")
   if [ -n "$bin" ]; then
-    t1=$(awk '{print $14+$15}' /proc/$apid/stat)
+    u1=$(usage)
     read -r r1 c1 < <(bpftool -j prog show id "$prog" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("run_time_ns",0), d.get("run_cnt",0))')
     kill $apid; for _ in $(seq 100); do kill -0 $apid 2>/dev/null || break; sleep 0.1; done
     kill -9 $apid 2>/dev/null; wait $apid 2>/dev/null; apid=""
-    python3 -c "print(f'$arm {$rate:.0f} {($t1-$t0)*1e4/$reqs:.2f} {($r1-$r0)/$reqs:.0f} {($c1-$c0)/$reqs:.1f} {($r1-$r0)/max(1,$c1-$c0):.0f}')"
+    res=$(python3 -c "print(f'$arm {$rate:.0f} {($u1-$u0)/$reqs:.3f} $idlems {($r1-$r0)/$reqs:.0f} {($c1-$c0)/$reqs:.1f} {($r1-$r0)/max(1,$c1-$c0):.0f}')")
   else
-    echo "$arm $rate - -"
+    res="$arm $rate - - - - -"
   fi
+  echo "$res" | tee -a "$out"
 }
 
-echo "arm conn/s agent-us/conn sockops-ns/conn calls/conn ns/call"
+echo "arm conn/s agent-us/conn idle-ms/s sockops-ns/conn calls/conn ns/call"
 for r in $(seq "$rounds"); do
-  echo "# round $r  (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  echo "# round $r  (load average $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$out"
   run off "" "" "" $port -H 'Connection: close'
   run default "$tmp/ipng-stats" "$pins" "" $port -H 'Connection: close'
   [ -n "$old" ] && run old "$old" "$oldpins" "" $port -H 'Connection: close'
@@ -112,7 +142,38 @@ for r in $(seq "$rounds"); do
   [ -n "$old" ] && { : > "$tmp/spool/access.log"; run old-ingest "$old" "$oldpins" "$tmp/ingest.yml" $lport -H 'Connection: close'; }
   run ka-off "" "" "" $port
   run ka-default "$tmp/ipng-stats" "$pins" "" $port
+  : > "$tmp/spool/access.log"
+  run ka-log-off "" "" "" $lport
+  : > "$tmp/spool/access.log"
+  run ka-ingest "$tmp/ipng-stats" "$pins" "$tmp/ingest.yml" $lport
   run proxy-off "" "" "" $pport -H 'Connection: close'
   run proxy-default "$tmp/ipng-stats" "$pins" "" $pport -H 'Connection: close'
-
 done
+echo "# load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# Per round, each arm's rate over its peer's in the same round; medians.
+python3 - "$out" <<'PY'
+import statistics, sys
+pairs = [("default", "off"), ("old", "off"), ("ingest", "log-off"), ("old-ingest", "log-off"),
+         ("log-off", "off"), ("ka-default", "ka-off"), ("ka-ingest", "ka-log-off"), ("proxy-default", "proxy-off")]
+rounds, cur = [], None
+for line in open(sys.argv[1]):
+    f = line.split()
+    if line.startswith("#"):
+        cur = {}; rounds.append(cur)
+    elif cur is not None and len(f) >= 2:
+        cur[f[0]] = f
+print("ratio per round ... median; agent µs/conn and idle ms/s medians")
+for arm, peer in pairs:
+    rs = [float(r[arm][1]) / float(r[peer][1]) for r in rounds if arm in r and peer in r]
+    if not rs:
+        continue
+    line = f"{arm}/{peer}: " + " ".join(f"{x:.3f}" for x in rs) + f"  median {statistics.median(rs):.3f}"
+    us = [float(r[arm][2]) for r in rounds if arm in r and r[arm][2] != "-"]
+    idle = [float(r[arm][3]) for r in rounds if arm in r and r[arm][3] != "-"]
+    if us:
+        line += f"; agent {statistics.median(us):.3f} µs/conn"
+    if idle:
+        line += f", idle {statistics.median(idle):.2f} ms/s"
+    print(line)
+PY
