@@ -15,8 +15,9 @@
 #   caddy     Caddy reverse_proxy, GOMAXPROCS=1
 #   httputil  a plain httputil.ReverseProxy, GOMAXPROCS=1
 #   ipng      ipng-stats proxy, GOMAXPROCS=1, accounting on (fallback attribution),
-#             net/http's serving loop (proxy.http1_loop net_http, the default)
-#   ipng-own  the same with the proxy's own serving loop (proxy.http1_loop own)
+#             net/http's serving loop (proxy.http1_loop net_http)
+#   ipng-own  the same with the proxy's own serving loop (proxy.http1_loop own,
+#             the default)
 #   arm-on    tests/bench/proxyarm: the proxy alone (own loop, no metrics
 #             endpoint), accounting on: IP_PKTINFO attribution and a collector
 #   arm-off   the same with accounting off (no collector: neither attributed
@@ -85,10 +86,11 @@ cat > "$tmp/proxy.yml" <<CONF
 web: {listen_address: 127.0.0.1:19193}
 attribution: {mode: fallback}
 proxy:
+  http1_loop: net_http
   listeners: [{address: "127.0.0.1:18092", upstream: be}]
   upstreams: [{name: be, servers: ["127.0.0.1:18091"]}]
 CONF
-sed -e 's/18092/18096/' -e 's/19193/19196/' -e 's/^proxy:$/proxy:\n  http1_loop: own/' "$tmp/proxy.yml" > "$tmp/proxy-own.yml"
+sed -e 's/18092/18096/' -e 's/19193/19196/' -e 's/net_http/own/' "$tmp/proxy.yml" > "$tmp/proxy-own.yml"
 mkdir -p "$tmp/hu" && cat > "$tmp/hu/main.go" <<'GO'
 package main
 
@@ -146,8 +148,23 @@ for r in $(seq "$rounds"); do
       rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
       p50=$(echo "$out" | awk '$1=="50%" {print $2}'); p99=$(echo "$out" | awk '$1=="99%" {print $2}')
       sc=$(awk -F, '/raw_syscalls/ {print $1}' "$tmp/perf")
-      echo "$r $a $mode $rps $p50 $p99 $(awk -v c=$((c1-c0)) -v t="$tck" -v n="$n" 'BEGIN{printf "%.1f", c/t*1e6/n}') $(awk -v s="$sc" -v n="$n" 'BEGIN{printf "%.2f", s/n}')"
+      echo "$r $a $mode $rps $p50 $p99 $(awk -v c=$((c1-c0)) -v t="$tck" -v n="$n" 'BEGIN{printf "%.1f", c/t*1e6/n}') $(awk -v s="$sc" -v n="$n" 'BEGIN{printf "%.2f", s/n}')" | tee -a "$tmp/rows"
     done
   done
 done
 echo "load: $(uptime)"
+# Per arm and mode: medians over the rounds; then each round's ratio to
+# nginx in the same round (req/s, CPU per request), and arm-on ÷ arm-off.
+echo "medians: arm mode req/s p50_ms p99_ms cpu_us/req syscalls/req"
+awk 'function ms(v) { return v ~ /us$/ ? v / 1000 : v ~ /ms$/ ? v + 0 : v * 1000 }
+  { k = $2 " " $3; n[k]++; for (i = 4; i <= 8; i++) v[k, i, n[k]] = (i == 5 || i == 6) ? ms($i) : $i; if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
+  END { for (j = 1; j <= m; j++) { k = order[j]; line = k
+      for (i = 4; i <= 8; i++) { c = n[k]; for (a = 1; a <= c; a++) x[a] = v[k, i, a]
+        for (a = 1; a <= c; a++) for (b = a + 1; b <= c; b++) if (x[b] < x[a]) { t = x[a]; x[a] = x[b]; x[b] = t }
+        line = line " " (c % 2 ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2) }
+      print line } }' "$tmp/rows"
+echo "per round ÷ nginx (req/s, cpu_us/req); arm-on ÷ arm-off (req/s): round arm mode ratios"
+awk '{ rps[$1, $2, $3] = $4; cpu[$1, $2, $3] = $7; arm[$2] = 1; r[$1] = 1; mo[$3] = 1 }
+  END { for (i in r) for (md in mo) { for (a in arm) if (a != "nginx" && ((i, "nginx", md) in rps) && ((i, a, md) in rps))
+        printf "%s %s %s %.2f %.2f\n", i, a, md, rps[i, a, md] / rps[i, "nginx", md], cpu[i, a, md] / cpu[i, "nginx", md]
+      if (((i, "arm-on", md) in rps) && ((i, "arm-off", md) in rps)) printf "%s on/off %s %.3f\n", i, md, rps[i, "arm-on", md] / rps[i, "arm-off", md] } }' "$tmp/rows" | sort -k2,2 -k3,3 -k1,1n
