@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -35,7 +36,18 @@ import (
 // net/http (which takes heads up to max_header_bytes).
 const h1Buf = 4 << 10
 
-var h1Bufs = sync.Pool{New: func() any { b := make([]byte, h1Buf); return &b }}
+// h1Mem is a connection's memory: the buffer, and where the upstream
+// request head and the response head are built (kept with its capacity, so
+// that a new connection does not grow it again from nothing).
+type h1Mem struct {
+	buf [h1Buf]byte
+	out []byte
+}
+
+// h1OutKeep bounds the out capacity a pooled h1Mem keeps.
+const h1OutKeep = 16 << 10
+
+var h1Mems = sync.Pool{New: func() any { return &h1Mem{out: make([]byte, 0, 1024)} }}
 
 // Connection states for drain.
 const (
@@ -60,7 +72,7 @@ type h1conn struct {
 	state    atomic.Int32
 	waiting  atomic.Pointer[upConn] // waiting for this upstream's response head
 	seen     *upConn                // the watchdog's: waiting at its last look
-	clientIP string
+	clientIP netip.Addr             // X-Forwarded-For's
 	h        reqHead
 	out      []byte   // upstream request head, then the response head
 	raw      *rawConn // tcp's system calls; nil: through tcp
@@ -145,19 +157,25 @@ func (c *h1conn) idleDeadline(now time.Time, idle time.Duration) {
 }
 
 func (c *h1conn) serve() {
-	bp := h1Bufs.Get().(*[]byte)
-	c.buf = *bp
+	m := h1Mems.Get().(*h1Mem)
+	c.buf, c.out = m.buf[:], m.out[:0]
 	handedOff := false
 	defer func() {
 		c.s.own.remove(c)
 		if !handedOff {
 			c.lc.Close()
 		}
-		if c.buf != nil {
-			h1Bufs.Put(bp)
+		if cap(c.out) <= h1OutKeep {
+			m.out = c.out[:0]
 		}
+		c.buf, c.out = nil, nil
+		h1Mems.Put(m)
 	}()
-	c.clientIP, _, _ = net.SplitHostPort(c.tcp.RemoteAddr().String())
+	// What net/http's RemoteAddr gives ReverseProxy, without its strings:
+	// a v4-mapped address as IPv4, an IPv6 one with its zone.
+	if ra, ok := c.tcp.RemoteAddr().(*net.TCPAddr); ok {
+		c.clientIP = ra.AddrPort().Addr().Unmap()
+	}
 	t := c.s.settings.timeouts
 	limit := c.s.settings.maxHeaderBytes
 	first := true
@@ -415,7 +433,9 @@ func (c *h1conn) write(bufs ...[]byte) (int, error) {
 	if c.raw != nil {
 		return c.raw.writev(bufs...)
 	}
-	nb := net.Buffers(bufs)
+	// A copy: handing bufs itself to net.Buffers would make every caller's
+	// variadic array escape, an allocation per write on the raw path too.
+	nb := append(net.Buffers(nil), bufs...)
 	n, err := nb.WriteTo(c.tcp)
 	return int(n), err
 }

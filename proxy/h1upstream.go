@@ -150,7 +150,9 @@ func (c *h1conn) buildRequest(hl int, bodyLen int64) {
 			b = append(b, ", "...)
 		}
 	}
-	b = append(b, c.clientIP...)
+	if c.clientIP.IsValid() {
+		b = c.clientIP.AppendTo(b)
+	}
 	b = append(b, "\r\nX-Forwarded-Host: "...)
 	b = append(b, h.host...)
 	b = append(b, "\r\nX-Forwarded-Proto: http\r\n"...)

@@ -3,22 +3,37 @@
 # "Proxy"). Run as root from the repository root:
 #
 #   bash tests/bench/proxy-peers.sh [ROUNDS] [SECONDS]
+#   CORES=2 bash tests/bench/proxy-peers.sh [ROUNDS] [SECONDS]
 #
 # A backend nginx (1 worker, `return 200 "hello world\n"`) on CPU 1 with wrk;
-# every proxy on CPU 0, in front of it with upstream keep-alive:
+# every proxy on CPU 0, in front of it with upstream keep-alive. With
+# CORES=2 every proxy gets two (nginx 2 workers, HAProxy nbthread 2,
+# GOMAXPROCS=2), nothing is pinned (the machine has two: the proxies share
+# them with wrk and the backend) and wrk runs -t2 -c64:
 #   nginx     nginx proxy_pass, 1 worker, keepalive 64
 #   haproxy   HAProxy, nbthread 1, http-reuse always
 #   caddy     Caddy reverse_proxy, GOMAXPROCS=1
 #   httputil  a plain httputil.ReverseProxy, GOMAXPROCS=1
 #   ipng      ipng-stats proxy, GOMAXPROCS=1, accounting on (fallback attribution),
-#             net/http's serving loop (proxy.http1_loop net_http, the default)
-#   ipng-own  the same with the proxy's own serving loop (proxy.http1_loop own)
-# Rounds are interleaved; each arm: wrk -t1 -c32 -dSECONDS --latency, keep-alive
+#             net/http's serving loop (proxy.http1_loop net_http)
+#   ipng-own  the same with the proxy's own serving loop (proxy.http1_loop own,
+#             the default)
+#   arm-on    tests/bench/proxyarm: the proxy alone (own loop, no metrics
+#             endpoint), accounting on: IP_PKTINFO attribution and a collector
+#   arm-off   the same with accounting off (no collector: neither attributed
+#             nor counted); arm-on ÷ arm-off is accounting's cost
+# ARMS picks arms (default: all). Rounds are interleaved; each arm:
+# wrk -t1 -c32 -dSECONDS --latency, keep-alive
 # and with `Connection: close`. Per arm: req/s, p50/p99, the proxy's CPU
 # (utime+stime of its process) and system calls (perf, raw_syscalls:sys_enter
 # of its pid) per request.
 set -u
-rounds=${1:-3}; secs=${2:-5}
+rounds=${1:-3}; secs=${2:-5}; cores=${CORES:-1}
+case $cores in
+  1) pcpu=0; lcpu=1; wrkargs=(-t1 -c32) ;;
+  2) pcpu=0,1; lcpu=0,1; wrkargs=(-t2 -c64) ;;
+  *) echo "CORES is 1 or 2"; exit 1 ;;
+esac
 for c in nginx haproxy caddy wrk perf go; do command -v $c >/dev/null || { echo "needs $c"; exit 1; }; done
 tmp=$(mktemp -d); pids=()
 cleanup() {
@@ -28,15 +43,15 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$tmp/logs"
-common='worker_processes 1; error_log stderr error; events { worker_connections 4096; }'
+common='error_log stderr error; events { worker_connections 4096; }'
 temps="client_body_temp_path $tmp/cb; proxy_temp_path $tmp/pt; fastcgi_temp_path $tmp/ft; uwsgi_temp_path $tmp/ut; scgi_temp_path $tmp/st;"
 cat > "$tmp/be.conf" <<CONF
-$common pid $tmp/be.pid;
+worker_processes 1; $common pid $tmp/be.pid;
 http { access_log off; keepalive_requests 1000000; $temps
   server { listen 127.0.0.1:18091; location / { return 200 "hello world\n"; } } }
 CONF
 cat > "$tmp/px.conf" <<CONF
-$common pid $tmp/px.pid;
+worker_processes $cores; $common pid $tmp/px.pid;
 http { access_log off; keepalive_requests 1000000; $temps
   upstream be { server 127.0.0.1:18091; keepalive 64; keepalive_requests 1000000; }
   server { listen 127.0.0.1:18090;
@@ -44,7 +59,7 @@ http { access_log off; keepalive_requests 1000000; $temps
 CONF
 cat > "$tmp/haproxy.cfg" <<CONF
 global
-  nbthread 1
+  nbthread $cores
   maxconn 4096
 defaults
   mode http
@@ -71,10 +86,11 @@ cat > "$tmp/proxy.yml" <<CONF
 web: {listen_address: 127.0.0.1:19193}
 attribution: {mode: fallback}
 proxy:
+  http1_loop: net_http
   listeners: [{address: "127.0.0.1:18092", upstream: be}]
   upstreams: [{name: be, servers: ["127.0.0.1:18091"]}]
 CONF
-sed -e 's/18092/18096/' -e 's/19193/19196/' -e 's/^proxy:$/proxy:\n  http1_loop: own/' "$tmp/proxy.yml" > "$tmp/proxy-own.yml"
+sed -e 's/18092/18096/' -e 's/19193/19196/' -e 's/net_http/own/' "$tmp/proxy.yml" > "$tmp/proxy-own.yml"
 mkdir -p "$tmp/hu" && cat > "$tmp/hu/main.go" <<'GO'
 package main
 
@@ -94,23 +110,29 @@ GO
 printf 'module hu\ngo 1.22\n' > "$tmp/hu/go.mod"
 (cd "$tmp/hu" && go build -o "$tmp/httputil-proxy" .) || exit 1
 go build -o "$tmp/ipng-stats" ./cmd/ipng-stats || exit 1
+go build -o "$tmp/proxyarm" ./tests/bench/proxyarm || exit 1
 
-taskset -c 1 nginx -c "$tmp/be.conf" -p "$tmp"
-taskset -c 0 nginx -c "$tmp/px.conf" -p "$tmp"
-taskset -c 0 haproxy -f "$tmp/haproxy.cfg" -q & pids+=($!); hapid=$!
-GOMAXPROCS=1 taskset -c 0 caddy run --adapter caddyfile --config "$tmp/Caddyfile" >/dev/null 2>&1 & pids+=($!); capid=$!
-GOMAXPROCS=1 taskset -c 0 "$tmp/httputil-proxy" 2>/dev/null & pids+=($!); hupid=$!
-GOMAXPROCS=1 taskset -c 0 "$tmp/ipng-stats" proxy --config "$tmp/proxy.yml" >/dev/null 2>&1 & pids+=($!); ippid=$!
-GOMAXPROCS=1 taskset -c 0 "$tmp/ipng-stats" proxy --config "$tmp/proxy-own.yml" >/dev/null 2>&1 & pids+=($!); ownpid=$!
+taskset -c $lcpu nginx -c "$tmp/be.conf" -p "$tmp"
+taskset -c $pcpu nginx -c "$tmp/px.conf" -p "$tmp"
+taskset -c $pcpu haproxy -f "$tmp/haproxy.cfg" -q & pids+=($!); hapid=$!
+export GOMAXPROCS=$cores
+taskset -c $pcpu caddy run --adapter caddyfile --config "$tmp/Caddyfile" >/dev/null 2>&1 & pids+=($!); capid=$!
+taskset -c $pcpu "$tmp/httputil-proxy" 2>/dev/null & pids+=($!); hupid=$!
+taskset -c $pcpu "$tmp/ipng-stats" proxy --config "$tmp/proxy.yml" >/dev/null 2>&1 & pids+=($!); ippid=$!
+taskset -c $pcpu "$tmp/ipng-stats" proxy --config "$tmp/proxy-own.yml" >/dev/null 2>&1 & pids+=($!); ownpid=$!
+taskset -c $pcpu "$tmp/proxyarm" -listen 127.0.0.1:18097 -accounting=true & pids+=($!); onpid=$!
+taskset -c $pcpu "$tmp/proxyarm" -listen 127.0.0.1:18098 -accounting=false & pids+=($!); offpid=$!
+unset GOMAXPROCS
 sleep 2
-ngpid=$(pgrep -P "$(cat "$tmp/px.pid")" | head -1)
-declare -A port=([nginx]=18090 [haproxy]=18093 [caddy]=18094 [httputil]=18095 [ipng]=18092 [ipng-own]=18096)
-declare -A pid=([nginx]=$ngpid [haproxy]=$hapid [caddy]=$capid [httputil]=$hupid [ipng]=$ippid [ipng-own]=$ownpid)
-arms=${ARMS:-nginx haproxy caddy httputil ipng ipng-own}
+ngpid=$(pgrep -P "$(cat "$tmp/px.pid")" | paste -sd,)
+declare -A port=([nginx]=18090 [haproxy]=18093 [caddy]=18094 [httputil]=18095 [ipng]=18092 [ipng-own]=18096 [arm-on]=18097 [arm-off]=18098)
+declare -A pid=([nginx]=$ngpid [haproxy]=$hapid [caddy]=$capid [httputil]=$hupid [ipng]=$ippid [ipng-own]=$ownpid [arm-on]=$onpid [arm-off]=$offpid)
+arms=${ARMS:-nginx haproxy caddy httputil ipng ipng-own arm-on arm-off}
 for a in "${!port[@]}"; do curl -sf "http://127.0.0.1:${port[$a]}/" >/dev/null || { echo "$a not answering"; exit 1; }; done
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }   # clock ticks, all threads
+cpu() { local t=0 p; for p in ${1//,/ }; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }   # clock ticks, all threads of all pids
 tck=$(getconf CLK_TCK)
 echo "load: $(uptime)"
+echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo +dirty) cores: $cores"
 echo "round arm mode req/s p50 p99 cpu_us/req syscalls/req"
 for r in $(seq "$rounds"); do
   for mode in keepalive close; do
@@ -119,15 +141,30 @@ for r in $(seq "$rounds"); do
       p=${pid[$a]}; c0=$(cpu "$p")
       perf stat -e raw_syscalls:sys_enter -p "$p" -x, -o "$tmp/perf" -- sleep "$((secs+1))" & perfpid=$!
       sleep 0.5
-      out=$(taskset -c 1 wrk -t1 -c32 -d"${secs}s" --latency "${hdr[@]}" "http://127.0.0.1:${port[$a]}/")
+      out=$(taskset -c $lcpu wrk "${wrkargs[@]}" -d"${secs}s" --latency "${hdr[@]}" "http://127.0.0.1:${port[$a]}/")
       wait $perfpid
       c1=$(cpu "$p")
       n=$(echo "$out" | awk '/requests in/ {print $1}')
       rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
       p50=$(echo "$out" | awk '$1=="50%" {print $2}'); p99=$(echo "$out" | awk '$1=="99%" {print $2}')
       sc=$(awk -F, '/raw_syscalls/ {print $1}' "$tmp/perf")
-      echo "$r $a $mode $rps $p50 $p99 $(awk -v c=$((c1-c0)) -v t="$tck" -v n="$n" 'BEGIN{printf "%.1f", c/t*1e6/n}') $(awk -v s="$sc" -v n="$n" 'BEGIN{printf "%.2f", s/n}')"
+      echo "$r $a $mode $rps $p50 $p99 $(awk -v c=$((c1-c0)) -v t="$tck" -v n="$n" 'BEGIN{printf "%.1f", c/t*1e6/n}') $(awk -v s="$sc" -v n="$n" 'BEGIN{printf "%.2f", s/n}')" | tee -a "$tmp/rows"
     done
   done
 done
 echo "load: $(uptime)"
+# Per arm and mode: medians over the rounds; then each round's ratio to
+# nginx in the same round (req/s, CPU per request), and arm-on ÷ arm-off.
+echo "medians: arm mode req/s p50_ms p99_ms cpu_us/req syscalls/req"
+awk 'function ms(v) { return v ~ /us$/ ? v / 1000 : v ~ /ms$/ ? v + 0 : v * 1000 }
+  { k = $2 " " $3; n[k]++; for (i = 4; i <= 8; i++) v[k, i, n[k]] = (i == 5 || i == 6) ? ms($i) : $i; if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
+  END { for (j = 1; j <= m; j++) { k = order[j]; line = k
+      for (i = 4; i <= 8; i++) { c = n[k]; for (a = 1; a <= c; a++) x[a] = v[k, i, a]
+        for (a = 1; a <= c; a++) for (b = a + 1; b <= c; b++) if (x[b] < x[a]) { t = x[a]; x[a] = x[b]; x[b] = t }
+        line = line " " (c % 2 ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2) }
+      print line } }' "$tmp/rows"
+echo "per round ÷ nginx (req/s, cpu_us/req); arm-on ÷ arm-off (req/s): round arm mode ratios"
+awk '{ rps[$1, $2, $3] = $4; cpu[$1, $2, $3] = $7; arm[$2] = 1; r[$1] = 1; mo[$3] = 1 }
+  END { for (i in r) for (md in mo) { for (a in arm) if (a != "nginx" && ((i, "nginx", md) in rps) && ((i, a, md) in rps))
+        printf "%s %s %s %.2f %.2f\n", i, a, md, rps[i, a, md] / rps[i, "nginx", md], cpu[i, a, md] / cpu[i, "nginx", md]
+      if (((i, "arm-on", md) in rps) && ((i, "arm-off", md) in rps)) printf "%s on/off %s %.3f\n", i, md, rps[i, "arm-on", md] / rps[i, "arm-off", md] } }' "$tmp/rows" | sort -k2,2 -k3,3 -k1,1n
