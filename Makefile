@@ -8,7 +8,7 @@ PKGS      := ./...
 BENCHTIME ?= 1s
 FUZZTIME  ?= 2m
 # package:target of every fuzz target (docs/reliability.md).
-FUZZ      := config:FuzzParse nginxlog:FuzzParse exporter:FuzzQuery bindings:FuzzSpec proxy:FuzzParseHead
+FUZZ      := config:FuzzParse nginxlog:FuzzParse exporter:FuzzQuery bindings:FuzzSpec proxy:FuzzParseHead proxy:FuzzParseResponseHead
 
 # Packages Debian needs for building the BPF object, running every test and
 # packaging. `go build` alone needs none of them: the BPF object is committed.
@@ -47,8 +47,13 @@ chart: ## lint the Helm chart and render deploy/kubernetes/ipng-stats.yaml from 
 test-chart: ## helm lint, values schema and golden renderings of the chart
 	cd deploy/helm/tool && $(GO) test -count=1 ./...
 
+# The proxy's tests run a second time on net/http's HTTP/1.1 loop
+# (proxy.http1_loop: net_http; the own loop is the default).
+NET_HTTP_TESTS = Proxy|Smuggling|StrictParsing|Own|TLS|Gate
+
 test: ## every test with -race (privileged ones skip without root; with IPNG_STATS_E2E=1 a skip fails)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	IPNG_STATS_HTTP1_LOOP=net_http $(GO) test -race -count=1 -timeout 10m ./proxy/ ./tests/ -run '$(NET_HTTP_TESTS)'
 
 # Privileged tests live in many packages (bindings, loader, attribution,
 # nginxlog, connstats, cmd/ipng-stats, tests, ...): all of them run, and
@@ -56,6 +61,7 @@ test: ## every test with -race (privileged ones skip without root; with IPNG_STA
 # failure, so nothing privileged can pass by not running.
 test-e2e: ## every test with -race and IPNG_STATS_E2E=1: all privileged tests in all packages must run (root)
 	IPNG_STATS_E2E=1 $(GO) test -race -count=1 -timeout 30m $(PKGS)
+	IPNG_STATS_E2E=1 IPNG_STATS_HTTP1_LOOP=net_http $(GO) test -race -count=1 -timeout 10m ./proxy/ ./tests/ -run '$(NET_HTTP_TESTS)'
 
 # The single-node Kubernetes cluster test (tests/k8s/README.md), run by
 # .ci/run. tests/k8s/tools/go.mod pins k8s.io/kubernetes (its k8s.io/*

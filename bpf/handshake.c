@@ -28,10 +28,24 @@
 // The tc programs always return TC_ACT_UNSPEC (TCX_NEXT): they never drop,
 // redirect or change a packet, and the next program of the device runs.
 //
-// Headers are read relative to the network header (bpf_skb_load_bytes_relative
-// with BPF_HDR_START_NET), so the same program serves Ethernet, VLAN and
-// L3 tunnel devices (GRE, IPIP) alike. IPv6 extension headers are not walked:
-// a SYN behind one is not counted.
+// Each tc program comes in two variants, chosen per device by the agent:
+//
+//   ipng_hs_ingress, ipng_hs_egress   devices with Ethernet headers (veth,
+//                    VLAN, macvlan, VXLAN, GRETAP, bonds, bridges, NICs).
+//                    The common path (not a SYN, not a SYN-ACK: nearly
+//                    every packet) reads the TCP flags with direct packet
+//                    access at fixed offsets behind a 14-byte Ethernet
+//                    header and an IP header without options, and returns:
+//                    no helper call, no map lookup. Anything else (a tag
+//                    left in the packet, IPv4 options, headers outside the
+//                    linear data) takes the generic path below.
+//   ipng_hs_in_l3, ipng_hs_out_l3     every other device (L3 tunnels such as
+//                    GRE and IPIP, loopback, WireGuard): the generic path.
+//
+// The generic path reads the headers relative to the network header
+// (bpf_skb_load_bytes_relative with BPF_HDR_START_NET), wherever the link
+// layer puts it; it also counts what the fast path matched. IPv6 extension
+// headers are not walked: a SYN behind one is not counted.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -41,6 +55,8 @@
 #include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+
+#include "skops_addrs.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -159,7 +175,7 @@ static __always_inline void put_v4mapped(__u8 dst[16], __u32 addr_be)
 #define F_SYN 0x02
 #define F_ACK 0x10
 
-// classify reads the IP and TCP headers of skb. want is the flags byte
+// handle reads the IP and TCP headers of skb. want is the flags byte
 // (SYN|ACK masked) to count; ingress picks the destination as the VIP,
 // egress the source.
 static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
@@ -233,14 +249,58 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
 	return TC_ACT_UNSPEC;
 }
 
+#define IP4_HLEN 20
+#define IP6_HLEN 40
+
+// handle_eth is handle for a device with Ethernet headers: the TCP flags
+// are tested first, read in place, and only a packet whose flags are want
+// (or whose layout is not the plain one) goes on to handle.
+static __always_inline int handle_eth(struct __sk_buff *skb, __u8 want, int ingress)
+{
+	__u8 *p = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u16 proto = skb->protocol;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		if ((void *)(p + ETH_HLEN + IP4_HLEN + 14) > end ||
+		    *(__u16 *)(p + 12) != proto || p[ETH_HLEN] != 0x45)
+			return handle(skb, want, ingress);
+		if ((p[ETH_HLEN + IP4_HLEN + 13] & (F_SYN | F_ACK)) != want)
+			return TC_ACT_UNSPEC;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		if ((void *)(p + ETH_HLEN + IP6_HLEN + 14) > end || *(__u16 *)(p + 12) != proto)
+			return handle(skb, want, ingress);
+		if (p[ETH_HLEN + 6] != IPPROTO_TCP ||
+		    (p[ETH_HLEN + IP6_HLEN + 13] & (F_SYN | F_ACK)) != want)
+			return TC_ACT_UNSPEC;
+	} else {
+		return TC_ACT_UNSPEC;
+	}
+	// A SYN (SYN-ACK): rare, counted by the generic path (which checks
+	// the protocol and fragments).
+	return handle(skb, want, ingress);
+}
+
 SEC("tc")
 int ipng_hs_ingress(struct __sk_buff *skb)
+{
+	return handle_eth(skb, F_SYN, 1);
+}
+
+SEC("tc")
+int ipng_hs_egress(struct __sk_buff *skb)
+{
+	return handle_eth(skb, F_SYN | F_ACK, 0);
+}
+
+SEC("tc")
+int ipng_hs_in_l3(struct __sk_buff *skb)
 {
 	return handle(skb, F_SYN, 1);
 }
 
 SEC("tc")
-int ipng_hs_egress(struct __sk_buff *skb)
+int ipng_hs_out_l3(struct __sk_buff *skb)
 {
 	return handle(skb, F_SYN | F_ACK, 0);
 }
@@ -256,40 +316,25 @@ static __always_inline void synack(struct bpf_sock_ops *skops)
 {
 	struct ipng_hs_tuple tup = {};
 	struct ipng_hs_key key = {};
-	__u32 l6[4], r6[4], l4, r4, lport, rport, family;
+	struct ipng_skops_addrs a;
 	__u32 *ifindex;
 
-	// Every context field first (see sockops.c: the verifier rejects a
-	// variable-offset ctx access clang may otherwise make).
-	family = skops->family;
-	l4 = skops->local_ip4;
-	r4 = skops->remote_ip4;
-	l6[0] = skops->local_ip6[0];
-	l6[1] = skops->local_ip6[1];
-	l6[2] = skops->local_ip6[2];
-	l6[3] = skops->local_ip6[3];
-	r6[0] = skops->remote_ip6[0];
-	r6[1] = skops->remote_ip6[1];
-	r6[2] = skops->remote_ip6[2];
-	r6[3] = skops->remote_ip6[3];
-	lport = skops->local_port;         // host byte order
-	rport = skops->remote_port >> 16;  // network byte order, upper 16 bits
-
+	ipng_read_addrs(skops, &a);
 	if (bpf_get_netns_cookie(skops) != own_netns)
 		return;
-	if (family == AF_INET) {
+	if (a.family == AF_INET) {
 		tup.family = 4;
-		put_v4mapped(tup.local_addr, l4);
-		put_v4mapped(tup.remote_addr, r4);
-	} else if (family == AF_INET6) {
-		tup.family = is_v4mapped(l6) ? 4 : 6;
-		__builtin_memcpy(tup.local_addr, l6, 16);
-		__builtin_memcpy(tup.remote_addr, r6, 16);
+		put_v4mapped(tup.local_addr, a.l4);
+		put_v4mapped(tup.remote_addr, a.r4);
+	} else if (a.family == AF_INET6) {
+		tup.family = is_v4mapped(a.l6) ? 4 : 6;
+		__builtin_memcpy(tup.local_addr, a.l6, 16);
+		__builtin_memcpy(tup.remote_addr, a.r6, 16);
 	} else {
 		return;
 	}
-	tup.local_port = lport;
-	tup.remote_port = bpf_ntohs(rport);
+	tup.local_port = a.lport;
+	tup.remote_port = bpf_ntohs(a.rport);
 	ifindex = bpf_map_lookup_elem(&ipng_hs_syns, &tup);
 	if (!ifindex)
 		return;

@@ -55,7 +55,9 @@ const (
 	HandshakeMapIpngHsPorts    = "ipng_hs_ports"
 	HandshakeMapIpngHsSyns     = "ipng_hs_syns"
 	HandshakeProgIpngHsEgress  = "ipng_hs_egress"
+	HandshakeProgIpngHsInL3    = "ipng_hs_in_l3"
 	HandshakeProgIpngHsIngress = "ipng_hs_ingress"
+	HandshakeProgIpngHsOutL3   = "ipng_hs_out_l3"
 	HandshakeProgIpngHsSockops = "ipng_hs_sockops"
 	HandshakeVarOwnNetns       = "own_netns"
 )
@@ -103,7 +105,9 @@ type HandshakeSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type HandshakeProgramSpecs struct {
 	IpngHsEgress  *ebpf.ProgramSpec `ebpf:"ipng_hs_egress"`
+	IpngHsInL3    *ebpf.ProgramSpec `ebpf:"ipng_hs_in_l3"`
 	IpngHsIngress *ebpf.ProgramSpec `ebpf:"ipng_hs_ingress"`
+	IpngHsOutL3   *ebpf.ProgramSpec `ebpf:"ipng_hs_out_l3"`
 	IpngHsSockops *ebpf.ProgramSpec `ebpf:"ipng_hs_sockops"`
 }
 
@@ -171,14 +175,18 @@ type HandshakeVariables struct {
 // It can be passed to LoadHandshakeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type HandshakePrograms struct {
 	IpngHsEgress  *ebpf.Program `ebpf:"ipng_hs_egress"`
+	IpngHsInL3    *ebpf.Program `ebpf:"ipng_hs_in_l3"`
 	IpngHsIngress *ebpf.Program `ebpf:"ipng_hs_ingress"`
+	IpngHsOutL3   *ebpf.Program `ebpf:"ipng_hs_out_l3"`
 	IpngHsSockops *ebpf.Program `ebpf:"ipng_hs_sockops"`
 }
 
 func (p *HandshakePrograms) Close() error {
 	return _HandshakeClose(
 		p.IpngHsEgress,
+		p.IpngHsInL3,
 		p.IpngHsIngress,
+		p.IpngHsOutL3,
 		p.IpngHsSockops,
 	)
 }

@@ -29,10 +29,16 @@
 //                   stamped among the last ring_mask + 1 stamps (then it was
 //                   evicted) or not (never seen). Only with tuple_enabled.
 // ipng_ifaces (written by the agent) maps (ifindex, family) to the tag id and
-// device name of the binding; ipng_tag_names (agent) names the tag ids, which
+// device name of the binding; ipng_iface_slots (agent) holds the same for
+// ifindexes below IPNG_IFACE_SLOTS / 2 at ifindex * 2 + (family == 6), an
+// array lookup the verifier inlines, with the hash for larger ifindexes; ipng_tag_names (agent) names the tag ids, which
 // stay stable across reloads and restarts because the map is pinned.
-// ipng_conns counts connections opened and closed per (tag id, VIP) on each
-// CPU; the agent reads it at scrape. Nothing wakes user space per connection.
+// ipng_series gives each (tag id, VIP) series of the agent's network
+// namespace an index (allocated here from ipng_series_next on its first
+// connection), ipng_conns (per-CPU array) counts connections opened and
+// closed by that index, and the stamp keeps it, so that the close adds to
+// the same series with an array lookup the verifier inlines. The agent reads
+// both at scrape. Nothing wakes user space per connection.
 // ipng_counters is a per-CPU array of the program's own counters.
 //
 // No vmlinux.h: the two kernel structs read through BTF are declared below
@@ -42,6 +48,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+
+#include "skops_addrs.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -77,7 +85,7 @@ enum ipng_counter {
 	IPNG_CNT_TUPLE_FAILED,       // update of ipng_by_tuple failed
 	IPNG_CNT_CLOSED,             // stamped sockets seen closing
 	IPNG_CNT_OTHER_NETNS,        // stamped sockets of other network namespaces (not counted per tag)
-	IPNG_CNT_CONNS_FAILED,       // ipng_conns full: a connection not counted per (tag, VIP)
+	IPNG_CNT_CONNS_FAILED,       // ipng_series full: a connection not counted per (tag, VIP)
 	IPNG_CNT_UNTAGGED,           // stamped in the agent's namespace, ifindex not in ipng_ifaces
 	IPNG_CNT_CLOSE_UNMATCHED,    // a stamped socket closed, its stamp gone (ipng_by_cookie too small): close not counted
 	IPNG_CNT_MAX,
@@ -106,7 +114,7 @@ struct ipng_stamp {
 	enum ipng_source source;
 	__u8 family;          // IP version of the connection: 4 or 6 (v4-mapped is 4)
 	__u8 bound;           // 1: a binding matched at accept; 0: default tag (or tag_id 0)
-	__u8 _pad[2];
+	__u16 series;         // index of the connection's series in ipng_conns; 0: not counted
 	__u32 tag_id;         // tag at accept (ipng_tag_names); 0: not known at accept
 	char device[16];      // interface name at accept; "" when tag_id is 0
 };
@@ -129,7 +137,7 @@ struct ipng_tag_name {
 	char name[IPNG_NAME_LEN];
 };
 
-// ipng_conns: one series of connection counts.
+// ipng_series: one series of connection counts.
 struct ipng_conn_key {
 	__u8 vip[16];         // local address, IPv4 v4-mapped
 	__u32 tag_id;         // 0: not known at accept, then ifindex says where
@@ -202,6 +210,17 @@ struct {
 	__type(value, struct ipng_iface);
 } ipng_ifaces SEC(".maps");
 
+// ipng_iface_slots: ipng_ifaces of ifindexes below IPNG_IFACE_SLOTS / 2 by
+// ifindex * 2 + (family == 6); tag_id 0: not there.
+#define IPNG_IFACE_SLOTS 8192
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IPNG_IFACE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct ipng_iface);
+} ipng_iface_slots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -209,10 +228,27 @@ struct {
 	__type(value, struct ipng_tag_name);
 } ipng_tag_names SEC(".maps");
 
+// Series indexes are 1 to IPNG_SERIES_MAX - 1 (0 in a stamp: not counted).
+#define IPNG_SERIES_MAX 16384
+
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IPNG_SERIES_MAX);
 	__type(key, struct ipng_conn_key);
+	__type(value, __u32);
+} ipng_series SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} ipng_series_next SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IPNG_SERIES_MAX);
+	__type(key, __u32);
 	__type(value, struct ipng_conn_count);
 } ipng_conns SEC(".maps");
 
@@ -224,35 +260,48 @@ static __always_inline void count(enum ipng_counter idx)
 		*v += 1;
 }
 
-// count_conn adds one opened or closed connection to its (tag, VIP) series.
-// A real (noinline) function, so that the key and value structs are
-// described in the object's BTF for bpf2go -type.
-static __noinline int count_conn(const struct ipng_stamp *st, int closing)
+// series_of returns the index of st's (tag, VIP) series, giving it the next
+// free one on its first connection; 0 when ipng_series is full. A real
+// (noinline) function, so that the key struct is described in the object's
+// BTF for bpf2go -type.
+static __noinline __u32 series_of(const struct ipng_stamp *st)
 {
 	struct ipng_conn_key key = {};
-	struct ipng_conn_count *c, zero = {};
+	__u32 zero = 0, idx, *v, *next;
 
 	__builtin_memcpy(key.vip, st->tuple.local_addr, 16);
 	key.tag_id = st->tag_id;
 	key.ifindex = st->tag_id ? 0 : st->ifindex;
 	key.family = st->family;
 	key.bound = st->bound;
-	c = bpf_map_lookup_elem(&ipng_conns, &key);
-	if (!c) {
-		// Another CPU may create it at the same time: then NOEXIST
-		// fails and the lookup finds theirs.
-		bpf_map_update_elem(&ipng_conns, &key, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&ipng_conns, &key);
-		if (!c) {
-			count(IPNG_CNT_CONNS_FAILED);
-			return 0;
-		}
-	}
+	v = bpf_map_lookup_elem(&ipng_series, &key);
+	if (v)
+		return *v;
+	next = bpf_map_lookup_elem(&ipng_series_next, &zero);
+	if (!next || *next >= IPNG_SERIES_MAX - 1)
+		return 0;
+	idx = __sync_fetch_and_add(next, 1) + 1;
+	if (idx >= IPNG_SERIES_MAX)
+		return 0;
+	if (bpf_map_update_elem(&ipng_series, &key, &idx, BPF_NOEXIST) == 0)
+		return idx;
+	// Another CPU gave the series an index at the same time (idx stays
+	// unused), or the map is full.
+	v = bpf_map_lookup_elem(&ipng_series, &key);
+	return v ? *v : 0;
+}
+
+// count_conn adds one opened or closed connection to series idx.
+static __always_inline void count_conn(__u32 idx, int closing)
+{
+	struct ipng_conn_count *c = bpf_map_lookup_elem(&ipng_conns, &idx);
+
+	if (!c)
+		return;
 	if (closing)
 		c->closed += 1;
 	else
 		c->opened += 1;
-	return 0;
 }
 
 // tuple_hash mixes the six 64-bit words of an ipng_by_tuple key
@@ -295,8 +344,13 @@ static __noinline int record_tuple(const struct ipng_tuple *t)
 static __always_inline void tag_at_accept(struct ipng_stamp *st)
 {
 	struct ipng_iface_key key = { .ifindex = st->ifindex, .family = st->family };
-	struct ipng_iface *ifc = bpf_map_lookup_elem(&ipng_ifaces, &key);
+	struct ipng_iface *ifc = 0;
+	__u32 slot = st->ifindex * 2 + (st->family == 6);
 
+	if (st->ifindex < IPNG_IFACE_SLOTS / 2)
+		ifc = bpf_map_lookup_elem(&ipng_iface_slots, &slot);
+	if (!ifc || !ifc->tag_id)
+		ifc = bpf_map_lookup_elem(&ipng_ifaces, &key);
 	if (!ifc) {
 		count(IPNG_CNT_UNTAGGED);
 		return;
@@ -352,56 +406,45 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 {
 	struct ipng_stamp st = {};
 	struct ipng_stamp *stored;
-	__u32 l6[4], r6[4];
-	__u32 l4, r4, lport, rport, family;
+	struct ipng_skops_addrs a;
 	int own;
 
-	// Read every context field before branching: clang may otherwise merge
-	// the v4 and v6 loads into one variable-offset ctx access, which the
-	// verifier rejects.
-	family = skops->family;
-	l4 = skops->local_ip4;
-	r4 = skops->remote_ip4;
-	l6[0] = skops->local_ip6[0];
-	l6[1] = skops->local_ip6[1];
-	l6[2] = skops->local_ip6[2];
-	l6[3] = skops->local_ip6[3];
-	r6[0] = skops->remote_ip6[0];
-	r6[1] = skops->remote_ip6[1];
-	r6[2] = skops->remote_ip6[2];
-	r6[3] = skops->remote_ip6[3];
-	lport = skops->local_port;         // host byte order
-	rport = skops->remote_port >> 16;  // network byte order, upper 16 bits
-
+	ipng_read_addrs(skops, &a);
 	st.ifindex = ingress_ifindex(skops, &st.source);
 	if (!st.ifindex) {
 		count(IPNG_CNT_NO_IFINDEX);
 		return;
 	}
 
-	if (family == AF_INET6 && !is_v4mapped(l6)) {
+	if (a.family == AF_INET6 && !is_v4mapped(a.l6)) {
 		st.family = 6;
-		__builtin_memcpy(st.tuple.local_addr, l6, 16);
-		__builtin_memcpy(st.tuple.remote_addr, r6, 16);
-	} else if (family == AF_INET6) {
+		__builtin_memcpy(st.tuple.local_addr, a.l6, 16);
+		__builtin_memcpy(st.tuple.remote_addr, a.r6, 16);
+	} else if (a.family == AF_INET6) {
 		st.family = 4;
-		__builtin_memcpy(st.tuple.local_addr, l6, 16);
-		__builtin_memcpy(st.tuple.remote_addr, r6, 16);
-	} else if (family == AF_INET) {
+		__builtin_memcpy(st.tuple.local_addr, a.l6, 16);
+		__builtin_memcpy(st.tuple.remote_addr, a.r6, 16);
+	} else if (a.family == AF_INET) {
 		st.family = 4;
-		put_v4mapped(st.tuple.local_addr, l4);
-		put_v4mapped(st.tuple.remote_addr, r4);
+		put_v4mapped(st.tuple.local_addr, a.l4);
+		put_v4mapped(st.tuple.remote_addr, a.r4);
 	} else {
 		return;
 	}
-	st.tuple.local_port = lport;
-	st.tuple.remote_port = bpf_ntohs(rport);
+	st.tuple.local_port = a.lport;
+	st.tuple.remote_port = bpf_ntohs(a.rport);
 	st.tuple.netns_cookie = bpf_get_netns_cookie(skops);
 	st.cookie = bpf_get_socket_cookie(skops);
 	st.stamped_ns = bpf_ktime_get_ns();
 	own = st.tuple.netns_cookie == own_netns;
-	if (own)
+	if (own) {
 		tag_at_accept(&st);
+		st.series = series_of(&st);
+		if (st.series)
+			count_conn(st.series, 0);
+		else
+			count(IPNG_CNT_CONNS_FAILED);
+	}
 
 	if (sk_enabled) {
 		// Created with st as its value: nothing to copy afterwards.
@@ -423,9 +466,7 @@ static __always_inline void stamp(struct bpf_sock_ops *skops)
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 					 BPF_SOCK_OPS_STATE_CB_FLAG);
 	count(IPNG_CNT_STAMPED);
-	if (own)
-		count_conn(&st, 0);
-	else
+	if (!own)
 		count(IPNG_CNT_OTHER_NETNS);
 }
 
@@ -441,8 +482,11 @@ static __always_inline void closed(struct bpf_sock_ops *skops)
 		count(IPNG_CNT_CLOSE_UNMATCHED);
 		return;
 	}
-	if (st->tuple.netns_cookie == own_netns)
-		count_conn(st, 1);
+	// 0: not counted at accept (another namespace, ipng_series full, or
+	// stamped by a version before the series indexes, whose counts went
+	// with its map).
+	if (st->series)
+		count_conn(st->series, 1);
 	bpf_map_delete_elem(&ipng_by_cookie, &cookie);
 	count(IPNG_CNT_CLOSED);
 }

@@ -81,7 +81,7 @@ type SockopsIpngStamp struct {
 	Source    SockopsIpngSource
 	Family    uint8
 	Bound     uint8
-	Pad       [2]uint8
+	Series    uint16
 	TagId     uint32
 	Device    [16]int8
 }
@@ -105,20 +105,23 @@ type SockopsIpngTuple struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SockopsMapIpngByCookie  = "ipng_by_cookie"
-	SockopsMapIpngByTuple   = "ipng_by_tuple"
-	SockopsMapIpngConns     = "ipng_conns"
-	SockopsMapIpngCounters  = "ipng_counters"
-	SockopsMapIpngIfaces    = "ipng_ifaces"
-	SockopsMapIpngSk        = "ipng_sk"
-	SockopsMapIpngTagNames  = "ipng_tag_names"
-	SockopsMapIpngTupleHead = "ipng_tuple_head"
-	SockopsMapIpngTupleRing = "ipng_tuple_ring"
-	SockopsProgIpngSockops  = "ipng_sockops"
-	SockopsVarOwnNetns      = "own_netns"
-	SockopsVarRingMask      = "ring_mask"
-	SockopsVarSkEnabled     = "sk_enabled"
-	SockopsVarTupleEnabled  = "tuple_enabled"
+	SockopsMapIpngByCookie   = "ipng_by_cookie"
+	SockopsMapIpngByTuple    = "ipng_by_tuple"
+	SockopsMapIpngConns      = "ipng_conns"
+	SockopsMapIpngCounters   = "ipng_counters"
+	SockopsMapIpngIfaceSlots = "ipng_iface_slots"
+	SockopsMapIpngIfaces     = "ipng_ifaces"
+	SockopsMapIpngSeries     = "ipng_series"
+	SockopsMapIpngSeriesNext = "ipng_series_next"
+	SockopsMapIpngSk         = "ipng_sk"
+	SockopsMapIpngTagNames   = "ipng_tag_names"
+	SockopsMapIpngTupleHead  = "ipng_tuple_head"
+	SockopsMapIpngTupleRing  = "ipng_tuple_ring"
+	SockopsProgIpngSockops   = "ipng_sockops"
+	SockopsVarOwnNetns       = "own_netns"
+	SockopsVarRingMask       = "ring_mask"
+	SockopsVarSkEnabled      = "sk_enabled"
+	SockopsVarTupleEnabled   = "tuple_enabled"
 )
 
 // LoadSockops returns the embedded CollectionSpec for Sockops.
@@ -170,15 +173,18 @@ type SockopsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockopsMapSpecs struct {
-	IpngByCookie  *ebpf.MapSpec `ebpf:"ipng_by_cookie"`
-	IpngByTuple   *ebpf.MapSpec `ebpf:"ipng_by_tuple"`
-	IpngConns     *ebpf.MapSpec `ebpf:"ipng_conns"`
-	IpngCounters  *ebpf.MapSpec `ebpf:"ipng_counters"`
-	IpngIfaces    *ebpf.MapSpec `ebpf:"ipng_ifaces"`
-	IpngSk        *ebpf.MapSpec `ebpf:"ipng_sk"`
-	IpngTagNames  *ebpf.MapSpec `ebpf:"ipng_tag_names"`
-	IpngTupleHead *ebpf.MapSpec `ebpf:"ipng_tuple_head"`
-	IpngTupleRing *ebpf.MapSpec `ebpf:"ipng_tuple_ring"`
+	IpngByCookie   *ebpf.MapSpec `ebpf:"ipng_by_cookie"`
+	IpngByTuple    *ebpf.MapSpec `ebpf:"ipng_by_tuple"`
+	IpngConns      *ebpf.MapSpec `ebpf:"ipng_conns"`
+	IpngCounters   *ebpf.MapSpec `ebpf:"ipng_counters"`
+	IpngIfaceSlots *ebpf.MapSpec `ebpf:"ipng_iface_slots"`
+	IpngIfaces     *ebpf.MapSpec `ebpf:"ipng_ifaces"`
+	IpngSeries     *ebpf.MapSpec `ebpf:"ipng_series"`
+	IpngSeriesNext *ebpf.MapSpec `ebpf:"ipng_series_next"`
+	IpngSk         *ebpf.MapSpec `ebpf:"ipng_sk"`
+	IpngTagNames   *ebpf.MapSpec `ebpf:"ipng_tag_names"`
+	IpngTupleHead  *ebpf.MapSpec `ebpf:"ipng_tuple_head"`
+	IpngTupleRing  *ebpf.MapSpec `ebpf:"ipng_tuple_ring"`
 }
 
 // SockopsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -211,15 +217,18 @@ func (o *SockopsObjects) Close() error {
 //
 // It can be passed to LoadSockopsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockopsMaps struct {
-	IpngByCookie  *ebpf.Map `ebpf:"ipng_by_cookie"`
-	IpngByTuple   *ebpf.Map `ebpf:"ipng_by_tuple"`
-	IpngConns     *ebpf.Map `ebpf:"ipng_conns"`
-	IpngCounters  *ebpf.Map `ebpf:"ipng_counters"`
-	IpngIfaces    *ebpf.Map `ebpf:"ipng_ifaces"`
-	IpngSk        *ebpf.Map `ebpf:"ipng_sk"`
-	IpngTagNames  *ebpf.Map `ebpf:"ipng_tag_names"`
-	IpngTupleHead *ebpf.Map `ebpf:"ipng_tuple_head"`
-	IpngTupleRing *ebpf.Map `ebpf:"ipng_tuple_ring"`
+	IpngByCookie   *ebpf.Map `ebpf:"ipng_by_cookie"`
+	IpngByTuple    *ebpf.Map `ebpf:"ipng_by_tuple"`
+	IpngConns      *ebpf.Map `ebpf:"ipng_conns"`
+	IpngCounters   *ebpf.Map `ebpf:"ipng_counters"`
+	IpngIfaceSlots *ebpf.Map `ebpf:"ipng_iface_slots"`
+	IpngIfaces     *ebpf.Map `ebpf:"ipng_ifaces"`
+	IpngSeries     *ebpf.Map `ebpf:"ipng_series"`
+	IpngSeriesNext *ebpf.Map `ebpf:"ipng_series_next"`
+	IpngSk         *ebpf.Map `ebpf:"ipng_sk"`
+	IpngTagNames   *ebpf.Map `ebpf:"ipng_tag_names"`
+	IpngTupleHead  *ebpf.Map `ebpf:"ipng_tuple_head"`
+	IpngTupleRing  *ebpf.Map `ebpf:"ipng_tuple_ring"`
 }
 
 func (m *SockopsMaps) Close() error {
@@ -228,7 +237,10 @@ func (m *SockopsMaps) Close() error {
 		m.IpngByTuple,
 		m.IpngConns,
 		m.IpngCounters,
+		m.IpngIfaceSlots,
 		m.IpngIfaces,
+		m.IpngSeries,
+		m.IpngSeriesNext,
 		m.IpngSk,
 		m.IpngTagNames,
 		m.IpngTupleHead,

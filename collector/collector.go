@@ -64,6 +64,9 @@ type Collector struct {
 	sources   atomic.Pointer[Sources]
 	rateMu    sync.Mutex // serialises rate ticks
 	lastTick  time.Time
+
+	// batch is held for writing by BeginBatch and for reading by Snapshot.
+	batch sync.RWMutex
 }
 
 // New returns a Collector for cfg. Zero Config fields take their defaults.
@@ -122,6 +125,18 @@ func (c *Collector) SetConfig(cfg Config) error {
 	}
 	return nil
 }
+
+// BeginBatch makes snapshots (every scrape) wait until EndBatch. A writer
+// calls it around records that must become visible together with a side
+// effect outside the process: the nginx ingest records a batch of log lines
+// and frees them in the spool before EndBatch, so that no scrape can see a
+// batch the spool still holds (an agent killed in between would count it
+// again after its restart). Records themselves never wait. Keep batches
+// short: a scrape waits for the whole batch.
+func (c *Collector) BeginBatch() { c.batch.Lock() }
+
+// EndBatch ends the batch begun by BeginBatch.
+func (c *Collector) EndBatch() { c.batch.Unlock() }
 
 // SetSources installs the pull hooks for meta counters owned by other
 // packages. It may be called at any time; it replaces earlier hooks.

@@ -266,3 +266,37 @@ func TestInitialReasons(t *testing.T) {
 		t.Errorf("fallbacks = %v, want no_stamp and unbound at 0", m.AttributionFallbacks)
 	}
 }
+
+// TestSnapshotWaitsForBatch: a snapshot taken during a batch waits for its
+// end and then sees the whole batch, never a part of it. (Records do not
+// wait.)
+func TestSnapshotWaitsForBatch(t *testing.T) {
+	c, err := New(Config{}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddr("192.0.2.1")
+	s := c.Series("maglev", vip)
+	c.BeginBatch()
+	s.Record(Outcome{Status: 200})
+	got := make(chan uint64, 1)
+	go func() {
+		var n uint64
+		for _, ss := range c.Snapshot(Filter{}).Series {
+			for _, cc := range ss.Codes {
+				n += cc.Requests
+			}
+		}
+		got <- n
+	}()
+	select {
+	case n := <-got:
+		t.Fatalf("a snapshot during a batch returned (%d requests) before the batch ended", n)
+	case <-time.After(200 * time.Millisecond): // a negative check: a snapshot returns in microseconds
+	}
+	s.Record(Outcome{Status: 200})
+	c.EndBatch()
+	if n := <-got; n != 2 {
+		t.Errorf("snapshot after the batch: %d requests, want 2", n)
+	}
+}

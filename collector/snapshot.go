@@ -101,7 +101,10 @@ type Meta struct {
 }
 
 // Snapshot copies the series selected by f and all meta counters.
+// It waits for a batch in progress (BeginBatch).
 func (c *Collector) Snapshot(f Filter) *Snapshot {
+	c.batch.RLock()
+	defer c.batch.RUnlock()
 	src := c.sources.Load()
 	if src.Refresh != nil {
 		src.Refresh()

@@ -11,14 +11,17 @@ import (
 // proxy). Zero values mean the defaults documented in docs/config-guide.md;
 // package proxy applies them.
 type ProxyConfig struct {
-	Enabled        bool                 `yaml:"enabled"`
-	Listeners      []ProxyListener      `yaml:"listeners,omitempty" example:"{address: \":80\", upstream: web}"`
-	Upstreams      []ProxyUpstream      `yaml:"upstreams,omitempty" example:"{name: web, servers: [\"10.0.0.1:8080\"]}"`
-	Timeouts       ProxyTimeouts        `yaml:"timeouts,omitempty"`
-	MaxHeaderBytes int                  `yaml:"max_header_bytes,omitempty"`
-	MaxConnections int                  `yaml:"max_connections,omitempty"`
-	DrainTimeout   time.Duration        `yaml:"drain_timeout,omitempty"`
-	AccessLog      ProxyAccessLogConfig `yaml:"access_log,omitempty"`
+	Enabled        bool            `yaml:"enabled"`
+	Listeners      []ProxyListener `yaml:"listeners,omitempty" example:"{address: \":80\", upstream: web}"`
+	Upstreams      []ProxyUpstream `yaml:"upstreams,omitempty" example:"{name: web, servers: [\"10.0.0.1:8080\"]}"`
+	Timeouts       ProxyTimeouts   `yaml:"timeouts,omitempty"`
+	MaxHeaderBytes int             `yaml:"max_header_bytes,omitempty"`
+	MaxConnections int             `yaml:"max_connections,omitempty"`
+	// HTTP1Loop picks what serves plaintext HTTP/1.1: "own" (the
+	// default: the proxy's own serving loop, package proxy) or "net_http".
+	HTTP1Loop    string               `yaml:"http1_loop,omitempty"`
+	DrainTimeout time.Duration        `yaml:"drain_timeout,omitempty"`
+	AccessLog    ProxyAccessLogConfig `yaml:"access_log,omitempty"`
 }
 
 // ProxyListener is one entry of proxy.listeners.
@@ -142,6 +145,9 @@ func (v *validator) proxy(c *ProxyConfig) {
 	}
 	if c.MaxConnections < 0 {
 		v.errorf("proxy.max_connections", "must not be negative, got %d", c.MaxConnections)
+	}
+	if c.HTTP1Loop != "" {
+		v.oneOf("proxy.http1_loop", c.HTTP1Loop, "http1_loop", "net_http", "own")
 	}
 	v.nonNegative("proxy.drain_timeout", c.DrainTimeout)
 	if lt := c.AccessLog.Logtail; lt.Target != "" {

@@ -85,7 +85,7 @@ func TestProxyErrors(t *testing.T) {
 				`c.yml:4:6: proxy.listeners[1]: want an entry like {address: ":80", upstream: web}; got an empty value`,
 				`c.yml:6:27: proxy.upstreams[0].servers[0]: want a string, got a list`}},
 		{"unknown key", "proxy:\n  listener: []\n",
-			[]string{`c.yml:2:3: proxy: unknown key "listener" (known: enabled, listeners, upstreams, timeouts, max_header_bytes, max_connections, drain_timeout, access_log); did you mean "listeners"?`}},
+			[]string{`c.yml:2:3: proxy: unknown key "listener" (known: enabled, listeners, upstreams, timeouts, max_header_bytes, max_connections, http1_loop, drain_timeout, access_log); did you mean "listeners"?`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,10 +2,13 @@ package exporter
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"log"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,9 +47,10 @@ const (
 	reasonEvicted      = "evicted"       // idle, closed to make room at the connection limit
 	reasonOverLimit    = "over_limit"    // new, closed at once: the limit is reached and nothing can be evicted
 	reasonWriteTimeout = "write_timeout" // the response not read by the client within the write timeout
+	reasonTLSHandshake = "tls_handshake" // the TLS handshake failed (not TLS, a bad ClientHello)
 )
 
-var rejectReasons = []string{reasonBadRequest, reasonSlowRequest, reasonIdleTimeout, reasonEvicted, reasonOverLimit, reasonWriteTimeout}
+var rejectReasons = []string{reasonBadRequest, reasonSlowRequest, reasonIdleTimeout, reasonEvicted, reasonOverLimit, reasonWriteTimeout, reasonTLSHandshake}
 
 // connGuard counts what net/http rejects on its own (it never calls the
 // handler for a malformed or too large request, or a timed-out one) and
@@ -78,7 +82,7 @@ func newConnGuard(max int, timeout, writeTimeout time.Duration) *connGuard {
 	g := &connGuard{max: max, timeout: timeout, writeTimeout: writeTimeout, conns: map[net.Conn]*connInfo{}}
 	g.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ipng_exporter_rejected_total",
-		Help: "Connections to the metrics port closed without serving a request, by reason: bad_request (malformed, oversized headers), slow_request and idle_timeout (header timeout), evicted (idle, closed at the connection limit to make room), over_limit, write_timeout (the response not read within the write timeout: cut off).",
+		Help: "Connections to the metrics port closed without serving a request, by reason: bad_request (malformed, oversized headers), slow_request and idle_timeout (header timeout), evicted (idle, closed at the connection limit to make room), over_limit, write_timeout (the response not read within the write timeout: cut off), tls_handshake (the TLS handshake failed: not TLS, a bad ClientHello; one not completed within the header timeout is idle_timeout).",
 	}, []string{"reason"})
 	for _, r := range rejectReasons {
 		g.rejected.WithLabelValues(r)
@@ -96,6 +100,9 @@ func newConnGuard(max int, timeout, writeTimeout time.Duration) *connGuard {
 
 // install sets the server's hooks and limits.
 func (g *connGuard) install(srv *http.Server) {
+	if srv.ErrorLog != nil {
+		srv.ErrorLog = log.New(&errorLog{g: g, next: srv.ErrorLog}, "", 0)
+	}
 	srv.ReadHeaderTimeout = g.timeout
 	srv.MaxHeaderBytes = maxHeaderBytes
 	srv.WriteTimeout = g.writeTimeout
@@ -145,9 +152,10 @@ func (g *connGuard) connState(c net.Conn, state http.ConnState) {
 			g.conns[victim].evicted = true
 		}
 	case http.StateIdle:
-		if prev == http.StateActive && !info.served.Load() {
-			reason = reasonBadRequest
-		}
+		// A request answered without reaching the handler, on a connection
+		// kept open, is one the web configuration's authentication answered
+		// (401): served, not a rejection of the connection. (net/http
+		// closes the connection after a malformed request.)
 		info.served.Store(false)
 	case http.StateClosed, http.StateHijacked:
 		delete(g.conns, c)
@@ -160,8 +168,8 @@ func (g *connGuard) connState(c net.Conn, state http.ConnState) {
 			if time.Since(since) >= g.timeout {
 				reason = reasonSlowRequest
 			}
-		case prev == http.StateNew && time.Since(since) >= g.timeout:
-			reason = reasonIdleTimeout
+		case prev == http.StateNew && time.Since(since) >= g.timeout && handshaken(c):
+			reason = reasonIdleTimeout // a failed TLS handshake is counted by errorLog
 		}
 	}
 	g.mu.Unlock()
@@ -171,6 +179,14 @@ func (g *connGuard) connState(c net.Conn, state http.ConnState) {
 	if victim != nil {
 		victim.Close()
 	}
+}
+
+// handshaken reports whether c is not TLS or has completed its handshake.
+// Only for a connection whose handshake is over (it takes the handshake's
+// lock).
+func handshaken(c net.Conn) bool {
+	tc, ok := c.(*tls.Conn)
+	return !ok || tc.ConnectionState().HandshakeComplete
 }
 
 // evictable is the connection to close to make room for c: the one that
@@ -208,6 +224,41 @@ func (g *connGuard) Describe(ch chan<- *prometheus.Desc) {
 func (g *connGuard) Collect(ch chan<- prometheus.Metric) {
 	g.rejected.Collect(ch)
 	g.open.Collect(ch)
+}
+
+// handshakeErrorPrefix starts what net/http logs for every failed TLS
+// handshake (and nothing else); it has no other hook for them.
+const handshakeErrorPrefix = "http: TLS handshake error from "
+
+// errorLog is the server's ErrorLog: it counts failed TLS handshakes instead
+// of logging one line each (a flood of them would flood the log) and passes
+// everything else to next.
+type errorLog struct {
+	g    *connGuard
+	next *log.Logger
+}
+
+func (w *errorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	rest, ok := strings.CutPrefix(msg, handshakeErrorPrefix)
+	if !ok {
+		w.next.Print(msg)
+		return len(p), nil
+	}
+	switch {
+	case strings.HasSuffix(rest, ": EOF"):
+		// Closed before sending a byte (a TCP check): not a rejection, as
+		// on plain HTTP.
+	case strings.Contains(rest, "i/o timeout"):
+		// Not completed within the header timeout: silent, or stalled in
+		// the middle of its ClientHello.
+		w.g.rejected.WithLabelValues(reasonIdleTimeout).Inc()
+	case strings.Contains(rest, "use of closed network connection"):
+		// Evicted (counted then) or closed at shutdown.
+	default:
+		w.g.rejected.WithLabelValues(reasonTLSHandshake).Inc()
+	}
+	return len(p), nil
 }
 
 // watchWriter notes a response write that failed at the write deadline.

@@ -3,6 +3,7 @@ package handshake
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -15,9 +16,27 @@ type attachment struct {
 	name    string
 	ifindex uint32
 	mode    string // "tcx" or "tc" (clsact filter)
+	headers string // "ethernet" or "l3": which program variant
 	links   []link.Link
 	filters []*netlink.BpfFilter
 	qdisc   bool // we added the clsact qdisc
+}
+
+// progs are the tc programs of one header layout, with their names.
+type progs struct {
+	in, out         *ebpf.Program
+	inName, outName string
+}
+
+// variant picks the programs for the device: the ones that read the TCP
+// flags in place behind an Ethernet header for a device with Ethernet
+// headers, the generic ones (headers read relative to the network header)
+// for anything else, or when the device cannot be read.
+func (m *Monitor) variant(ifindex uint32) (string, progs) {
+	if l, err := netlink.LinkByIndex(int(ifindex)); err == nil && l.Attrs().EncapType == "ether" {
+		return "ethernet", progs{m.objs.IpngHsIngress, m.objs.IpngHsEgress, "ipng_hs_ingress", "ipng_hs_egress"}
+	}
+	return "l3", progs{m.objs.IpngHsInL3, m.objs.IpngHsOutL3, "ipng_hs_in_l3", "ipng_hs_out_l3"}
 }
 
 // attach puts the ingress program first and the egress program last on the
@@ -26,12 +45,14 @@ type attachment struct {
 // order; nothing is replaced.
 func (m *Monitor) attach(ifindex uint32, name string) (*attachment, error) {
 	a := &attachment{name: name, ifindex: ifindex, mode: "tcx"}
+	var p progs
+	a.headers, p = m.variant(ifindex)
 	if !m.cfg.Legacy {
-		in, err := link.AttachTCX(link.TCXOptions{Interface: int(ifindex), Program: m.objs.IpngHsIngress,
+		in, err := link.AttachTCX(link.TCXOptions{Interface: int(ifindex), Program: p.in,
 			Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
 		if err == nil {
 			a.links = append(a.links, in)
-			out, err := link.AttachTCX(link.TCXOptions{Interface: int(ifindex), Program: m.objs.IpngHsEgress,
+			out, err := link.AttachTCX(link.TCXOptions{Interface: int(ifindex), Program: p.out,
 				Attach: ebpf.AttachTCXEgress, Anchor: link.Tail()})
 			if err != nil {
 				in.Close()
@@ -45,7 +66,7 @@ func (m *Monitor) attach(ifindex uint32, name string) (*attachment, error) {
 		}
 	}
 	a.mode = "tc"
-	if err := m.attachLegacy(a); err != nil {
+	if err := m.attachLegacy(a, p); err != nil {
 		m.detach(a)
 		return nil, err
 	}
@@ -56,7 +77,7 @@ func (m *Monitor) attach(ifindex uint32, name string) (*attachment, error) {
 // clsact qdisc (kernels before tcx, 6.6). The ingress filter gets a
 // priority below every existing one (it runs first), the egress filter one
 // above (it runs last); NLM_F_EXCL makes sure no filter is replaced.
-func (m *Monitor) attachLegacy(a *attachment) error {
+func (m *Monitor) attachLegacy(a *attachment, p progs) error {
 	q := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: int(a.ifindex),
 		Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
 	if err := netlink.QdiscAdd(q); err == nil {
@@ -68,10 +89,11 @@ func (m *Monitor) attachLegacy(a *attachment) error {
 		parent uint32
 		prog   *ebpf.Program
 		name   string
+		names  []string // ours in this direction, of either variant
 		first  bool
 	}{
-		{netlink.HANDLE_MIN_INGRESS, m.objs.IpngHsIngress, "ipng_hs_ingress", true},
-		{netlink.HANDLE_MIN_EGRESS, m.objs.IpngHsEgress, "ipng_hs_egress", false},
+		{netlink.HANDLE_MIN_INGRESS, p.in, p.inName, []string{"ipng_hs_ingress", "ipng_hs_in_l3"}, true},
+		{netlink.HANDLE_MIN_EGRESS, p.out, p.outName, []string{"ipng_hs_egress", "ipng_hs_out_l3"}, false},
 	} {
 		link, err := netlink.LinkByIndex(int(a.ifindex))
 		if err != nil {
@@ -85,7 +107,7 @@ func (m *Monitor) attachLegacy(a *attachment) error {
 		// agent left behind (ours only, by name), keep everyone else's.
 		kept := existing[:0]
 		for _, f := range existing {
-			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == dir.name {
+			if bf, ok := f.(*netlink.BpfFilter); ok && slices.Contains(dir.names, bf.Name) {
 				if err := netlink.FilterDel(bf); err == nil {
 					m.log.Info("removed a leftover handshake filter", "device", a.name, "priority", bf.Priority)
 					continue

@@ -30,10 +30,12 @@ func packet(flags byte) []byte {
 	return p
 }
 
-// BenchmarkIngress is the ingress program's cost per packet in the kernel
+// BenchmarkIngress is the tc programs' cost per packet in the kernel
 // (BPF_PROG_TEST_RUN, repeated b.N times): an ACK of an established
-// connection (what nearly every packet is), and a SYN to a counted port
-// (counted, and its 4-tuple remembered).
+// connection (what nearly every packet is) through the Ethernet variant
+// and through the generic (l3) one, a SYN to a counted port (counted, and
+// its 4-tuple remembered), and at egress an ACK and a SYN-ACK from a port
+// out of scope (parsed, the port looked up, not counted).
 //
 //	sudo go test -run '^$' -bench Ingress ./handshake/
 func BenchmarkIngress(b *testing.B) {
@@ -56,11 +58,13 @@ func BenchmarkIngress(b *testing.B) {
 	for _, tc := range []struct {
 		name  string
 		flags byte
-	}{{"noop", 0x10}, {"ack", 0x10}, {"syn", 0x02}, {"egress-synack", 0x12}} {
+	}{{"noop", 0x10}, {"ack", 0x10}, {"ack-l3", 0x10}, {"syn", 0x02}, {"egress-ack", 0x10}, {"egress-synack", 0x12}} {
 		b.Run(tc.name, func(b *testing.B) {
 			prog := m.objs.IpngHsIngress
 			switch tc.name {
-			case "egress-synack":
+			case "ack-l3":
+				prog = m.objs.IpngHsInL3
+			case "egress-ack", "egress-synack":
 				prog = m.objs.IpngHsEgress
 			case "noop":
 				prog = noop

@@ -305,7 +305,7 @@ func (m *Monitor) follow() {
 			m.log.Warn("attaching the handshake programs", "device", d.name, "ifindex", idx, "err", err)
 			continue
 		}
-		m.log.Info("counting handshakes", "device", d.name, "ifindex", idx, "mode", a.mode)
+		m.log.Info("counting handshakes", "device", d.name, "ifindex", idx, "mode", a.mode, "headers", a.headers)
 		m.att[idx] = a
 		m.known[idx] = d
 	}
@@ -566,8 +566,8 @@ func (m *Monitor) Attach() {
 // returns).
 func (m *Monitor) Detach() { m.detachAll() }
 
-// TCPrograms are the ingress and egress programs (for their kernel
-// statistics).
+// TCPrograms are the ingress and egress programs of both variants (for
+// their kernel statistics).
 func (m *Monitor) TCPrograms() []*ebpf.Program {
-	return []*ebpf.Program{m.objs.IpngHsIngress, m.objs.IpngHsEgress}
+	return []*ebpf.Program{m.objs.IpngHsIngress, m.objs.IpngHsEgress, m.objs.IpngHsInL3, m.objs.IpngHsOutL3}
 }

@@ -1,15 +1,21 @@
 package handshake
 
 import (
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/bindings"
 	"github.com/ipng/ipng-stats/collector"
@@ -194,5 +200,107 @@ func TestLegacyAttach(t *testing.T) {
 			t.Errorf("after a restart over leftovers, egress filter priorities %v, want ours alone", got)
 		}
 		m.Detach()
+	})
+}
+
+// TestDeviceVariants: a device with Ethernet headers gets the programs
+// that read the flags in place, a device without (a TUN device here; GRE
+// and IPIP alike) the generic ones, which count a SYN that arrives on it.
+func TestDeviceVariants(t *testing.T) {
+	inNetns(t, func() {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Errorf("opening /dev/net/tun: %v", err)
+			return
+		}
+		tun := os.NewFile(uintptr(fd), "tun")
+		defer tun.Close()
+		ifr, err := unix.NewIfreq("hstun0")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			t.Errorf("TUNSETIFF: %v", err)
+			return
+		}
+		var links []bindings.Link
+		var bs []bindings.Binding
+		idx := map[string]uint32{}
+		for _, name := range []string{"hs0", "hstun0"} {
+			l, err := netlink.LinkByName(name)
+			if err == nil {
+				err = netlink.LinkSetUp(l)
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			idx[name] = uint32(l.Attrs().Index)
+			links = append(links, bindings.Link{Index: idx[name], Name: name})
+			bs = append(bs, bindings.Binding{Device: name, Tag: "t"})
+		}
+		r := bindings.NewResolver(bindings.Spec{Bindings: bs}, nil)
+		r.SetLinks(links)
+		m := &Monitor{opts: Options{Bindings: r}, log: discard(), att: map[uint32]*attachment{}, known: map[uint32]device{}}
+		if err := m.loadOnly(); err != nil {
+			t.Error(err)
+			return
+		}
+		defer m.objs.Close()
+		if err := m.setPorts(Config{Ports: []uint16{80}}); err != nil {
+			t.Error(err)
+			return
+		}
+		m.Attach()
+		defer m.Detach()
+		for dev, want := range map[string][2]string{"hs0": {"ipng_hs_ingress", "ipng_hs_egress"}, "hstun0": {"ipng_hs_in_l3", "ipng_hs_out_l3"}} {
+			for i, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+				res, err := link.QueryPrograms(link.QueryOptions{Target: int(idx[dev]), Attach: at})
+				if err != nil || len(res.Programs) != 1 {
+					t.Errorf("%s %v: programs %+v, %v; want one", dev, at, res, err)
+					continue
+				}
+				p, err := ebpf.NewProgramFromID(res.Programs[0].ID)
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+				info, err := p.Info()
+				p.Close()
+				if err != nil || info.Name != want[i] {
+					t.Errorf("%s %v: program %q (%v), want %s", dev, at, info.Name, err, want[i])
+				}
+			}
+		}
+		// An ACK and a SYN to port 80 arrive on the TUN device (an IPv4
+		// packet without a link-layer header).
+		for _, flags := range []byte{0x10, 0x02} {
+			if _, err := tun.Write(frame{flags: flags, src: 40000, dst: 80}.bytes()[14:]); err != nil {
+				t.Errorf("writing to the TUN device: %v", err)
+				return
+			}
+		}
+		// Received in the writer's context unless the kernel queues it:
+		// wait for the count, boundedly.
+		var cs []count
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if cs, err = readCounts(m.objs.IpngHsCounts); err != nil || len(cs) > 0 {
+				break
+			}
+		}
+		if err != nil {
+			t.Error(err)
+		}
+		want := fmt.Sprintf("[{ifindex %d port 80 family 4 vip 192.0.2.10: {1 0 0}}]", idx["hstun0"])
+		var got []string
+		for _, c := range cs {
+			got = append(got, fmt.Sprintf("{ifindex %d port %d family %d vip %s: %v}", c.key.Ifindex, c.key.Port, c.key.Family,
+				netip.AddrFrom16(c.key.Vip).Unmap(), c.Totals))
+		}
+		if fmt.Sprint(got) != want {
+			t.Errorf("counted %v, want %s", got, want)
+		}
 	})
 }

@@ -42,6 +42,7 @@ type Conn struct {
 	// (net/http's conn.serve, which also runs HTTP/1 handlers and ConnState
 	// hooks): no lock. plaintext is set by ConnContext before it starts.
 	plaintext bool
+	above     bool // phases follow the plaintext reported by PlainRead/PlainWrite
 	start     time.Time
 	readMark  uint64
 	writeMark uint64
@@ -70,20 +71,36 @@ func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.read.Add(uint64(n))
-		// Between requests only the serving goroutine reads; net/http's
-		// background reader runs while a handler does, when the phase is
-		// not idle.
-		if c.plaintext && c.ph.CompareAndSwap(uint32(phaseIdle), uint32(phaseReading)) {
-			c.start = time.Now()
-			c.timedOut = false
-			c.errStatus = 0
-			c.series.AddReading(1)
-		}
+	}
+	if !c.above {
+		c.PlainRead(n, err)
+	}
+	return n, err
+}
+
+// PlaintextAbove makes c's request phases follow the plaintext that a
+// wrapper above a TLS layer on c reads and writes (it reports them with
+// PlainRead and PlainWrite) rather than c's own bytes (ciphertext). The
+// wrapper is what the server serves, so the connection counts as
+// plaintext: a request the server rejects while reading it is recorded
+// with the status it wrote. Call it before the server sees the connection.
+func (c *Conn) PlaintextAbove() { c.above = true }
+
+// PlainRead reports a read of the request stream (see Read): the first
+// byte between requests starts the next request.
+func (c *Conn) PlainRead(n int, err error) {
+	// Between requests only the serving goroutine reads; net/http's
+	// background reader runs while a handler does, when the phase is
+	// not idle.
+	if n > 0 && c.plaintext && c.ph.CompareAndSwap(uint32(phaseIdle), uint32(phaseReading)) {
+		c.start = time.Now()
+		c.timedOut = false
+		c.errStatus = 0
+		c.series.AddReading(1)
 	}
 	if err != nil && c.phase() == phaseReading && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.timedOut = true
 	}
-	return n, err
 }
 
 // Write counts bytes; while a request is still being read, what the server
@@ -91,10 +108,18 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.written.Add(uint64(n))
+	if !c.above {
+		c.PlainWrite(p)
+	}
+	return n, err
+}
+
+// PlainWrite reports a write of the response stream (see Write): while a
+// request is still being read, it is the server's own error response.
+func (c *Conn) PlainWrite(p []byte) {
 	if c.phase() == phaseReading && c.plaintext && c.errStatus == 0 {
 		c.errStatus = parseStatusLine(p)
 	}
-	return n, err
 }
 
 // ReadFrom keeps the sendfile/splice path of the wrapped connection.

@@ -157,9 +157,13 @@ func (s *Stats) Instrument(srv *http.Server) {
 
 type connKey struct{}
 
+// Of returns the *Conn below nc (through wrappers with a NetConn method,
+// *tls.Conn among them), nil when there is none.
+func Of(nc net.Conn) *Conn { return connOf(nc) }
+
 // connOf finds the *Conn below nc (through *tls.Conn).
 func connOf(nc net.Conn) *Conn {
-	for range 4 {
+	for range 8 {
 		switch v := nc.(type) {
 		case *Conn:
 			return v

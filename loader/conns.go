@@ -26,15 +26,20 @@ type ConnCount struct {
 	Opened, Closed uint64
 }
 
-// ReadConns sums the program's per-CPU connection counts.
+// ReadConns sums the program's per-CPU connection counts of every series
+// (ipng_series gives each its index in ipng_conns).
 func (m *Maps) ReadConns() ([]ConnCount, error) {
 	var (
 		key    ipngbpf.SockopsIpngConnKey
+		idx    uint32
 		perCPU []ipngbpf.SockopsIpngConnCount
 		out    []ConnCount
 	)
-	it := m.Conns.Iterate()
-	for it.Next(&key, &perCPU) {
+	it := m.Series.Iterate()
+	for it.Next(&key, &idx) {
+		if err := m.Conns.Lookup(&idx, &perCPU); err != nil {
+			return out, fmt.Errorf("reading series %d of %s: %w", idx, PinConns, err)
+		}
 		c := ConnCount{Key: ConnKey{VIP: unmap(key.Vip), TagID: key.TagId, Ifindex: key.Ifindex,
 			Family: family.Family(key.Family), Bound: key.Bound != 0}}
 		for _, v := range perCPU {
@@ -44,7 +49,7 @@ func (m *Maps) ReadConns() ([]ConnCount, error) {
 		out = append(out, c)
 	}
 	if err := it.Err(); err != nil {
-		return out, fmt.Errorf("iterating %s: %w", PinConns, err)
+		return out, fmt.Errorf("iterating %s: %w", PinSeries, err)
 	}
 	return out, nil
 }

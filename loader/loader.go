@@ -34,8 +34,14 @@ const (
 	PinByTuple  = ipngbpf.SockopsMapIpngByTuple
 	PinCounters = ipngbpf.SockopsMapIpngCounters
 	PinIfaces   = ipngbpf.SockopsMapIpngIfaces
-	PinTagNames = ipngbpf.SockopsMapIpngTagNames
-	PinConns    = ipngbpf.SockopsMapIpngConns
+	// PinIfaceSlots: ipng_ifaces of small ifindexes, in an array.
+	PinIfaceSlots = ipngbpf.SockopsMapIpngIfaceSlots
+	PinTagNames   = ipngbpf.SockopsMapIpngTagNames
+	PinConns      = ipngbpf.SockopsMapIpngConns
+	// PinSeries and PinSeriesNext: the index of each (tag, VIP) series in
+	// ipng_conns, and the next free one.
+	PinSeries     = ipngbpf.SockopsMapIpngSeries
+	PinSeriesNext = ipngbpf.SockopsMapIpngSeriesNext
 	// PinTupleRing and PinTupleHead: the ring of stamped 4-tuples.
 	PinTupleRing = ipngbpf.SockopsMapIpngTupleRing
 	PinTupleHead = ipngbpf.SockopsMapIpngTupleHead
@@ -49,8 +55,11 @@ const (
 )
 
 // mapPins are the pins of every map, in the order Detach removes them.
-var mapPins = []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinIfaces, PinTagNames, PinConns,
-	PinTupleRing, PinTupleHead, pinEvents}
+var mapPins = []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinIfaces, PinIfaceSlots, PinTagNames, PinConns,
+	PinSeries, PinSeriesNext, PinTupleRing, PinTupleHead, pinEvents}
+
+// seriesPins are replaced together (see loadObjects).
+var seriesPins = []string{PinSeries, PinSeriesNext, PinConns, PinByCookie, PinSk}
 
 // otherPins are pinned in the pin directory by other packages (handshake)
 // while the agent runs; Detach removes a killed agent's leftovers.
@@ -160,6 +169,9 @@ func programSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 	if cfg.CookieMapEntries != 0 {
 		spec.Maps[PinByCookie].MaxEntries = cfg.CookieMapEntries
 	}
+	if n := spec.Maps[PinIfaceSlots].MaxEntries; n != slots {
+		return nil, fmt.Errorf("%s has %d entries, loader writes %d", PinIfaceSlots, n, slots)
+	}
 	tuples := uint8(0)
 	switch {
 	case !cfg.Tuples:
@@ -221,6 +233,28 @@ func (p *Program) loadObjects(spec *ebpf.CollectionSpec) error {
 		p.log.Warn("pinned map does not match this version or the configured size: replacing it", "map", name, "reason", cerr)
 		if err := os.Remove(pin); err != nil {
 			return fmt.Errorf("replacing pinned map %s: %w", name, err)
+		}
+		p.replaced = true
+	}
+	// The series indexes, their counts, the next free index and the
+	// stamps of live sockets (which name their series by index) hold
+	// together: when one of them is missing or was replaced, all start
+	// afresh (a reused index would add to another series' counts).
+	var present []string
+	for _, name := range seriesPins {
+		if _, ok := spec.Maps[name]; !ok {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(p.cfg.PinDir, name)); err == nil {
+			present = append(present, name)
+		}
+	}
+	if len(present) > 0 && len(present) < len(seriesPins) {
+		p.log.Warn("pinned connection-count maps or live stamps are incomplete: replacing them", "present", present)
+		for _, name := range present {
+			if err := os.Remove(filepath.Join(p.cfg.PinDir, name)); err != nil {
+				return fmt.Errorf("replacing pinned map %s: %w", name, err)
+			}
 		}
 		p.replaced = true
 	}
@@ -292,7 +326,7 @@ func (p *Program) sameCgroup(l link.Link) (bool, string) {
 // chmodMaps makes the pinned maps readable by unprivileged readers; the link
 // stays root-only.
 func (p *Program) chmodMaps() error {
-	for _, name := range []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinTagNames, PinConns, PinIfaces, PinTupleRing, PinTupleHead} {
+	for _, name := range []string{PinSk, PinByCookie, PinByTuple, PinCounters, PinTagNames, PinConns, PinSeries, PinSeriesNext, PinIfaces, PinIfaceSlots, PinTupleRing, PinTupleHead} {
 		if err := os.Chmod(filepath.Join(p.cfg.PinDir, name), 0o644); err != nil {
 			return fmt.Errorf("making pinned map readable: %w", err)
 		}
@@ -325,7 +359,7 @@ func (p *Program) Maps() *Maps {
 		sk = p.objs.IpngSk
 	}
 	return &Maps{Sk: sk, ByCookie: p.objs.IpngByCookie, ByTuple: tuple, Counters: p.objs.IpngCounters,
-		Ifaces: p.objs.IpngIfaces, TagNames: p.objs.IpngTagNames, Conns: p.objs.IpngConns,
+		Ifaces: p.objs.IpngIfaces, IfaceSlots: p.objs.IpngIfaceSlots, TagNames: p.objs.IpngTagNames, Series: p.objs.IpngSeries, Conns: p.objs.IpngConns,
 		TupleRing: ring, TupleHead: head, owned: false}
 }
 

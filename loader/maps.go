@@ -24,8 +24,11 @@ type Maps struct {
 	ByTuple  *ebpf.Map // (netns cookie, 4-tuple) → stamp, outlives the socket
 	Counters *ebpf.Map // per-CPU program counters
 	Ifaces   *ebpf.Map // (ifindex, family) → tag id and device, written by the agent; nil when opened read-only
-	TagNames *ebpf.Map // tag id → tag name, written by the agent
-	Conns    *ebpf.Map // per-CPU connections opened and closed per (tag id, VIP)
+	// IfaceSlots: Ifaces of small ifindexes, by ifindex * 2 + (family == 6); nil when opened read-only
+	IfaceSlots *ebpf.Map
+	TagNames   *ebpf.Map // tag id → tag name, written by the agent
+	Series     *ebpf.Map // (tag id, VIP) → index in Conns
+	Conns      *ebpf.Map // per-CPU connections opened and closed, by series index
 	// TupleRing and TupleHead: the hashes of the keys written to ByTuple, in
 	// stamping order (TupleHistory reads them); nil when ByTuple is.
 	TupleRing, TupleHead *ebpf.Map
@@ -41,7 +44,7 @@ func OpenPinned(dir string) (*Maps, error) {
 		name string
 		dst  **ebpf.Map
 	}{{PinSk, &m.Sk}, {PinByCookie, &m.ByCookie}, {PinByTuple, &m.ByTuple}, {PinCounters, &m.Counters},
-		{PinTagNames, &m.TagNames}, {PinConns, &m.Conns}, {PinTupleRing, &m.TupleRing}, {PinTupleHead, &m.TupleHead}} {
+		{PinTagNames, &m.TagNames}, {PinSeries, &m.Series}, {PinConns, &m.Conns}, {PinTupleRing, &m.TupleRing}, {PinTupleHead, &m.TupleHead}} {
 		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), ro)
 		if errors.Is(err, os.ErrPermission) {
 			m.Close()
@@ -62,7 +65,7 @@ func (m *Maps) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, mp := range []*ebpf.Map{m.Sk, m.ByCookie, m.ByTuple, m.Counters, m.Ifaces, m.TagNames, m.Conns, m.TupleRing, m.TupleHead} {
+	for _, mp := range []*ebpf.Map{m.Sk, m.ByCookie, m.ByTuple, m.Counters, m.Ifaces, m.IfaceSlots, m.TagNames, m.Series, m.Conns, m.TupleRing, m.TupleHead} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}

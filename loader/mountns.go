@@ -124,17 +124,48 @@ func privateMounts(cfg Config, log *slog.Logger) error {
 // goroutine exits locked), and the detached copy is attached here with
 // move_mount(2). Needs Linux 5.2 and CAP_SYS_ADMIN.
 func cloneMount(nsPath, path string) error {
+	fd, err := inMountNS(nsPath, func() (int, error) {
+		fd, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err != nil {
+			err = fmt.Errorf("open_tree %s: %w", path, err)
+		}
+		return fd, err
+	})
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, path, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount to %s: %w", path, err)
+	}
+	return nil
+}
+
+// inMountNS runs f on a thread of its own inside the mount namespace
+// nsPath and returns what f returned. The thread goes back to the
+// process's mount namespace before it is thrown away: when the goroutine
+// ran on the main thread, which Go never ends (it parks it), that thread
+// would otherwise stay in nsPath, and /proc/self (the main thread's view)
+// would show nsPath's mounts to the whole process: the agent then looked
+// its cgroup up in the host's mount table (TestInMountNSLeavesNoThreadBehind).
+func inMountNS(nsPath string, f func() (int, error)) (int, error) {
 	type result struct {
 		fd  int
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread leaves the namespace with the goroutine
+		runtime.LockOSThread() // never unlocked: the thread is thrown away with the goroutine
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			ch <- result{-1, fmt.Errorf("unshare CLONE_FS: %w", err)}
 			return
 		}
+		home, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{-1, err}
+			return
+		}
+		defer unix.Close(home)
 		ns, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			ch <- result{-1, err}
@@ -145,19 +176,13 @@ func cloneMount(nsPath, path string) error {
 			ch <- result{-1, fmt.Errorf("entering %s: %w", nsPath, err)}
 			return
 		}
-		fd, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-		if err != nil {
-			err = fmt.Errorf("open_tree %s: %w", path, err)
+		fd, err := f()
+		if berr := unix.Setns(home, unix.CLONE_NEWNS); berr != nil && err == nil {
+			unix.Close(fd)
+			fd, err = -1, fmt.Errorf("leaving %s: %w", nsPath, berr)
 		}
 		ch <- result{fd, err}
 	}()
 	r := <-ch
-	if r.err != nil {
-		return r.err
-	}
-	defer unix.Close(r.fd)
-	if err := unix.MoveMount(r.fd, "", unix.AT_FDCWD, path, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("move_mount to %s: %w", path, err)
-	}
-	return nil
+	return r.fd, r.err
 }

@@ -21,7 +21,7 @@ import (
 // happens before its requests are counted. Name is lock-free; Sync is
 // serialized.
 type TagTable struct {
-	names, ifaces *ebpf.Map
+	names, ifaces, slots *ebpf.Map
 
 	mu     sync.Mutex
 	byName map[string]uint32
@@ -34,14 +34,14 @@ type TagTable struct {
 
 // NewTagTable reads the tag names pinned by earlier agents from m.
 func NewTagTable(m *Maps) (*TagTable, error) {
-	if m.TagNames == nil || m.Ifaces == nil {
-		return nil, errors.New("tag table needs the program's ipng_tag_names and ipng_ifaces maps")
+	if m.TagNames == nil || m.Ifaces == nil || m.IfaceSlots == nil {
+		return nil, errors.New("tag table needs the program's ipng_tag_names, ipng_ifaces and ipng_iface_slots maps")
 	}
 	names, err := ReadTagNames(m)
 	if err != nil {
 		return nil, err
 	}
-	t := &TagTable{names: m.TagNames, ifaces: m.Ifaces, byName: make(map[string]uint32, len(names)),
+	t := &TagTable{names: m.TagNames, ifaces: m.Ifaces, slots: m.IfaceSlots, byName: make(map[string]uint32, len(names)),
 		next: 1, mirror: map[ipngbpf.SockopsIpngIfaceKey]ipngbpf.SockopsIpngIface{}}
 	for id, name := range names {
 		t.byName[name] = id
@@ -62,7 +62,81 @@ func NewTagTable(m *Maps) (*TagTable, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", PinIfaces, err)
 	}
+	// The slots say what ipng_ifaces says (they were created empty by an
+	// upgrade, or a write failed).
+	var (
+		cursor ebpf.MapBatchCursor
+		keys   = make([]uint32, slots)
+		vals   = make([]ipngbpf.SockopsIpngIface, slots)
+		read   int
+	)
+	for read < slots {
+		n, err := m.IfaceSlots.BatchLookup(&cursor, keys[read:], vals[read:], nil)
+		read += n
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", PinIfaceSlots, err)
+		}
+	}
+	want := make([]ipngbpf.SockopsIpngIface, slots)
+	for k, v := range t.mirror {
+		if i, ok := slotOf(k); ok {
+			want[i] = v
+		}
+	}
+	for i := range read {
+		if k := keys[i]; k < slots && vals[i] != want[k] {
+			if err := m.IfaceSlots.Put(&k, &want[k]); err != nil {
+				return nil, fmt.Errorf("writing %s: %w", PinIfaceSlots, err)
+			}
+		}
+	}
 	return t, nil
+}
+
+// slots is the size of ipng_iface_slots: (ifindex, family) of ifindexes
+// below slots / 2 are also written there, at slotOf.
+const slots = 8192
+
+func slotOf(k ipngbpf.SockopsIpngIfaceKey) (uint32, bool) {
+	if k.Ifindex >= slots/2 {
+		return 0, false
+	}
+	i := k.Ifindex * 2
+	if k.Family == uint32(family.IPv6) {
+		i++
+	}
+	return i, true
+}
+
+// putIface writes (k, v) to ipng_ifaces and, for a small ifindex, to its
+// slot; v zero deletes it. The slot is written after the hash when adding
+// and cleared before it when deleting: the program reads the slot first
+// and the hash when the slot is empty. (An array element is copied in
+// place, not replaced: a connection accepted during the copy of a changed
+// entry can get the new tag with the old bound flag or device.)
+func (t *TagTable) putIface(k ipngbpf.SockopsIpngIfaceKey, v ipngbpf.SockopsIpngIface) error {
+	i, slotted := slotOf(k)
+	if v == (ipngbpf.SockopsIpngIface{}) {
+		if slotted {
+			if err := t.slots.Put(&i, &v); err != nil {
+				return err
+			}
+		}
+		if err := t.ifaces.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+		return nil
+	}
+	if err := t.ifaces.Put(&k, &v); err != nil {
+		return err
+	}
+	if slotted {
+		return t.slots.Put(&i, &v)
+	}
+	return nil
 }
 
 // ReadTagNames reads tag id → name from the pinned map (for readers such as
@@ -125,7 +199,7 @@ func (t *TagTable) Sync(ifaces []Iface) error {
 		if _, ok := want[k]; ok {
 			continue
 		}
-		if err := t.ifaces.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := t.putIface(k, ipngbpf.SockopsIpngIface{}); err != nil {
 			errs = append(errs, fmt.Errorf("deleting interface %d from %s: %w", k.Ifindex, PinIfaces, err))
 			continue
 		}
@@ -135,7 +209,7 @@ func (t *TagTable) Sync(ifaces []Iface) error {
 		if old, ok := t.mirror[k]; ok && old == v {
 			continue
 		}
-		if err := t.ifaces.Put(&k, &v); err != nil {
+		if err := t.putIface(k, v); err != nil {
 			errs = append(errs, fmt.Errorf("writing interface %d to %s: %w", k.Ifindex, PinIfaces, err))
 			continue
 		}

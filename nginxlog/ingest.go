@@ -53,7 +53,7 @@ type Ingest struct {
 	tailLine     []byte
 	tailMetrics  *logtail.Metrics
 
-	rec    Record
+	queue  []queued // lines read, waiting for flush
 	series map[seriesKey]collector.Series
 
 	st    stats
@@ -97,6 +97,7 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 		cfg:    cfg,
 		dir:    filepath.Dir(cfg.LogFile),
 		series: make(map[seriesKey]collector.Series),
+		queue:  make([]queued, 0, maxQueued),
 		descs:  newDescs(),
 	}
 	in.tailMetrics = logtail.NewMetrics("nginx", &in.tailCounters)
@@ -108,6 +109,9 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 		}
 		in.tuples = newTupleLookup(deps.Maps, cookie)
 		in.tuples.names = deps.TagNames
+		if in.tuples.batch == nil {
+			in.log.Warn("batch lookup of 4-tuples unavailable; one system call per log line instead", "err", in.tuples.batchErr)
+		}
 	}
 	if err := os.MkdirAll(in.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("nginx ingest: creating spool directory: %w", err)
@@ -123,7 +127,29 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 		in.tail.Store(lt)
 	}
 	in.sp = newSpool(cfg.LogFile, cfg.MaxLineBytes, in.line, in.tooLong)
+	in.sp.onRead = in.flush
+	if os.Getenv(FaultEnv) == FaultBeforeFree {
+		in.sp.beforeFree = in.faultBeforeFree
+	}
 	return in, nil
+}
+
+// FaultEnv is the environment variable of the ingest's fault point, a debug
+// hook for tests (docs/reliability.md): with IPNG_STATS_FAULT=
+// nginx-before-free the ingest stops for good in the middle of its first
+// batch that records a line: after recording the batch, before freeing it
+// in the spool, with scrapes held (the window an agent killed there leaves).
+// It logs "fault point reached" at warning level; the test then scrapes and
+// kills the agent. Never set it in production: the ingest (and every scrape)
+// stops.
+const FaultEnv = "IPNG_STATS_FAULT"
+
+// FaultBeforeFree is the value of FaultEnv that arms the fault point.
+const FaultBeforeFree = "nginx-before-free"
+
+func (in *Ingest) faultBeforeFree() {
+	in.log.Warn("fault point reached: stopped after recording a batch, before freeing it", "fault", FaultBeforeFree, "lines", in.st.lines.Load())
+	select {}
 }
 
 // RejectReasons are the ipng_outcomes_rejected_total reasons the ingest
@@ -153,11 +179,12 @@ func (in *Ingest) Run(ctx context.Context) error {
 		}
 	}()
 	defer in.sp.close()
+	defer in.tuples.close()
 	in.ready.Store(true)
 	var lastMaint time.Time
 	for {
 		in.checkFull() // before reading frees anything
-		n, err := in.sp.poll()
+		n, err := in.pollBatch()
 		if err != nil {
 			return fmt.Errorf("nginx ingest: %w", err)
 		}
@@ -183,10 +210,19 @@ func (in *Ingest) Run(ctx context.Context) error {
 	}
 }
 
+// pollBatch reads what is new in the spool as one batch of the collector: the
+// lines are recorded and freed in the spool before any scrape can see them
+// (collector.BeginBatch).
+func (in *Ingest) pollBatch() (int, error) {
+	in.coll.BeginBatch()
+	defer in.coll.EndBatch()
+	return in.sp.poll()
+}
+
 // drain reads to the end of the log (bounded) before stopping.
 func (in *Ingest) drain() error {
 	for range 10000 {
-		n, err := in.sp.poll()
+		n, err := in.pollBatch()
 		if err != nil {
 			return fmt.Errorf("nginx ingest: %w", err)
 		}
@@ -266,41 +302,117 @@ func (in *Ingest) Reload(cfg config.NginxConfig) error {
 	return nil
 }
 
-// line handles one access-log line: the hot path, free of allocations.
+// queued is a line read but not yet recorded: lines are parsed as they are
+// read, and recorded in batches after one lookup of all their 4-tuples
+// (flush). Its byte slices alias the spool's buffer, which holds still
+// until the read that filled it returns.
+type queued struct {
+	rec   Record
+	line  []byte  // the (recovered) line, for the logtail
+	size  int     // bytes of the line as read, newline included
+	prob  Problem // OK, or why the whole line is rejected
+	torn  bool    // a torn fragment before the line was cut off
+	slot  int     // index in the 4-tuple batch; -1: none
+	info  connInfo
+	known bool // info came from the connection cache
+}
+
+// maxQueued bounds the lines waiting for a flush; it is the 4-tuple batch
+// size, so that one batch always has room for every queued line.
+const maxQueued = loader.TupleBatchSize
+
+// line parses one access-log line and queues it; flush records it. Free of
+// allocations.
 func (in *Ingest) line(b []byte) {
-	in.st.lines.Add(1)
-	in.st.bytes.Add(uint64(len(b)) + 1)
-	r := &in.rec
-	// The ingest's own counters move after the collector's, so that a
-	// reader of Stats then of the collector never sees them ahead.
+	if len(in.queue) == maxQueued {
+		in.flush()
+	}
+	in.queue = in.queue[:len(in.queue)+1]
+	q := &in.queue[len(in.queue)-1]
+	q.size, q.torn, q.slot, q.known = len(b)+1, false, -1, false
+	r := &q.rec
 	if p := Parse(b, r); p != OK {
 		i := Recover(b, r)
 		if i == 0 {
-			in.coll.RejectOutcome(p.Reason())
-			in.st.rejected.Add(1)
+			q.prob, q.line = p, nil
 			return
 		}
-		in.coll.RejectOutcome(Torn.Reason()) // the fragment; the line after it counts
-		in.st.rejected.Add(1)
+		q.torn = true // the fragment is rejected; the line after it counts
 		b = b[i:]
 	}
-	tag, device := in.attribute(r)
-	vip := r.Local.Addr().Unmap()
-	k := seriesKey{tag, vip}
-	s, ok := in.series[k]
-	if !ok {
-		if len(in.series) >= maxCachedSeries {
-			clear(in.series)
+	q.prob, q.line = OK, b
+	if in.tuples != nil {
+		if q.info, q.known = in.tuples.cached(r); !q.known {
+			q.slot = in.tuples.queue(r)
 		}
-		s = in.coll.Series(tag, vip)
-		in.series[k] = s
 	}
-	s.Record(collector.Outcome{Status: r.Status, RequestBytes: r.RequestBytes, ResponseBytes: r.ResponseBytes, Duration: r.RequestTime})
-	in.st.recorded.Add(1)
-	if t := in.tail.Load(); t != nil {
-		in.tailLine = enrich(in.tailLine[:0], b, tag, device)
-		t.Send(in.tailLine)
+}
+
+// tooLong queues a line longer than max_line_bytes, rejected.
+func (in *Ingest) tooLong() {
+	if len(in.queue) == maxQueued {
+		in.flush()
 	}
+	in.queue = in.queue[:len(in.queue)+1]
+	q := &in.queue[len(in.queue)-1]
+	q.size, q.prob, q.line, q.torn, q.slot, q.known = 0, TooLong, nil, false, -1, false
+}
+
+// flush looks up the 4-tuples of the queued lines (one bpf(2) call) and
+// records the lines in the order they were read. The ingest's own counters
+// move after the collector's, so that a reader of Stats then of the
+// collector never sees them ahead.
+func (in *Ingest) flush() {
+	if len(in.queue) == 0 {
+		return
+	}
+	if in.tuples != nil {
+		if err := in.tuples.run(); err != nil {
+			in.log.Warn("batch lookup of 4-tuples failed; looking them up one system call at a time from now on", "err", err)
+		}
+	}
+	tail := in.tail.Load()
+	var lines, bytes, recorded, rejected uint64
+	for i := range in.queue {
+		q := &in.queue[i]
+		lines++
+		bytes += uint64(q.size)
+		if q.prob != OK {
+			in.coll.RejectOutcome(q.prob.Reason())
+			rejected++
+			continue
+		}
+		if q.torn {
+			in.coll.RejectOutcome(Torn.Reason())
+			rejected++
+		}
+		r := &q.rec
+		tag, device := in.attribute(q)
+		vip := r.Local.Addr().Unmap()
+		k := seriesKey{tag, vip}
+		s, ok := in.series[k]
+		if !ok {
+			if len(in.series) >= maxCachedSeries {
+				clear(in.series)
+			}
+			s = in.coll.Series(tag, vip)
+			in.series[k] = s
+		}
+		s.Record(collector.Outcome{Status: r.Status, RequestBytes: r.RequestBytes, ResponseBytes: r.ResponseBytes, Duration: r.RequestTime})
+		recorded++
+		if tail != nil {
+			in.tailLine = enrich(in.tailLine[:0], q.line, tag, device)
+			tail.Send(in.tailLine)
+		}
+	}
+	in.queue = in.queue[:0]
+	if in.tuples != nil {
+		in.tuples.reset()
+	}
+	in.st.recorded.Add(recorded)
+	in.st.rejected.Add(rejected)
+	in.st.bytes.Add(bytes)
+	in.st.lines.Add(lines)
 }
 
 // newLogtail starts a sender of one line per datagram, counting into the
@@ -321,17 +433,14 @@ func enrich(b, line []byte, tag, device string) []byte {
 	return append(b, line[1:]...)
 }
 
-func (in *Ingest) tooLong() {
-	in.st.lines.Add(1)
-	in.coll.RejectOutcome(TooLong.Reason())
-	in.st.rejected.Add(1)
-}
-
-// attribute finds the source tag and device of r's connection.
-func (in *Ingest) attribute(r *Record) (tag, device string) {
+// attribute finds the source tag and device of q's connection.
+func (in *Ingest) attribute(q *queued) (tag, device string) {
 	reason := ReasonNoBPF
 	if in.tuples != nil {
-		c, why := in.tuples.lookup(r)
+		c, why := q.info, ""
+		if !q.known {
+			c, why = in.tuples.resolve(&q.rec, q.slot)
+		}
 		if why == "" {
 			if c.tag != "" { // the tag of the interface when the connection was accepted
 				if !c.bound {

@@ -98,12 +98,27 @@ func runIngest(t *testing.T, in *Ingest) (stop func()) {
 	}
 }
 
+// TestIngestAttribution: lines are recorded under the tag of their stamp,
+// misses and malformed lines counted, with the 4-tuples looked up in
+// batches and, as without the batch program, one at a time.
 func TestIngestAttribution(t *testing.T) {
+	for _, batch := range []bool{true, false} {
+		t.Run(map[bool]string{true: "batch", false: "per-line"}[batch], func(t *testing.T) { testIngestAttribution(t, batch) })
+	}
+}
+
+func testIngestAttribution(t *testing.T, batch bool) {
 	f := newFixture(t, true)
 	f.stamp(t, "192.0.2.10:80", "198.51.100.7:40000", 7, 4)
 	f.stamp(t, "[2001:db8:10::10]:80", "[2001:db8:1::2]:40000", 7, 6)
 	f.stamp(t, "192.0.2.10:80", "198.51.100.8:40000", 99, 4) // unbound device
 	in := f.ingest(t, config.NginxConfig{})
+	if in.tuples.batch == nil {
+		t.Fatalf("no batch lookup program: %v", in.tuples.batchErr)
+	}
+	if !batch {
+		in.tuples.close()
+	}
 	stop := runIngest(t, in)
 	lines := []string{
 		line(nil), // maglev
@@ -198,6 +213,7 @@ func TestConnCache(t *testing.T) {
 	in := f.ingest(t, config.NginxConfig{})
 	first := []byte(line(map[string]string{"connection": `"42"`}))
 	in.line(first)
+	in.flush()
 	cookie, err := loader.NetnsCookie()
 	if err != nil {
 		t.Fatal(err)
@@ -207,6 +223,7 @@ func TestConnCache(t *testing.T) {
 	}
 	in.line(first)                                                                           // from the cache: still maglev
 	in.line([]byte(line(map[string]string{"connection": `"42"`, "remote_port": `"40001"`}))) // same serial, other tuple: miss
+	in.flush()
 	want := map[string]uint64{"maglev 192.0.2.10 2xx": 2, "direct 192.0.2.10 2xx": 1}
 	if got := requests(f.coll); !maps.Equal(got, want) {
 		t.Errorf("requests = %v, want %v", got, want)

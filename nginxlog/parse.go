@@ -70,11 +70,17 @@ const (
 // Parse parses one line (without its newline) into r. It does not allocate.
 // Keys may come in any order; unknown keys are skipped; values are JSON
 // strings or numbers (numbers may be quoted, as in the shipped log_format).
+//
+// It is a scanner over the shipped format: the key expected next (the
+// snippet's order, keyTokens) is matched with one comparison, and only
+// other keys are scanned and looked up; FuzzParse checks that it answers
+// exactly as a generic scan of the same object would.
 func Parse(line []byte, r *Record) Problem {
 	*r = Record{ConnTime: -1}
 	var la, ra netip.Addr
 	var lp, rp uint64
 	seen := 0
+	next := 0 // index in keyTokens of the key expected next
 	i := skipSpace(line, 0)
 	if i >= len(line) || line[i] != '{' {
 		return Malformed
@@ -84,23 +90,37 @@ func Parse(line []byte, r *Record) Problem {
 		return checkEnd(line, i+1, MissingField)
 	}
 	for {
-		key, j, ok := scanString(line, i)
-		if !ok {
-			return Malformed
+		var (
+			f field
+			j int
+		)
+		if next < len(keyTokens) && bytes.HasPrefix(line[i:], keyTokens[next]) {
+			f, j = field(next+1), i+len(keyTokens[next])
+			next++
+		} else {
+			key, k, ok := scanString(line, i)
+			if !ok {
+				return Malformed
+			}
+			if f, j = fieldOf(key), k; f != fieldUnknown {
+				next = int(f) // the one after f
+			}
 		}
 		j = skipSpace(line, j)
 		if j >= len(line) || line[j] != ':' {
 			return Malformed
 		}
 		j = skipSpace(line, j+1)
-		val, next, ok := scanValue(line, j)
+		val, after, ok := scanValue(line, j)
 		if !ok {
 			return Malformed
 		}
-		if p := r.set(key, val, &seen, &la, &ra, &lp, &rp); p != OK {
-			return p
+		if f != fieldUnknown {
+			if p := r.set(f, val, &seen, &la, &ra, &lp, &rp); p != OK {
+				return p
+			}
 		}
-		i = skipSpace(line, next)
+		i = skipSpace(line, after)
 		if i >= len(line) {
 			return Malformed
 		}
@@ -126,6 +146,65 @@ func Parse(line []byte, r *Record) Problem {
 	return OK
 }
 
+// field is a key Parse reads; field(i+1) is fieldOrder()[i].
+type field uint8
+
+const (
+	fieldUnknown field = iota
+	fieldServerAddr
+	fieldServerPort
+	fieldRemoteAddr
+	fieldRemotePort
+	fieldStatus
+	fieldRequestLength
+	fieldBytesSent
+	fieldRequestTime
+	fieldConnectionTime
+	fieldMsec
+	fieldConnection
+	fieldHost
+)
+
+// keyTokens are the snippet's keys in order, each with its quotes.
+var keyTokens = func() [][]byte {
+	var out [][]byte
+	for _, k := range fieldOrder() {
+		out = append(out, []byte(`"`+k+`"`))
+	}
+	return out
+}()
+
+// fieldOf is the field of a key (without quotes, escapes left in).
+func fieldOf(key []byte) field {
+	switch string(key) {
+	case "server_addr":
+		return fieldServerAddr
+	case "server_port":
+		return fieldServerPort
+	case "remote_addr":
+		return fieldRemoteAddr
+	case "remote_port":
+		return fieldRemotePort
+	case "status":
+		return fieldStatus
+	case "request_length":
+		return fieldRequestLength
+	case "bytes_sent":
+		return fieldBytesSent
+	case "request_time":
+		return fieldRequestTime
+	case "connection_time":
+		return fieldConnectionTime
+	case "msec":
+		return fieldMsec
+	case "connection":
+		return fieldConnection
+	case "host":
+		return fieldHost
+	}
+	return fieldUnknown
+}
+
 // Recover handles a line that did not parse but holds a whole line after a
 // torn one: when the spool filesystem is full, nginx's write() can be
 // partial, and its next write appends a whole line to that fragment. An
@@ -148,54 +227,54 @@ func checkEnd(line []byte, i int, p Problem) Problem {
 }
 
 // set stores one value. Quoted numbers have their quotes in val.
-func (r *Record) set(key, val []byte, seen *int, la, ra *netip.Addr, lp, rp *uint64) Problem {
+func (r *Record) set(f field, val []byte, seen *int, la, ra *netip.Addr, lp, rp *uint64) Problem {
 	var (
 		bit int
 		ok  = true
 	)
-	switch string(key) {
-	case "server_addr":
+	switch f {
+	case fieldServerAddr:
 		bit, *la, ok = fServerAddr, parseAddr(unquote(val)), true
 		ok = la.IsValid()
-	case "server_port":
+	case fieldServerPort:
 		bit = fServerPort
 		*lp, ok = parseUint(unquote(val))
-	case "remote_addr":
+	case fieldRemoteAddr:
 		bit, *ra = fRemoteAddr, parseAddr(unquote(val))
 		ok = ra.IsValid()
-	case "remote_port":
+	case fieldRemotePort:
 		bit = fRemotePort
 		*rp, ok = parseUint(unquote(val))
-	case "status":
+	case fieldStatus:
 		bit = fStatus
 		var s uint64
 		s, ok = parseUint(unquote(val))
 		ok = ok && s <= 999
 		r.Status = int(s)
-	case "request_length":
+	case fieldRequestLength:
 		bit = fRequestLength
 		r.RequestBytes, ok = parseUint(unquote(val))
-	case "bytes_sent":
+	case fieldBytesSent:
 		bit = fBytesSent
 		r.ResponseBytes, ok = parseUint(unquote(val))
-	case "request_time":
+	case fieldRequestTime:
 		bit = fRequestTime
 		r.RequestTime, ok = parseSeconds(unquote(val))
-	case "connection_time":
+	case fieldConnectionTime:
 		if v := unquote(val); len(v) > 0 {
 			r.ConnTime, ok = parseSeconds(v)
 		}
-	case "msec":
+	case fieldMsec:
 		if v := unquote(val); len(v) > 0 {
 			var d time.Duration
 			d, ok = parseSeconds(v)
 			r.Msec = d.Milliseconds()
 		}
-	case "connection":
+	case fieldConnection:
 		if v := unquote(val); len(v) > 0 {
 			r.Conn, ok = parseUint(v)
 		}
-	case "host":
+	case fieldHost:
 		r.Host = unquote(val)
 	default:
 		return OK
@@ -228,14 +307,31 @@ func scanString(b []byte, i int) ([]byte, int, bool) {
 	if i >= len(b) || b[i] != '"' {
 		return nil, i, false
 	}
-	// Fast path: no escape before the closing quote.
-	if q := bytes.IndexByte(b[i+1:], '"'); q >= 0 {
-		s := b[i+1 : i+1+q]
-		if bytes.IndexByte(s, '\\') < 0 {
-			return s, i + 2 + q, true
+	// Short strings (keys, numbers, addresses) byte by byte: cheaper than
+	// setting up IndexByte.
+	j := i + 1
+	for end := min(len(b), j+shortString); j < end; j++ {
+		switch b[j] {
+		case '"':
+			return b[i+1 : j], j + 1, true
+		case '\\':
+			return scanEscaped(b, i, j)
 		}
 	}
-	for j := i + 1; j < len(b); j++ {
+	// Longer: the closing quote, if no escape comes before it.
+	if q := bytes.IndexByte(b[j:], '"'); q >= 0 && bytes.IndexByte(b[j:j+q], '\\') < 0 {
+		return b[i+1 : j+q], j + q + 1, true
+	}
+	return scanEscaped(b, i, j)
+}
+
+// shortString is how many bytes scanString looks at one by one.
+const shortString = 24
+
+// scanEscaped finishes scanString from b[j], with escapes (the string
+// started at b[i]; b[i+1:j] holds no quote and no backslash).
+func scanEscaped(b []byte, i, j int) ([]byte, int, bool) {
+	for ; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
 			return b[i+1 : j], j + 1, true
@@ -320,6 +416,9 @@ func parseSeconds(b []byte) (time.Duration, bool) {
 // parseAddr parses an IPv4 or IPv6 address (no zone) without allocating;
 // the invalid Addr means it did not parse.
 func parseAddr(b []byte) netip.Addr {
+	if a, ok := parseIPv4(b); ok {
+		return a
+	}
 	if len(b) == 0 || len(b) > 45 {
 		return netip.Addr{}
 	}
@@ -335,4 +434,35 @@ func parseAddr(b []byte) netip.Addr {
 		return netip.Addr{}
 	}
 	return a
+}
+
+// parseIPv4 parses a dotted quad of decimal octets without leading zeros,
+// the form nginx writes; anything else (IPv6 too) is left to
+// netip.ParseAddr (ok false), which also rejects what this rejects.
+func parseIPv4(b []byte) (a netip.Addr, ok bool) {
+	var ip [4]byte
+	n, val, digits := 0, 0, 0
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			if digits == 1 && val == 0 {
+				return a, false // leading zero
+			}
+			val = val*10 + int(c-'0')
+			digits++
+			if val > 255 {
+				return a, false
+			}
+		case c == '.' && digits > 0 && n < 3:
+			ip[n] = byte(val)
+			n, val, digits = n+1, 0, 0
+		default:
+			return a, false
+		}
+	}
+	if n != 3 || digits == 0 {
+		return a, false
+	}
+	ip[3] = byte(val)
+	return netip.AddrFrom4(ip), true
 }

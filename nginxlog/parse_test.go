@@ -165,16 +165,27 @@ func TestParseAllocs(t *testing.T) {
 	}
 }
 
+// FuzzParse: Parse answers exactly as the generic parser it replaced
+// (refParse), accepts only valid records, and Recover finds only lines that
+// parse.
 func FuzzParse(f *testing.F) {
 	f.Add(line(nil))
 	f.Add(line(map[string]string{"server_addr": `"2001:db8:10::10"`}))
+	f.Add(line(map[string]string{"remote_addr": `"01.2.3.4"`}))
+	f.Add(line(map[string]string{"remote_addr": `"1.2.3.256"`, "status": `"200" `}))
+	f.Add(line(map[string]string{"host": `"a\"b"`, "request_uri": `"/` + strings.Repeat("x", 40) + `\"y"`}))
 	f.Add(`{"status":"200"}`)
 	f.Add(`{"a":"\\\"","b":1e5}`)
+	f.Add(`{ "remote_port" : "1", "server_addr":"::1","server_port":"80","remote_addr":"1.2.3.4","status":"200","request_length":"1","bytes_sent":"2","request_time":"0.1","status":"201"}`)
 	f.Fuzz(func(t *testing.T, s string) {
-		var r Record
+		var r, want Record
 		p := Parse([]byte(s), &r)
 		if p >= numProblems {
 			t.Fatalf("problem %d out of range", p)
+		}
+		wp := refParse([]byte(s), &want)
+		if p != wp || (p == OK && !sameRecord(&r, &want)) {
+			t.Fatalf("Parse(%q) = %v %+v, the generic parser %v %+v", s, p, r, wp, want)
 		}
 		if p == OK && (!r.Local.IsValid() || !r.Remote.IsValid() || r.Status > 999 || r.RequestTime < 0) {
 			t.Fatalf("accepted %q with invalid record %+v", s, r)
@@ -183,4 +194,56 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Recover(%q) = %d", s, i)
 		}
 	})
+}
+
+func sameRecord(a, b *Record) bool {
+	x, y := *a, *b
+	x.Host, y.Host = nil, nil // nil and empty are the same
+	return reflect.DeepEqual(x, y) && string(a.Host) == string(b.Host)
+}
+
+// TestParseSameAsGeneric: on the test lines (every key reordered, removed
+// or given odd values), Parse answers as the generic parser.
+func TestParseSameAsGeneric(t *testing.T) {
+	var lines []string
+	keys := append(fieldOrder(), "connection_requests", "request_method", "request_uri", "http_user_agent")
+	odd := []string{``, `""`, `"x"`, `"01"`, `"1.2.3.4"`, `"::ffff:1.2.3.4"`, `"0.0.0.0"`, `"255.255.255.255"`, `"1.2.3"`,
+		`"1..2.3"`, `"1.2.3.4."`, `"256.1.1.1"`, `"65536"`, `"1.5"`, `"1e3"`, `12`, `"\"x"`, `"a\\"`, `"fe80::1%eth0"`}
+	for _, k := range keys {
+		for _, v := range odd {
+			lines = append(lines, line(map[string]string{k: v}))
+		}
+	}
+	// The snippet's keys in reverse order.
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := len(keys) - 1; i >= 0; i-- {
+		v := map[string]string{"server_addr": `"192.0.2.10"`, "remote_addr": `"198.51.100.7"`, "request_time": `"0.1"`,
+			"connection_time": `"0.1"`, "msec": `"1.5"`, "host": `"h"`}[keys[i]]
+		if v == "" {
+			v = `"80"`
+		}
+		fmt := `"` + keys[i] + `":` + v
+		if i < len(keys)-1 {
+			b.WriteByte(',')
+		}
+		b.WriteString(fmt)
+	}
+	b.WriteByte('}')
+	lines = append(lines, b.String())
+	for _, l := range lines {
+		var r, want Record
+		p, wp := Parse([]byte(l), &r), refParse([]byte(l), &want)
+		if p != wp || (p == OK && !sameRecord(&r, &want)) {
+			t.Errorf("Parse(%q) = %v %+v, the generic parser %v %+v", l, p, r, wp, want)
+		}
+	}
+	if p := Parse([]byte(b.String()), new(Record)); p != OK {
+		t.Errorf("the snippet's keys in reverse order: %v", p)
+	}
+	for i, k := range fieldOrder() {
+		if fieldOf([]byte(k)) != field(i+1) {
+			t.Errorf("fieldOf(%q) = %d, want %d (the snippet's order)", k, fieldOf([]byte(k)), i+1)
+		}
+	}
 }

@@ -11,10 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// freeEvery is how many consumed bytes may stay allocated in the spool
-// before they are freed while the reader is still catching up.
-const freeEvery = 1 << 20
-
 // drainIdle is how long a rotated-away file is still read after its last
 // growth (nginx writes to it until it reopens its logs).
 const drainIdle = 5 * time.Second
@@ -42,8 +38,14 @@ type spool struct {
 	now     func() time.Time
 	onLine  func([]byte)
 	onLong  func()
-	reopens uint64 // generations opened after the first
-	truncs  uint64
+	// onRead, when set, is called after the lines of one read were handed
+	// to onLine: they alias buf, which the next read overwrites.
+	onRead func()
+	// beforeFree, when set, runs after a read has handled lines and before
+	// they are freed: the fault point of FaultEnv.
+	beforeFree func()
+	reopens    uint64 // generations opened after the first
+	truncs     uint64
 }
 
 func newSpool(path string, maxLine int, onLine func([]byte), onLong func()) *spool {
@@ -163,14 +165,23 @@ func (s *spool) read(f *spoolFile) (int, error) {
 		}
 		f.skip, rest = true, rest[:0]
 	}
+	if s.onRead != nil {
+		s.onRead()
+	}
 	f.pending = append(f.pending[:0], rest...)
 	f.done = f.off - int64(len(f.pending))
 	if f.skip {
 		f.done = f.off
 	}
-	if f.done-f.freed >= freeEvery {
-		s.free(f, false)
+	if s.beforeFree != nil && start > 0 {
+		s.beforeFree()
 	}
+	// Free what was handled at once and exactly: the caller holds the
+	// collector's batch (Ingest.pollBatch), so no scrape sees these lines counted
+	// while the spool still holds them. An agent killed before this line
+	// counted nothing anybody saw, and its successor reads the lines again;
+	// killed after it, they are counted and gone.
+	s.free(f, true)
 	return n, nil
 }
 

@@ -190,3 +190,35 @@ func TestSpoolTruncation(t *testing.T) {
 		t.Errorf("got %q (truncs %d), want %q", c.lines, s.truncs, want)
 	}
 }
+
+// TestSpoolResumesAfterKill: every read frees exactly what it handled, so a
+// reader that dies without closing (SIGKILL) leaves a spool its successor
+// resumes exactly after the last line handled, partial pages included.
+// Before, a read freed only whole pages (and the rest every 1 MiB or at
+// the next idle poll): the successor read the lines of the last partial
+// page again.
+func TestSpoolResumesAfterKill(t *testing.T) {
+	path := filepath.Join(spoolDir(t), "access.log")
+	var c collected
+	s := newTestSpool(path, &c)
+	data, want := nums(0, 1000) // 12 000 bytes: ends in a partial page
+	appendFile(t, path, data+"line-partial")
+	if _, err := s.poll(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.lines, want) {
+		t.Fatalf("got %d lines, want %d", len(c.lines), len(want))
+	}
+	// Killed here: no close, no maintenance.
+	more, want2 := nums(1000, 1010)
+	appendFile(t, path, "-done\n"+more)
+	var c2 collected
+	s2 := newTestSpool(path, &c2)
+	pollAll(t, s2)
+	s2.close()
+	s.cur.f.Close()
+	want2 = append([]string{"line-partial-done"}, want2...)
+	if !slices.Equal(c2.lines, want2) {
+		t.Errorf("the successor read %d lines (%.3q...), want %q", len(c2.lines), c2.lines, want2)
+	}
+}

@@ -30,15 +30,23 @@ const (
 	ReasonLookupError = "nginx_lookup_error"
 )
 
-// tupleLookup looks 4-tuples up in ipng_by_tuple (loader.Maps.LookupTuple,
-// which does not allocate) and caches what it found per nginx connection.
-// It is used by the ingest goroutine only.
+// tupleLookup looks 4-tuples up in ipng_by_tuple and caches what it found
+// per nginx connection. Lines queue their 4-tuples (queue), one bpf(2) call
+// looks up a whole batch (run, loader.TupleBatch), and resolve reads each
+// answer; without the batch program (an old kernel, no CAP_BPF) every line
+// costs a BPF_MAP_LOOKUP_ELEM (loader.Maps.LookupTuple). It is used by the
+// ingest goroutine only, and does not allocate.
 type tupleLookup struct {
 	maps    *loader.Maps
 	netns   uint64
-	cache   []connEntry // by nginx connection serial, see lookup
+	cache   []connEntry // by nginx connection serial, see cached
 	names   func(uint32) (string, bool)
-	lastDev string
+	devices map[loader.Device]string
+	// batch is nil when the batch program could not be loaded (batchErr
+	// says why) or failed; then lookups are one system call each.
+	batch    *loader.TupleBatch
+	batchErr error
+	looked   bool // the queued batch was looked up
 	// hist tells evicted from never-seen 4-tuples; nil with pins of a
 	// version without the ring (then every miss is never seen).
 	hist *loader.TupleHistory
@@ -46,12 +54,18 @@ type tupleLookup struct {
 
 func newTupleLookup(m *loader.Maps, netns uint64) *tupleLookup {
 	hist, _ := m.TupleHistory()
-	return &tupleLookup{maps: m, netns: netns, hist: hist, cache: make([]connEntry, connCacheSize)}
+	t := &tupleLookup{maps: m, netns: netns, hist: hist, cache: make([]connEntry, connCacheSize),
+		devices: map[loader.Device]string{}}
+	t.batch, t.batchErr = m.NewTupleBatch()
+	return t
 }
 
 // connCacheSize is the number of entries of the connection cache (a power
 // of two).
 const connCacheSize = 4096
+
+// maxDevices bounds the cache of device names.
+const maxDevices = 4096
 
 // connEntry remembers the interface of one connection: nginx's $connection
 // serial number and the 4-tuple. Requests on a kept-alive connection then
@@ -75,20 +89,76 @@ type connInfo struct {
 	fam         bindings.Family
 }
 
-// lookup returns what the stamp of r's connection says, or why there is none.
-func (t *tupleLookup) lookup(r *Record) (connInfo, string) {
-	var e *connEntry
-	if r.Conn != 0 {
-		e = &t.cache[r.Conn&(connCacheSize-1)]
-		if e.conn == r.Conn && e.local == r.Local && e.remote == r.Remote {
-			return e.connInfo, ""
+// cached returns what the connection cache knows about r's connection.
+func (t *tupleLookup) cached(r *Record) (connInfo, bool) {
+	if r.Conn == 0 {
+		return connInfo{}, false
+	}
+	e := &t.cache[r.Conn&(connCacheSize-1)]
+	if e.conn == r.Conn && e.local == r.Local && e.remote == r.Remote {
+		return e.connInfo, true
+	}
+	return connInfo{}, false
+}
+
+// queue adds r's 4-tuple to the batch and returns its slot, or -1 without
+// the batch program (resolve then looks it up alone).
+func (t *tupleLookup) queue(r *Record) int {
+	if t.batch == nil {
+		return -1
+	}
+	return t.batch.Add(t.netns, r.Local, r.Remote)
+}
+
+// run looks the queued 4-tuples up. On an error the batch program is
+// dropped: resolve looks the queued lines up one at a time, and so do the
+// lines after them.
+func (t *tupleLookup) run() error {
+	if t.batch == nil || t.batch.Len() == 0 {
+		return nil
+	}
+	if err := t.batch.Lookup(); err != nil {
+		t.batch.Close()
+		t.batch, t.batchErr = nil, err
+		return err
+	}
+	t.looked = true
+	return nil
+}
+
+// reset empties the batch after its lines were resolved.
+func (t *tupleLookup) reset() {
+	if t.batch != nil {
+		t.batch.Reset()
+	}
+	t.looked = false
+}
+
+// close releases the batch program.
+func (t *tupleLookup) close() {
+	if t != nil && t.batch != nil {
+		t.batch.Close()
+		t.batch = nil
+	}
+}
+
+// resolve returns what the stamp of r's connection says, or why there is
+// none: from slot of the batch that run looked up, or with a lookup of its
+// own (slot -1, or the batch failed).
+func (t *tupleLookup) resolve(r *Record, slot int) (connInfo, string) {
+	var (
+		st    loader.Stamp
+		found bool
+	)
+	if slot >= 0 && t.looked {
+		found = t.batch.Stamp(slot, &st)
+	} else {
+		var err error
+		if st, found, err = t.maps.LookupTuple(t.netns, r.Local, r.Remote); err != nil {
+			return connInfo{}, ReasonLookupError
 		}
 	}
-	st, found, err := t.maps.LookupTuple(t.netns, r.Local, r.Remote)
-	switch {
-	case err != nil:
-		return connInfo{}, ReasonLookupError
-	case !found:
+	if !found {
 		return connInfo{}, t.missReason(r)
 	}
 	c := connInfo{ifindex: st.Ifindex, fam: st.Family, bound: st.Bound}
@@ -97,19 +167,24 @@ func (t *tupleLookup) lookup(r *Record) (connInfo, string) {
 			c.tag, c.device = tag, t.device(&st.Device)
 		}
 	}
-	if e != nil {
-		*e = connEntry{conn: r.Conn, local: r.Local, remote: r.Remote, connInfo: c}
+	if r.Conn != 0 {
+		t.cache[r.Conn&(connCacheSize-1)] = connEntry{conn: r.Conn, local: r.Local, remote: r.Remote, connInfo: c}
 	}
 	return c, ""
 }
 
-// device is the stamp's device name; it allocates only when the name
-// differs from the last one.
+// device is the stamp's device name; it allocates only for a name not seen
+// before.
 func (t *tupleLookup) device(d *loader.Device) string {
-	if !d.Is(t.lastDev) {
-		t.lastDev = d.String()
+	if s, ok := t.devices[*d]; ok {
+		return s
 	}
-	return t.lastDev
+	if len(t.devices) >= maxDevices {
+		clear(t.devices)
+	}
+	s := d.String()
+	t.devices[*d] = s
+	return s
 }
 
 // missReason says why r's 4-tuple is not in the map: the program stamped

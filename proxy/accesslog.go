@@ -87,7 +87,21 @@ func (a *accessLog) enabled() bool { return a != nil && (a.file != nil || a.tail
 // write logs e. It is called on the request's goroutine.
 func (a *accessLog) write(e *httpstats.Entry) {
 	var buf [512]byte
-	line := appendEntry(buf[:0], e)
+	a.emit(appendEntry(buf[:0], e))
+}
+
+// rawRequest is a request of the own loop, for the access log: slices of
+// its head, valid during writeRaw.
+type rawRequest struct{ method, host, uri, ua []byte }
+
+// writeRaw is write for the own loop's requests (e.Request is nil).
+func (a *accessLog) writeRaw(e *httpstats.Entry, r *rawRequest) {
+	var buf [512]byte
+	a.emit(appendEntryWith(buf[:0], e, r))
+}
+
+// emit writes one line to the file and the logtail target.
+func (a *accessLog) emit(line []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
@@ -142,7 +156,10 @@ func (a *accessLog) close() {
 }
 
 // appendEntry appends e as one JSON line.
-func appendEntry(b []byte, e *httpstats.Entry) []byte {
+func appendEntry(b []byte, e *httpstats.Entry) []byte { return appendEntryWith(b, e, nil) }
+
+// appendEntryWith is appendEntry with the request from raw when e has none.
+func appendEntryWith(b []byte, e *httpstats.Entry, raw *rawRequest) []byte {
 	b = append(b, `{"time":"`...)
 	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","source_tag":`...)
@@ -165,6 +182,15 @@ func appendEntry(b []byte, e *httpstats.Entry) []byte {
 		b = appendString(b, r.Proto)
 		b = append(b, `,"user_agent":`...)
 		b = appendString(b, r.UserAgent())
+	} else if r := raw; r != nil {
+		b = append(b, `,"method":`...)
+		b = appendString(b, bstr(r.method))
+		b = append(b, `,"host":`...)
+		b = appendString(b, bstr(r.host))
+		b = append(b, `,"uri":`...)
+		b = appendString(b, bstr(r.uri))
+		b = append(b, `,"proto":"HTTP/1.1","user_agent":`...)
+		b = appendString(b, bstr(r.ua))
 	}
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(e.Status), 10)

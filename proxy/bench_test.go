@@ -75,12 +75,17 @@ func load(b *testing.B, addr string) {
 }
 
 // BenchmarkProxy: one request through the proxy per op, with accounting
-// (attribution at accept, one outcome per request) and without.
+// (attribution at accept, one outcome per request) and without, on
+// net/http's serving loop and on the proxy's own (proxy.http1_loop).
 //
 //	go test -run '^$' -bench Proxy -benchtime 5s -count 3 -cpu 1,2 ./proxy/
 func BenchmarkProxy(b *testing.B) {
-	for _, accounting := range []bool{true, false} {
-		name := map[bool]string{true: "accounting", false: "off"}[accounting]
+	for _, run := range []struct {
+		loop       string
+		accounting bool
+	}{{"net_http", true}, {"net_http", false}, {"own", true}, {"own", false}} {
+		accounting := run.accounting
+		name := run.loop + "/" + map[bool]string{true: "accounting", false: "off"}[accounting]
 		b.Run(name, func(b *testing.B) {
 			deps := newDeps(b)
 			if !accounting {
@@ -88,7 +93,7 @@ func BenchmarkProxy(b *testing.B) {
 			}
 			addr := freeAddr(b)
 			p, err := New(config.ProxyConfig{Listeners: []config.ProxyListener{{Address: addr, Upstream: "be"}},
-				Upstreams: []config.ProxyUpstream{{Name: "be", Servers: []string{fastBackend(b)}}}}, deps)
+				Upstreams: []config.ProxyUpstream{{Name: "be", Servers: []string{fastBackend(b)}}}, HTTP1Loop: run.loop}, deps)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -83,7 +83,10 @@ type limitedConn struct {
 	l     *connLimit
 	since time.Time
 	heard atomic.Bool // a byte was received
-	gone  bool        // closed or evicted (l.mu)
+	// viaTLS: heard from the first byte of HTTP after the TLS handshake
+	// (hear), not from the ClientHello. Set before the first read.
+	viaTLS bool
+	gone   bool // closed or evicted (l.mu)
 }
 
 // NetConn returns the wrapped connection (httpstats and attribution look
@@ -92,12 +95,19 @@ func (c *limitedConn) NetConn() net.Conn { return c.Conn }
 
 func (c *limitedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && !c.heard.Load() && c.heard.CompareAndSwap(false, true) {
+	if n > 0 && !c.viaTLS {
+		c.hear()
+	}
+	return n, err
+}
+
+// hear takes c out of the connections that can be evicted.
+func (c *limitedConn) hear() {
+	if !c.heard.Load() && c.heard.CompareAndSwap(false, true) {
 		c.l.mu.Lock()
 		delete(c.l.quiet, c)
 		c.l.mu.Unlock()
 	}
-	return n, err
 }
 
 func (c *limitedConn) Close() error {

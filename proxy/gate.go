@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -235,8 +236,53 @@ func (c *headerConn) answer(e *headError) error {
 		text := http.StatusText(e.status)
 		body := strconv.Itoa(e.status) + " " + text
 		c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-		io.WriteString(c.Conn, "HTTP/1.1 "+body+"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "+
-			strconv.Itoa(len(body))+"\r\n\r\n"+body)
+		if _, err := io.WriteString(c.Conn, "HTTP/1.1 "+body+"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "+
+			strconv.Itoa(len(body))+"\r\n\r\n"+body); err == nil {
+			lingeringClose(c.Conn)
+		}
 	}
 	return errRejected
+}
+
+// Lingering close (nginx's lingering_close, lingering_time and
+// lingering_timeout): a rejected client may still be sending its request.
+// Closing with its bytes unread makes the kernel answer them with a reset,
+// which can reach the client before it has read the answer (or fail its
+// write), so the answer is lost. After the answer the connection is shut
+// for writing (the client reads the answer, then end of stream) and what
+// the client still sends is read and dropped, for at most lingerTime and
+// while it keeps sending within lingerTimeout.
+const (
+	lingerTime    = 5 * time.Second
+	lingerTimeout = 500 * time.Millisecond
+)
+
+func lingeringClose(c net.Conn) {
+	for nc := c; nc != nil; {
+		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+			break
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		nc = u.NetConn()
+	}
+	end := time.Now().Add(lingerTime)
+	var scratch [4096]byte
+	for {
+		now := time.Now()
+		if !now.Before(end) {
+			return
+		}
+		d := now.Add(lingerTimeout)
+		if d.After(end) {
+			d = end
+		}
+		c.SetReadDeadline(d)
+		if _, err := c.Read(scratch[:]); err != nil {
+			return
+		}
+	}
 }

@@ -49,6 +49,7 @@ type server struct {
 	// upgrade when its request's context is done).
 	upgrades sync.WaitGroup
 	base     context.CancelFunc
+	own      ownConns // connections of the own loop (settings.ownLoop)
 }
 
 type serverKey struct{}
@@ -58,15 +59,19 @@ type settings struct {
 	timeouts       config.ProxyTimeouts
 	maxHeaderBytes int
 	tls            bool
+	ownLoop        bool // plaintext HTTP/1.1 in the own loop (proxy.http1_loop own)
 }
 
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil {
+		r.TLS, _ = r.Context().Value(tlsStateKey{}).(*tls.ConnectionState)
+	}
 	l.pool.Load().ServeHTTP(w, r)
 }
 
 // acceptLoop hands accepted connections to the current server until the
 // socket is closed.
-func (l *listener) acceptLoop(limit *connLimit, log func(string, ...any)) {
+func (l *listener) acceptLoop(p *Proxy) {
 	defer close(l.done)
 	var delay time.Duration
 	for {
@@ -76,12 +81,20 @@ func (l *listener) acceptLoop(limit *connLimit, log func(string, ...any)) {
 				return
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			log("accept failed", "address", l.addr, "err", err, "retry_in", delay)
+			p.log.Warn("accept failed", "address", l.addr, "err", err, "retry_in", delay)
 			time.Sleep(delay)
 			continue
 		}
 		delay = 0
-		if c = limit.admit(c); c == nil {
+		if c = p.limit.admit(c); c == nil {
+			continue
+		}
+		if s := l.cur.Load(); s != nil && s.settings.ownLoop && p.serveOwn(l, s, c) {
+			continue
+		}
+		if s := l.cur.Load(); s != nil && s.settings.tls {
+			c.(*limitedConn).viaTLS = true // heard from its first byte of HTTP
+			go l.handshakeTLS(c, l.certs.Load(), s.q.idle)
 			continue
 		}
 		for {
@@ -122,6 +135,9 @@ func (q *queue) Accept() (net.Conn, error) {
 		if q.plaintext {
 			return &headerConn{Conn: c, g: newGate(q.limit), idle: q.idle}, nil
 		}
+		if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol != "h2" {
+			return q.tlsH1(tc), nil
+		}
 		return c, nil
 	case <-q.done:
 		return nil, net.ErrClosed
@@ -146,6 +162,7 @@ func (p *Proxy) newServer(l *listener, st settings) *server {
 		MaxHeaderBytes:    st.maxHeaderBytes,
 		ErrorLog:          p.errLog,
 		ConnState:         headerConnState,
+		ConnContext:       tlsConnContext,
 	}
 	if st.tls {
 		srv.TLSConfig = &tls.Config{
@@ -164,12 +181,8 @@ func (p *Proxy) newServer(l *listener, st settings) *server {
 
 // serve runs s until it is shut down.
 func (p *Proxy) serve(s *server) {
-	var err error
-	if s.settings.tls {
-		err = s.srv.ServeTLS(s.q, "", "")
-	} else {
-		err = s.srv.Serve(s.q)
-	}
+	// TLS connections arrive with their handshake done (handshakeTLS).
+	err := s.srv.Serve(s.q)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		p.log.Error("server stopped", "err", err)
 	}
@@ -180,8 +193,14 @@ func (p *Proxy) serve(s *server) {
 func drain(s *server, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	own := s.own.shutdown()
 	if err := s.srv.Shutdown(ctx); err != nil {
 		s.srv.Close()
+	}
+	select {
+	case <-own:
+	case <-ctx.Done():
+		s.own.closeAll()
 	}
 	done := make(chan struct{})
 	go func() { s.upgrades.Wait(); close(done) }()

@@ -13,7 +13,7 @@ var (
 	activeDesc = prometheus.NewDesc("ipng_proxy_upstream_requests_active",
 		"Requests the proxy has in progress on an upstream server.", []string{"upstream", "server"}, nil)
 	idleClosedDesc = prometheus.NewDesc("ipng_proxy_connections_idle_closed_total",
-		"Plaintext client connections the proxy closed because they sent no byte within timeouts.read_header (no request, so in no per-tag series).",
+		"Client connections the proxy closed because they sent no request byte within timeouts.read_header, on TLS listeners also those that did not complete the TLS handshake within it or did not speak TLS (no request, so in no per-tag series).",
 		nil, nil)
 	connRejectedDesc = prometheus.NewDesc("ipng_proxy_connections_rejected_total",
 		"Client connections the proxy closed at proxy.max_connections: evicted (sent no byte yet, closed to make room for a new one), over_limit (the new one, when every open connection had sent something).",

@@ -30,6 +30,10 @@ const (
 	DefaultDrainTimeout      = 30 * time.Second
 )
 
+// defaultHTTP1Loop is proxy.http1_loop when unset. The tests run the
+// package once more with it set to "net_http" (IPNG_STATS_HTTP1_LOOP).
+var defaultHTTP1Loop = "own"
+
 // Deps are the proxy's collaborators, owned by the caller. A nil Collector
 // turns accounting (and the access log) off: connections are neither
 // attributed nor counted, which is what the "accounting off" benchmark
@@ -85,6 +89,9 @@ func withDefaults(c config.ProxyConfig) config.ProxyConfig {
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.HTTP1Loop == "" {
+		c.HTTP1Loop = defaultHTTP1Loop
 	}
 	return c
 }
@@ -297,7 +304,8 @@ func (p *Proxy) apply(raw config.ProxyConfig) error {
 }
 
 func settingsOf(cfg config.ProxyConfig, l *listener) settings {
-	return settings{timeouts: cfg.Timeouts, maxHeaderBytes: cfg.MaxHeaderBytes, tls: l.certs.Load() != nil}
+	tls := l.certs.Load() != nil
+	return settings{timeouts: cfg.Timeouts, maxHeaderBytes: cfg.MaxHeaderBytes, tls: tls, ownLoop: !tls && cfg.HTTP1Loop == "own"}
 }
 
 // startListener starts l's first server and its accept loop.
@@ -308,7 +316,7 @@ func (p *Proxy) startListener(l *listener, st settings) {
 	go func() { defer p.bg.Done(); p.serve(s) }()
 	go func() {
 		defer p.bg.Done()
-		l.acceptLoop(p.limit, func(msg string, args ...any) { p.log.Warn(msg, args...) })
+		l.acceptLoop(p)
 	}()
 }
 
@@ -338,12 +346,21 @@ func (p *Proxy) replaceServer(l *listener, st settings, timeout time.Duration) {
 }
 
 // listen binds a plain TCP socket (never MPTCP, never bound to a device),
-// attributed and counting unless accounting is off.
+// attributed and counting unless accounting is off. Accepted connections
+// get no TCP keep-alive probes (like nginx's default, so_keepalive off):
+// timeouts.idle closes idle clients, and enabling the probes costs four
+// setsockopt calls per connection.
 func (p *Proxy) listen(addr string) (net.Listener, error) {
-	if p.stats != nil {
-		return p.stats.Listen(context.Background(), "tcp", addr, p.deps.Attributor)
-	}
-	var lc net.ListenConfig
+	lc := net.ListenConfig{KeepAlive: -1}
 	lc.SetMultipathTCP(false)
-	return lc.Listen(context.Background(), "tcp", addr)
+	l, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil || p.stats == nil {
+		return l, err
+	}
+	al, err := attribution.NewListener(l, p.deps.Attributor)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return p.stats.Listener(al), nil
 }

@@ -298,3 +298,47 @@ func TestRefusedUpgradeCloses(t *testing.T) {
 		}
 	}
 }
+
+// TestRejectionLingers: a client still sending its rejected request (a
+// head over max_header_bytes, written in pieces after the answer came) is
+// not reset: its writes succeed, it reads the 431 and then end of stream,
+// as from nginx's lingering close. Closing with the rest of the request
+// unread made the kernel reset the connection, which failed the client's
+// next write or destroyed the answer before it was read.
+func TestRejectionLingers(t *testing.T) {
+	addr, rec := strictProxy(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: "+strings.Repeat("a", 8<<10)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status %d %q, want 431", resp.StatusCode, body)
+	}
+	// The answer is read, so the proxy has handled the head and decided;
+	// the rest of the request still comes.
+	for i := range 8 {
+		if _, err := io.WriteString(c, strings.Repeat("b", 4<<10)); err != nil {
+			t.Fatalf("write %d after the answer: %v (the proxy reset the connection)", i, err)
+		}
+	}
+	if _, err := io.WriteString(c, "\r\n\r\n"); err != nil {
+		t.Fatalf("end of the head: %v", err)
+	}
+	if b, err := io.ReadAll(br); err != nil || len(b) != 0 {
+		t.Errorf("after the answer: %q, %v; want end of stream", b, err)
+	}
+	if reqs, bad := rec.take(); len(reqs) != 0 || bad != 0 {
+		t.Errorf("upstream received %+v (%d unparsable), want nothing", reqs, bad)
+	}
+}

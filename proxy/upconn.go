@@ -30,16 +30,40 @@ type upConn struct {
 	idleSince time.Time // when it was put back in the pool
 	read      int64     // bytes read from c
 	written   int64     // bytes written to c
+	spoilt    bool      // the upstream sent bytes after a response
+	raw       *rawConn  // c's system calls (the own loop's); nil: through c
 }
 
 func (uc *upConn) Read(p []byte) (int, error) {
-	n, err := uc.c.Read(p)
+	var (
+		n   int
+		err error
+	)
+	if uc.raw != nil {
+		n, err = uc.raw.read(p)
+	} else {
+		n, err = uc.c.Read(p)
+	}
 	uc.read += int64(n)
 	return n, err
 }
 
-func (uc *upConn) Write(p []byte) (int, error) {
-	n, err := uc.c.Write(p)
+func (uc *upConn) Write(p []byte) (int, error) { return uc.writev(p) }
+
+// writev writes bufs in one writev.
+func (uc *upConn) writev(bufs ...[]byte) (int, error) {
+	var (
+		n   int
+		err error
+	)
+	if uc.raw != nil {
+		n, err = uc.raw.writev(bufs...)
+	} else {
+		nb := net.Buffers(bufs)
+		var n64 int64
+		n64, err = nb.WriteTo(uc.c)
+		n = int(n64)
+	}
 	uc.written += int64(n)
 	return n, err
 }
@@ -115,6 +139,7 @@ func (u *upstreamConns) get(ctx context.Context, fresh bool) (uc *upConn, reused
 		return nil, false, err
 	}
 	uc = &upConn{c: c}
+	uc.raw = newRawConn(c)
 	uc.br = bufio.NewReaderSize(uc, 16<<10)
 	uc.bw = bufio.NewWriterSize(uc, 8<<10)
 	return uc, false, nil

@@ -150,11 +150,25 @@ func newProxyEnvWith(t *testing.T, mode string, backend, yamlOf func(*topo.Topo)
 		}
 		return strings.Contains(e.proc.out.String(), `msg="proxy command running"`)
 	}, "proxy running")
+	// The metrics port is bound just after that line: tests read it first.
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := e.topo.Srv.Dial(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", e.web))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "the proxy's metrics port listening")
 	return e
 }
 
 func (e *proxyEnv) writeProxyConfig(proxyYAML string) {
 	r := strings.NewReplacer("%PORT%", strconv.Itoa(e.port), "%DOWN%", strconv.Itoa(e.down), "%BACKEND%", e.backend)
+	if loop := os.Getenv("IPNG_STATS_HTTP1_LOOP"); loop != "" {
+		// Run the proxy tests against another HTTP/1.1 serving loop.
+		proxyYAML = strings.Replace(proxyYAML, "proxy:\n", "proxy:\n  http1_loop: "+loop+"\n", 1)
+	}
 	if err := os.WriteFile(e.cfgPath, []byte(bindingsYAML+r.Replace(proxyYAML)), 0o644); err != nil {
 		e.t.Fatal(err)
 	}

@@ -33,10 +33,10 @@ func (n *Node) addHandshakes() {
 	n.Registry.MustRegister(m)
 	n.handshakes.Store(m)
 	n.closers = append(n.closers, func() { m.Close() })
-	// Attached before the agent says it runs: a SYN on a bound device
-	// right after "agent running" is counted.
-	m.Follow()
 	n.parts = append(n.parts, Part{Name: "handshakes",
+		// Attached before the agent says it runs: a SYN on a bound device
+		// right after "agent running" is counted.
+		Start: func(context.Context) error { m.Follow(); return nil },
 		Run: func(ctx context.Context) error {
 			defer m.Close()
 			return m.Run(ctx)

@@ -12,6 +12,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -80,9 +81,10 @@ type Options struct {
 	AfterAttach []func(*Node) error
 	// Parts build further long-lived parts from the assembled node, after
 	// the node's own; they run beside them, stop with them, and are
-	// reloaded after them on SIGHUP. A part does its privileged work
-	// (attaching a program, binding a low port) when it is built, not in
-	// Run, which starts after the AfterAttach hooks.
+	// reloaded after them on SIGHUP. A part does the privileged work that
+	// needs more than the capabilities the node keeps (binding a low port
+	// without CAP_NET_BIND_SERVICE kept) when it is built, not in Start or
+	// Run, which come after the AfterAttach hooks.
 	Parts []func(*Node) (Part, error)
 }
 
@@ -90,6 +92,15 @@ type Options struct {
 // watcher, the proxy, the nginx ingest...
 type Part struct {
 	Name string
+	// Start, when set, runs once the node is built and the AfterAttach
+	// hooks are done (with the capabilities the node keeps), in the order
+	// of the parts, before any part runs and before the node says it runs
+	// ("agent running", /-/ready): a part that attaches something (the
+	// handshake programs to the bound devices) does it here, so that what
+	// arrives from then on is counted. An error stops the start, prefixed
+	// with the part's name, and no part runs; what a Start attached is
+	// released by the node's closers, not by Run, which may never run.
+	Start func(ctx context.Context) error
 	// Run runs the part until ctx is done. An error other than
 	// context.Canceled stops the node, and becomes its error.
 	Run func(ctx context.Context) error
@@ -219,6 +230,16 @@ func (n *Node) close() {
 
 // run runs the parts and applies SIGHUP reloads until the node stops.
 func (n *Node) run(ctx context.Context, hup <-chan os.Signal) error {
+	for _, p := range n.parts {
+		if p.Start == nil {
+			continue
+		}
+		if err := p.Start(ctx); err != nil {
+			err = fmt.Errorf("%s: %w", p.Name, err)
+			n.Logger.Error("stopping "+n.Role.String(), "err", err)
+			return err
+		}
+	}
 	g, gctx := newGroup(ctx)
 	for _, p := range n.parts {
 		g.run(p.Name, p.Run)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strings"
@@ -282,5 +283,115 @@ func TestAfterAttach(t *testing.T) {
 	want := []string{"part built", "hook 1 exporter,collector,bindings,proxy,test", "hook 2"}
 	if strings.Join(order, "; ") != strings.Join(want, "; ") {
 		t.Errorf("order:\n got %q\nwant %q", order, want)
+	}
+}
+
+// orderLog is a log sink that records, when the node says it runs, what
+// the parts had done by then.
+type orderLog struct {
+	mu      sync.Mutex
+	events  *[]string
+	buf     bytes.Buffer
+	running chan struct{} // closed at "agent running"
+}
+
+func (l *orderLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	if bytes.Contains(p, []byte("agent running")) {
+		*l.events = append(*l.events, "agent running")
+		select {
+		case <-l.running:
+		default:
+			close(l.running)
+		}
+	}
+	return len(p), nil
+}
+
+// TestPartStart: the parts' Start steps run in order once the node is
+// built and the hooks are done, each complete before any part runs and
+// before the node says it runs and is ready (a handshake part's programs
+// are attached by then); a Start's error stops the start before anything
+// runs.
+func TestPartStart(t *testing.T) {
+	var events []string
+	logs := &orderLog{events: &events, running: make(chan struct{})}
+	mu := &logs.mu
+	add := func(e string) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, e)
+	}
+	var node *Node
+	part := func(name string, startErr error) func(*Node) (Part, error) {
+		return func(n *Node) (Part, error) {
+			node = n
+			return Part{Name: name,
+				Start: func(context.Context) error {
+					// Some work, long enough for a node that does not
+					// wait for it to get ahead.
+					for range 100 {
+						runtime.Gosched()
+					}
+					ready := node.ready.Load()
+					add(fmt.Sprintf("%s started (ready %v)", name, ready))
+					return startErr
+				},
+				Run: func(ctx context.Context) error {
+					add(name + " ran")
+					<-ctx.Done()
+					return nil
+				}}, nil
+		}
+	}
+	opts := Options{Role: RoleAgent, Load: testConfig(t, false), LogOutput: logs,
+		Parts:       []func(*Node) (Part, error){part("a", nil), part("b", nil)},
+		AfterAttach: []func(*Node) error{func(*Node) error { add("hook"); return nil }}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, opts) }()
+	select {
+	case <-logs.running:
+	case err := <-done:
+		t.Fatalf("node stopped at its start: %v\n%s", err, logs.buf.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("node not running after 30s")
+	}
+	cancel()
+	if err := <-done; err != nil { // every Run has returned
+		t.Fatalf("node stopped with %v", err)
+	}
+	mu.Lock()
+	got := strings.Join(events, "; ")
+	mu.Unlock()
+	// Run order among parts is the scheduler's: compare what precedes the
+	// Runs and the log line.
+	wantPrefix := "hook; a started (ready false); b started (ready false); "
+	if !strings.HasPrefix(got, wantPrefix) {
+		t.Errorf("events:\n got %q\nwant them to begin %q", got, wantPrefix)
+	}
+	for _, e := range []string{"a ran", "b ran", "agent running"} {
+		if !strings.Contains(got, e) {
+			t.Errorf("events %q: no %q", got, e)
+		}
+	}
+
+	// A Start that fails: the node stops with its error, nothing runs.
+	events = nil
+	startErr := errors.New("attaching: test")
+	opts.Parts = []func(*Node) (Part, error){part("a", startErr), part("b", nil)}
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := Run(ctx, opts)
+	if !errors.Is(err, startErr) || !strings.HasPrefix(err.Error(), "a: ") {
+		t.Errorf("Run = %v, want a's Start error, prefixed with its name", err)
+	}
+	mu.Lock()
+	got = strings.Join(events, "; ")
+	mu.Unlock()
+	if want := "hook; a started (ready false)"; got != want {
+		t.Errorf("after a failed Start, events %q, want %q", got, want)
 	}
 }

@@ -19,6 +19,9 @@
 # Per arm with an agent: agent CPU per connection (utime+stime over the wrk
 # run) and the sock_ops program's run time per accepted connection from
 # kernel.bpf_stats_enabled, with the agent (its real consumer) running.
+# The spool is a tmpfs, as the snippet asks; the agent is built with
+# CGO_ENABLED=0, as released (it drops its capabilities after start).
+# CONNCOST_ARMS="off log-off ingest" runs only the arms named.
 set -u
 rounds=${1:-5}; old=${2:-}
 command -v nginx >/dev/null && command -v wrk >/dev/null && command -v bpftool >/dev/null || { echo "needs nginx, wrk and bpftool"; exit 1; }
@@ -30,14 +33,14 @@ cleanup() {
   [ -n "${pins:-}" ] && "$tmp/ipng-stats" detach --bpf.pin-dir "$pins" >/dev/null 2>&1
   [ -n "$old" ] && [ -n "${oldpins:-}" ] && "$old" detach --bpf.pin-dir "$oldpins" >/dev/null 2>&1
   sysctl -qw kernel.bpf_stats_enabled="$stats_was"
-  sleep 0.3; rm -rf "$tmp"
+  sleep 0.3; umount -l "$tmp/spool" 2>/dev/null; rm -rf "$tmp"
 }
 trap cleanup EXIT
-go build -o "$tmp/ipng-stats" ./cmd/ipng-stats || { echo "build failed"; exit 1; }
+CGO_ENABLED=0 go build -o "$tmp/ipng-stats" ./cmd/ipng-stats || { echo "build failed"; exit 1; }
 bpffs=/sys/fs/bpf; mountpoint -q $bpffs || mount -t bpf bpf $bpffs
 pins=$bpffs/ipng-conncost-$$; oldpins=$bpffs/ipng-conncost-old-$$
 port=$((18600 + RANDOM % 300)); lport=$((port + 1)); web=$((port + 1000))
-mkdir -p "$tmp/spool"
+mkdir -p "$tmp/spool" && mount -t tmpfs -o size=256m tmpfs "$tmp/spool" || { echo "mounting the spool tmpfs failed"; exit 1; }
 cat > "$tmp/ingest.yml" <<YML
 nginx: {enabled: true, log_file: $tmp/spool/access.log}
 YML
@@ -69,6 +72,7 @@ sleep 0.3
 # run ARM BIN PINS CONFIG PORT WRK_ARGS...: prints "conn/s agent_us_per_conn sockops_ns_per_conn"
 run() {
   local arm=$1 bin=$2 pin=$3 cfg=$4 p=$5; shift 5
+  [ -n "${CONNCOST_ARMS:-}" ] && [[ " $CONNCOST_ARMS " != *" $arm "* ]] && return
   local t0 t1 prog r0 r1 c0 c1 out reqs rate
   if [ -n "$bin" ]; then
     local args=(agent --web.listen-address 127.0.0.1:$web --bpf.pin-dir "$pin")

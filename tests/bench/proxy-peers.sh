@@ -10,7 +10,9 @@
 #   haproxy   HAProxy, nbthread 1, http-reuse always
 #   caddy     Caddy reverse_proxy, GOMAXPROCS=1
 #   httputil  a plain httputil.ReverseProxy, GOMAXPROCS=1
-#   ipng      ipng-stats proxy, GOMAXPROCS=1, accounting on (fallback attribution)
+#   ipng      ipng-stats proxy, GOMAXPROCS=1, accounting on (fallback attribution),
+#             net/http's serving loop (proxy.http1_loop net_http, the default)
+#   ipng-own  the same with the proxy's own serving loop (proxy.http1_loop own)
 # Rounds are interleaved; each arm: wrk -t1 -c32 -dSECONDS --latency, keep-alive
 # and with `Connection: close`. Per arm: req/s, p50/p99, the proxy's CPU
 # (utime+stime of its process) and system calls (perf, raw_syscalls:sys_enter
@@ -72,6 +74,7 @@ proxy:
   listeners: [{address: "127.0.0.1:18092", upstream: be}]
   upstreams: [{name: be, servers: ["127.0.0.1:18091"]}]
 CONF
+sed -e 's/18092/18096/' -e 's/19193/19196/' -e 's/^proxy:$/proxy:\n  http1_loop: own/' "$tmp/proxy.yml" > "$tmp/proxy-own.yml"
 mkdir -p "$tmp/hu" && cat > "$tmp/hu/main.go" <<'GO'
 package main
 
@@ -98,10 +101,12 @@ taskset -c 0 haproxy -f "$tmp/haproxy.cfg" -q & pids+=($!); hapid=$!
 GOMAXPROCS=1 taskset -c 0 caddy run --adapter caddyfile --config "$tmp/Caddyfile" >/dev/null 2>&1 & pids+=($!); capid=$!
 GOMAXPROCS=1 taskset -c 0 "$tmp/httputil-proxy" 2>/dev/null & pids+=($!); hupid=$!
 GOMAXPROCS=1 taskset -c 0 "$tmp/ipng-stats" proxy --config "$tmp/proxy.yml" >/dev/null 2>&1 & pids+=($!); ippid=$!
+GOMAXPROCS=1 taskset -c 0 "$tmp/ipng-stats" proxy --config "$tmp/proxy-own.yml" >/dev/null 2>&1 & pids+=($!); ownpid=$!
 sleep 2
 ngpid=$(pgrep -P "$(cat "$tmp/px.pid")" | head -1)
-declare -A port=([nginx]=18090 [haproxy]=18093 [caddy]=18094 [httputil]=18095 [ipng]=18092)
-declare -A pid=([nginx]=$ngpid [haproxy]=$hapid [caddy]=$capid [httputil]=$hupid [ipng]=$ippid)
+declare -A port=([nginx]=18090 [haproxy]=18093 [caddy]=18094 [httputil]=18095 [ipng]=18092 [ipng-own]=18096)
+declare -A pid=([nginx]=$ngpid [haproxy]=$hapid [caddy]=$capid [httputil]=$hupid [ipng]=$ippid [ipng-own]=$ownpid)
+arms=${ARMS:-nginx haproxy caddy httputil ipng ipng-own}
 for a in "${!port[@]}"; do curl -sf "http://127.0.0.1:${port[$a]}/" >/dev/null || { echo "$a not answering"; exit 1; }; done
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }   # clock ticks, all threads
 tck=$(getconf CLK_TCK)
@@ -110,7 +115,7 @@ echo "round arm mode req/s p50 p99 cpu_us/req syscalls/req"
 for r in $(seq "$rounds"); do
   for mode in keepalive close; do
     hdr=(); [ $mode = close ] && hdr=(-H 'Connection: close')
-    for a in nginx haproxy caddy httputil ipng; do
+    for a in $arms; do
       p=${pid[$a]}; c0=$(cpu "$p")
       perf stat -e raw_syscalls:sys_enter -p "$p" -x, -o "$tmp/perf" -- sleep "$((secs+1))" & perfpid=$!
       sleep 0.5
