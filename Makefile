@@ -16,7 +16,7 @@ DEPS := clang llvm libbpf-dev bpftool iproute2 util-linux kmod nginx prometheus 
         debhelper dpkg-dev lintian man-db ca-certificates git make gcc libc6-dev chromium tmux \
         etcd-server containerd runc containernetworking-plugins haproxy caddy linux-perf
 
-.PHONY: help build generate generate-bpf generate-monitoring check-generated chart test-chart test test-e2e k8s-components k8s-prometheus chart-tool test-k8s bench fuzz lint deps deb image clean run
+.PHONY: help build generate generate-bpf generate-monitoring check-generated chart test-chart test test-e2e k8s-components chart-tool test-k8s bench fuzz lint deps deb image clean run
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,40 +64,49 @@ test-e2e: ## every test with -race and IPNG_STATS_E2E=1: all privileged tests in
 	IPNG_STATS_E2E=1 IPNG_STATS_HTTP1_LOOP=net_http $(GO) test -race -count=1 -timeout 10m ./proxy/ ./tests/ -run '$(NET_HTTP_TESTS)'
 
 # The single-node Kubernetes cluster test (tests/k8s/README.md), run by
-# .ci/run. It builds the components into the cache once per version.
-K8S_CACHE ?= /var/cache/ipng-stats/k8s/v1.37.2
-# The Kubernetes components the cluster test runs, built from the Go module
-# proxy (tests/k8s/tools/go.mod pins the version) once per version into
-# K8S_CACHE, outside the clone: a cold build takes 20+ minutes on 2 cores.
+# .ci/run. tests/k8s/tools/go.mod pins k8s.io/kubernetes (its k8s.io/*
+# staging modules replaced by the published versions) and Prometheus
+# (github.com/prometheus/prometheus v0.3xx = Prometheus 3: Debian's 2.42
+# lacks kubernetes_sd_configs); tests/k8s/go.work adds the chart tool's
+# module, so the three resolve every module they share to one version and
+# a package they share is compiled once. The four Kubernetes components are
+# one binary (tests/k8s/tools/kube, run through a link per component) and
+# are linked once. They and Prometheus are built from the Go module proxy
+# into K8S_CACHE, outside the clone, once per key: the versions (go.mod,
+# go.sum, go.work, the chart tool's go.mod and go.sum), the Go toolchain,
+# the multi-call main and the build command. Every other discovery of
+# Prometheus is left out by its build tags. The chart tool is ours and is
+# not cached: it is built after the components with the same flags, so it
+# compiles only what Helm does not share with them.
+K8S_TOOLS      := tests/k8s/tools
+K8S_WORK       := $(CURDIR)/tests/k8s/go.work
+K8S_VERSION     = $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2; exit}' $(K8S_TOOLS)/go.mod)
 K8S_COMPONENTS := kube-apiserver kube-controller-manager kube-scheduler kubelet
+K8S_PACKAGES   := ./kube github.com/prometheus/prometheus/cmd/prometheus
+K8S_BUILD       = GOWORK=$(K8S_WORK) CGO_ENABLED=0 $(GO) build -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+	-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION)))"
+K8S_KEY         = $(shell { cat $(K8S_TOOLS)/go.mod $(K8S_TOOLS)/go.sum $(K8S_TOOLS)/kube/main.go $(K8S_WORK) $(K8S_WORK).sum deploy/helm/tool/go.mod deploy/helm/tool/go.sum; $(GO) version; echo '$(K8S_BUILD) $(K8S_PACKAGES)'; } | sha256sum | cut -c1-12)
+K8S_CACHE      ?= /var/cache/ipng-stats/k8s/$(K8S_VERSION)-$(K8S_KEY)
 
-k8s-components: ## build the cluster test's Kubernetes components into K8S_CACHE unless they are there
-	@missing=; for b in $(K8S_COMPONENTS); do test -x $(K8S_CACHE)/$$b || missing=1; done; \
-	if [ -z "$$missing" ]; then echo "Kubernetes components cached in $(K8S_CACHE)"; exit 0; fi; \
-	v=$$(basename $(K8S_CACHE)); mkdir -p $(K8S_CACHE).tmp && \
-	cd tests/k8s/tools && CGO_ENABLED=0 $(GO) build -trimpath \
-		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$(echo $$v | cut -d. -f2)" \
-		-o $(K8S_CACHE).tmp/ $(addprefix k8s.io/kubernetes/cmd/,$(K8S_COMPONENTS)) && \
-	rm -rf $(K8S_CACHE) && mv $(K8S_CACHE).tmp $(K8S_CACHE)
+k8s-components: ## build the cluster test's Kubernetes components and Prometheus into K8S_CACHE unless they are there
+	@missing=; for b in $(K8S_COMPONENTS) prometheus; do test -x $(K8S_CACHE)/$$b || missing=1; done; \
+	if [ -z "$$missing" ]; then echo "Kubernetes components and Prometheus cached in $(K8S_CACHE)"; exit 0; fi; \
+	mkdir -p $(dir $(K8S_CACHE)) && tmp=$$(mktemp -d $(K8S_CACHE).tmp.XXXXXX) && \
+	echo "building $(K8S_PACKAGES) into $(K8S_CACHE)" && \
+	(cd $(K8S_TOOLS) && $(K8S_BUILD) -o $$tmp/ $(K8S_PACKAGES)) && \
+	for b in $(K8S_COMPONENTS); do ln -s kube $$tmp/$$b; done && \
+	rm -rf $(K8S_CACHE) && mv $$tmp $(K8S_CACHE)
 
-# Prometheus with the Kubernetes service discovery (Debian's is built
-# without it), from the Go module proxy: github.com/prometheus/prometheus
-# v0.316.0 (Prometheus 3), every other discovery left out by build tags.
-PROMETHEUS_VERSION := v0.316.0
-PROMETHEUS_CACHE ?= /var/cache/ipng-stats/prometheus/$(PROMETHEUS_VERSION)
+chart-tool: ## build deploy/helm/tool (helm install/upgrade with Helm's Go API) into build/ipng-stats-chart, in the components' module graph
+	cd $(K8S_TOOLS) && $(K8S_BUILD) -o $(CURDIR)/build/ipng-stats-chart github.com/ipng/ipng-stats/deploy/helm/tool
 
-k8s-prometheus: ## build Prometheus (kubernetes_sd only) into PROMETHEUS_CACHE unless it is there
-	@if test -x $(PROMETHEUS_CACHE)/prometheus; then echo "Prometheus cached in $(PROMETHEUS_CACHE)"; exit 0; fi; \
-	mkdir -p $(PROMETHEUS_CACHE).tmp && \
-	CGO_ENABLED=0 GOBIN=$(PROMETHEUS_CACHE).tmp $(GO) install -trimpath -ldflags '-s -w' -tags remove_all_sd,enable_kubernetes_sd \
-		github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION) && \
-	rm -rf $(PROMETHEUS_CACHE) && mv $(PROMETHEUS_CACHE).tmp $(PROMETHEUS_CACHE)
-
-chart-tool: ## build deploy/helm/tool (helm install/upgrade with Helm's Go API) into build/ipng-stats-chart
-	cd deploy/helm/tool && $(GO) build -o ../../../build/ipng-stats-chart .
-
-test-k8s: image chart-tool k8s-components k8s-prometheus ## single-node Kubernetes cluster test (root; components cached under K8S_CACHE, see tests/k8s/README.md)
-	IPNG_STATS_K8S_CACHE=$(K8S_CACHE) IPNG_STATS_PROMETHEUS_CACHE=$(PROMETHEUS_CACHE) $(GO) test -tags k8s -count=1 -timeout 30m -v ./tests/k8s/...
+# The image and the components build at once (on a cold machine the
+# components' module downloads and final link leave CPUs idle); the chart
+# tool after the components, to reuse the packages they compiled.
+test-k8s: ## single-node Kubernetes cluster test (root; components cached under K8S_CACHE, see tests/k8s/README.md)
+	$(MAKE) --no-print-directory -j2 image k8s-components
+	$(MAKE) --no-print-directory chart-tool
+	IPNG_STATS_K8S_CACHE=$(K8S_CACHE) $(GO) test -tags k8s -count=1 -timeout 30m -v ./tests/k8s/...
 
 bench: ## benchmarks (see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)

@@ -4,6 +4,7 @@ package k8s
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,25 +23,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/loader"
 )
 
-// cacheDir holds the components built from tests/k8s/tools (README.md).
-const kubeVersion = "v1.37.2"
-
-func cacheDir() string {
-	if d := os.Getenv("IPNG_STATS_K8S_CACHE"); d != "" {
-		return d
-	}
-	return "/var/cache/ipng-stats/k8s/" + kubeVersion
-}
+// cacheDir holds the components and Prometheus built from tests/k8s/tools
+// (README.md): `make test-k8s` builds them and names the directory, whose
+// name is a key of the versions and the build command.
+func cacheDir() string { return os.Getenv("IPNG_STATS_K8S_CACHE") }
 
 // cluster is one single-node cluster confined to a network namespace.
 type cluster struct {
 	t      *testing.T
-	id     string // unique: names the netns, cgroups, pins
-	dir    string // everything on disk
-	netns  string
+	id     string      // unique: names the netns, cgroups, pins
+	dir    string      // everything on disk
+	netns  *testenv.NS // the node's network namespace, named id
 	nodeIP string
 	node   string
 	token  string
@@ -53,6 +51,8 @@ type cluster struct {
 	// exited names the components that exited, with their error.
 	mu     sync.Mutex
 	exited []string
+	// spawn runs functions on the spawner thread (see startProc).
+	spawn chan func()
 }
 
 // Kernel-wide sysctls the kubelet sets (protectKernelDefaults false):
@@ -72,25 +72,33 @@ func newCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, id: id, dir: dir, netns: id, node: "node-" + id, cgroupName: id,
+	c := &cluster{t: t, id: id, dir: dir, node: "node-" + id, cgroupName: id,
 		nodeIP: fmt.Sprintf("10.%d.%d.1", 200+int(b[0])%50, b[1]), token: hex.EncodeToString(b) + "secrettoken",
-		sysctls: map[string]string{}}
+		sysctls: map[string]string{}, spawn: make(chan func())}
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		for f := range c.spawn {
+			f()
+		}
+	}()
 	for _, s := range kubeletSysctls {
 		if v, err := os.ReadFile("/proc/sys/" + s); err == nil {
 			c.sysctls[s] = strings.TrimSpace(string(v))
 		}
 	}
 	t.Cleanup(c.cleanup)
-	c.must("ip", "netns", "add", c.netns)
-	c.ns("ip", "link", "set", "lo", "up")
+	if c.netns, err = testenv.CreateNS(id); err != nil {
+		t.Fatal(err)
+	}
+	c.netns.Run(t, "link", "set", "lo", "up")
 	// No dummy module on the CI host: the node's interface is one end of
 	// a veth pair whose both ends stay in the netns.
-	c.ns("ip", "link", "add", "node0", "type", "veth", "peer", "name", "node1")
-	c.ns("ip", "addr", "add", c.nodeIP+"/24", "dev", "node0")
-	c.ns("ip", "link", "set", "node1", "up")
-	c.ns("ip", "link", "set", "node0", "up")
+	c.netns.Run(t, "link", "add", "node0", "type", "veth", "peer", "name", "node1")
+	c.netns.Run(t, "addr", "add", c.nodeIP+"/24", "dev", "node0")
+	c.netns.Run(t, "link", "set", "node1", "up")
+	c.netns.Run(t, "link", "set", "node0", "up")
 	// A default route so the kubelet finds a node address.
-	c.ns("ip", "route", "add", "default", "dev", "node0")
+	c.netns.Run(t, "route", "add", "default", "dev", "node0")
 	for _, h := range c.hierarchies() {
 		if err := os.MkdirAll(filepath.Join(h, c.cgroupName), 0o755); err != nil {
 			t.Fatal(err)
@@ -113,12 +121,6 @@ func (c *cluster) must(name string, args ...string) string {
 	return string(out)
 }
 
-// ns runs a command in the cluster's netns with the host's mounts.
-func (c *cluster) ns(name string, args ...string) string {
-	c.t.Helper()
-	return c.must("nsenter", append([]string{"--net=/run/netns/" + c.netns, "--", name}, args...)...)
-}
-
 // start runs a component in the netns, its output in DIR/logs/NAME.log.
 func (c *cluster) start(name, bin string, args ...string) {
 	c.t.Helper()
@@ -129,10 +131,10 @@ func (c *cluster) start(name, bin string, args ...string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + c.netns, "--", bin}, args...)...)
+	cmd := c.netns.Exec(context.Background(), bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := c.startProc(cmd.Start); err != nil {
 		c.t.Fatalf("starting %s: %v", name, err)
 	}
 	c.procs = append(c.procs, cmd)
@@ -144,6 +146,19 @@ func (c *cluster) start(name, bin string, args ...string) {
 		c.exited = append(c.exited, fmt.Sprintf("%s exited: %v", name, err))
 		c.mu.Unlock()
 	}()
+}
+
+// startProc calls start (exec.Cmd.Start, Cgroup.Start) on the spawner, one
+// OS thread that lives until the cluster's cleanup has run. A process
+// started with Pdeathsig is killed when the thread that started it ends,
+// not the test process: the thread must outlive the component, and
+// testenv.NS ends the threads it switches into a namespace, which may be
+// any thread of the test. When the test process dies, the components die
+// with it.
+func (c *cluster) startProc(start func() error) error {
+	errc := make(chan error, 1)
+	c.spawn <- func() { errc <- start() }
+	return <-errc
 }
 
 // signal sends sig to the process group of the component name.
@@ -169,34 +184,48 @@ func (c *cluster) logTail(name string, lines int) string {
 	return name + ".log:\n" + strings.Join(l, "\n")
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond (testenv.EventuallyNil) until it returns nil, and
+// fails the test with cond's last error and the tails of the logs named
+// when it still does not after timeout, or at once when a component has
+// exited: no use waiting out the bound. Each cond is a request to a
+// component (a TLS handshake with the apiserver, a scrape): they are
+// spaced by pollEvery so that waiting does not load a busy machine.
 func (c *cluster) waitFor(what string, timeout time.Duration, cond func() error, logs ...string) {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
+	ok := false
+	defer func() {
+		if ok {
 			return
+		}
+		var tails []string
+		for _, l := range logs {
+			tails = append(tails, c.logTail(l, 30))
+		}
+		c.t.Logf("%s: logs:\n%s", what, strings.Join(tails, "\n"))
+	}()
+	var last time.Time
+	testenv.EventuallyNil(c.t, timeout, what, func() error {
+		if wait := pollEvery - time.Since(last); wait > 0 {
+			time.Sleep(wait)
+		}
+		last = time.Now()
+		err := cond()
+		if err == nil {
+			return nil
 		}
 		c.mu.Lock()
 		dead := strings.Join(c.exited, "; ")
 		c.mu.Unlock()
 		if dead != "" {
-			// A component died: no use waiting out the bound.
-			err = fmt.Errorf("%w (%s)", err, dead)
-			break
+			c.t.Fatalf("%s: %v (%s)", what, err, dead)
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	var tails []string
-	for _, l := range logs {
-		tails = append(tails, c.logTail(l, 30))
-	}
-	if time.Now().Before(deadline) {
-		c.t.Fatalf("%s: %v\n%s", what, err, strings.Join(tails, "\n"))
-	}
-	c.t.Fatalf("%s: not after %v: %v\n%s", what, timeout, err, strings.Join(tails, "\n"))
+		return err
+	})
+	ok = true
 }
+
+// pollEvery spaces the checks of waitFor.
+const pollEvery = 250 * time.Millisecond
 
 // hierarchies are the mounted cgroup hierarchies (v1 controllers and the
 // cgroup2 one on a hybrid host).
@@ -318,9 +347,13 @@ func (c *cluster) cleanup() {
 			t.Errorf("cleanup: restoring %s=%s: %v", s, v, err)
 		}
 	}
-	if out, err := exec.Command("ip", "netns", "del", c.netns).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
-		t.Errorf("cleanup: ip netns del %s: %v %s", c.netns, err, out)
+	t.Logf("cleanup: sysctls restored to their values before the kubelet: %v", c.sysctls)
+	if c.netns != nil {
+		if err := c.netns.Remove(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
 	}
+	close(c.spawn)
 	if os.Getenv("IPNG_STATS_K8S_KEEP") != "" {
 		t.Logf("keeping %s", c.dir)
 		return

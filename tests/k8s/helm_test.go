@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -58,8 +57,8 @@ func (c *cluster) helm(mode string, values map[string]any) string {
 	vf := c.write("values-"+mode+".yaml", string(b))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+c.netns, "--",
-		chartTool, "-chart", chartDir, "-deploy", mode, "-kubeconfig", c.path("kubeconfig"), "-values", vf).CombinedOutput()
+	out, err := c.netns.Exec(ctx, chartTool, "-chart", chartDir, "-deploy", mode,
+		"-kubeconfig", c.path("kubeconfig"), "-values", vf).CombinedOutput()
 	if err != nil {
 		c.t.Fatalf("helm %s: %v\n%s", mode, err, out)
 	}

@@ -96,13 +96,13 @@ func (c *cluster) bindCgroup(hierarchy, name string) {
 
 func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	testenv.RequireRoot(t)
-	for _, b := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"} {
-		if _, err := os.Stat(filepath.Join(cacheDir(), b)); err != nil {
-			t.Fatalf("%v: build the components as tests/k8s/README.md says", err)
-		}
+	if cacheDir() == "" {
+		t.Fatal("IPNG_STATS_K8S_CACHE is not set: run make test-k8s (tests/k8s/README.md)")
 	}
-	if _, err := os.Stat(prometheusBin()); err != nil {
-		t.Fatalf("%v: make k8s-prometheus builds it", err)
+	for _, b := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "prometheus"} {
+		if _, err := os.Stat(filepath.Join(cacheDir(), b)); err != nil {
+			t.Fatalf("%v: make k8s-components builds it (tests/k8s/README.md)", err)
+		}
 	}
 	for _, b := range []string{"etcd", "containerd", "runc", "ctr", "nsenter", "bpftool"} {
 		if _, err := exec.LookPath(b); err != nil {
@@ -213,7 +213,7 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	// connections outlive the pod): a connection accepted now is stamped
 	// by the agent's program with edge0's tag and counted by the agent.
 	c.startTagServer(t)
-	edgeIdx := c.edgeIfindex(t)
+	edgeIdx := int(c.netns.Ifindex(t, "edge0"))
 	before := c.tagConnect(t, client)
 	before.check(t, "before the roll-out", edgeIdx, edgeTag)
 	c.conns("connections before the roll-out", map[string][2]float64{edgeTag: {1, 1}})
@@ -318,7 +318,7 @@ func (c *cluster) readyPod(notUID string) map[string]any {
 
 // traffic sends requests from the client netns over edge0 to the proxy on
 // the VIP: each is counted once, tagged with tag.
-func (c *cluster) traffic(client, tag string) {
+func (c *cluster) traffic(client *testenv.NS, tag string) {
 	t := c.t
 	t.Helper()
 	const n = 7
@@ -340,7 +340,7 @@ func (c *cluster) traffic(client, tag string) {
 		if err != nil {
 			return err
 		}
-		got, _ := sample(m, "ipng_requests_total", `source_tag="`+tag+`"`, `vip="`+vip+`"`, `code="2xx"`)
+		got := testenv.Samples(m, "ipng_requests_total", "source_tag", "vip", "code")[tag+" "+vip+" 2xx"]
 		var lines []string
 		for _, l := range strings.Split(m, "\n") {
 			if strings.HasPrefix(l, "ipng_requests_total{") {

@@ -8,24 +8,16 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 )
 
-// prometheusVersion is the github.com/prometheus/prometheus module (v0.316.0
-// is Prometheus 3.x) whose cmd/prometheus `make k8s-prometheus` builds,
-// with the Kubernetes service discovery only, into the cache: Debian's
-// prometheus is built without kubernetes_sd_configs.
-const prometheusVersion = "v0.316.0"
-
-func prometheusBin() string {
-	if d := os.Getenv("IPNG_STATS_PROMETHEUS_CACHE"); d != "" {
-		return filepath.Join(d, "prometheus")
-	}
-	return "/var/cache/ipng-stats/prometheus/" + prometheusVersion + "/prometheus"
-}
+// prometheusBin is Prometheus 3 (github.com/prometheus/prometheus
+// v0.3xx), built by `make test-k8s` with the Kubernetes service discovery
+// only into the components' cache: Debian's prometheus is built without
+// kubernetes_sd_configs.
+func prometheusBin() string { return filepath.Join(cacheDir(), "prometheus") }
 
 // startPrometheus runs a Prometheus in the netns on 127.0.0.1:9090 that
 // finds its targets with kubernetes_sd_configs (role pod) through the API

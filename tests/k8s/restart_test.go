@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	osexec "os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ipng/ipng-stats/attribution"
+	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/ipngstats"
 	"github.com/ipng/ipng-stats/loader"
 )
@@ -36,9 +36,8 @@ const (
 	tagVIP  = "192.0.2.3"
 	tagPort = "8090"
 
-	helperEnv    = "IPNG_K8S_HELPER" // "tagserver": TestMain runs tagServerMain
-	envTagCgroup = "IPNG_K8S_CGROUP" // cgroup2 directory the tag server joins
-	envTagPins   = "IPNG_K8S_PINS"   // the agent's pin dir on the node
+	helperEnv  = "IPNG_K8S_HELPER" // "tagserver": TestMain runs tagServerMain
+	envTagPins = "IPNG_K8S_PINS"   // the agent's pin dir on the node
 )
 
 func TestMain(m *testing.M) {
@@ -52,7 +51,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// tagServerMain joins its cgroup, listens on tagVIP:tagPort through the
+// tagServerMain listens on tagVIP:tagPort through the
 // front door (attribution mode bpf: the agent's pins, nothing else) and
 // answers each connection with one line
 //
@@ -63,10 +62,6 @@ func TestMain(m *testing.M) {
 // accept (the tag the agent counts the connection under), then holds the
 // connection until the client closes it.
 func tagServerMain() error {
-	// Before any socket: a socket belongs to its creator's cgroup.
-	if err := os.WriteFile(filepath.Join(os.Getenv(envTagCgroup), "cgroup.procs"), []byte("0"), 0o644); err != nil {
-		return err
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	pins := os.Getenv(envTagPins)
@@ -153,24 +148,22 @@ func stampOf(c net.Conn, maps *loader.Maps) (loader.Stamp, bool, error) {
 // under nsenter in the cluster's netns, joining a cgroup below the
 // kubelet's cgroupRoot (the cluster's cleanup kills and removes it too).
 func (c *cluster) startTagServer(t *testing.T) {
-	cg := filepath.Join(c.cgroup2(), "tagserver")
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	// Started inside a cgroup below the kubelet's cgroupRoot in the cgroup2
+	// hierarchy, where the agent attaches: its sockets are the cgroup's.
+	cg := testenv.NewCgroup(t, c.cgroup2())
 	log, err := os.Create(c.path("logs", "tagserver.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := osexec.Command("nsenter", "--net=/run/netns/"+c.netns, "--", os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=tagserver", envTagCgroup+"="+cg,
-		envTagPins+"="+filepath.Join(c.bpffs(), c.id))
+	cmd := c.netns.Exec(context.Background(), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=tagserver", envTagPins+"="+filepath.Join(c.bpffs(), c.id))
 	cmd.Stderr = log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := c.startProc(func() error { return cg.Start(cmd) }); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -210,11 +203,11 @@ type tagConn struct {
 
 // tagConnect opens a connection from the client netns to the tag server
 // and reads its answer; it stays open until closed (or the test ends).
-func (c *cluster) tagConnect(t *testing.T, client string) *tagConn {
+func (c *cluster) tagConnect(t *testing.T, client *testenv.NS) *tagConn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := dialIn(client)(ctx, "tcp", net.JoinHostPort(tagVIP, tagPort))
+	conn, err := client.Dial(ctx, "tcp", net.JoinHostPort(tagVIP, tagPort))
 	if err != nil {
 		t.Fatalf("tag server: %v", err)
 	}
@@ -244,21 +237,6 @@ func (tc *tagConn) check(t *testing.T, when string, edgeIfindex int, wantStamp s
 	}
 }
 
-// edgeIfindex is edge0's ifindex in the cluster's netns.
-func (c *cluster) edgeIfindex(t *testing.T) int {
-	var idx int
-	if err := inNetns(c.netns, func() error {
-		i, err := net.InterfaceByName("edge0")
-		if err == nil {
-			idx = i.Index
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return idx
-}
-
 // conns waits until the agent's scrape has exactly the tag server's
 // connection counts: ipng_connections_total and ipng_connections_active of
 // (tag, tagVIP) for each tag in want ({total, active}).
@@ -271,8 +249,8 @@ func (c *cluster) conns(what string, want map[string][2]float64) {
 		}
 		var bad []string
 		for tag, w := range want {
-			total, _ := sample(m, "ipng_connections_total", `source_tag="`+tag+`"`, `vip="`+tagVIP+`"`)
-			active, _ := sample(m, "ipng_connections_active", `source_tag="`+tag+`"`, `vip="`+tagVIP+`"`)
+			total := testenv.Samples(m, "ipng_connections_total", "source_tag", "vip")[tag+" "+tagVIP]
+			active := testenv.Samples(m, "ipng_connections_active", "source_tag", "vip")[tag+" "+tagVIP]
 			if total != w[0] || active != w[1] {
 				bad = append(bad, fmt.Sprintf("%s: total %v active %v, want %v %v", tag, total, active, w[0], w[1]))
 			}
