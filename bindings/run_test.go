@@ -1,13 +1,11 @@
 package bindings
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +15,6 @@ import (
 // eventDeadline is how fast a link change must reach the table. Run is
 // started with a one-hour rescan, so only netlink events can meet it.
 const eventDeadline = time.Second
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // startRun runs r.Run in the namespace and stops it at cleanup (before the
 // namespace is deleted, cleanups being LIFO).
@@ -69,7 +49,7 @@ func TestRunFollowsLinks(t *testing.T) {
 		{Device: "tun0", Tag: "tunnel-a"},
 		{Device: "tun1", Family: FamilyIPv6, Tag: "t1-v6"},
 	}}
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	r := NewResolver(spec, slog.New(slog.NewTextHandler(logs, nil)))
 	startRun(t, n, r)
 

@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -141,7 +139,7 @@ func TestWatchPinsWakesOnRemoval(t *testing.T) {
 	testenv.RequireRoot(t)
 	cg := testCgroup(t)
 	dir := pinDir(t)
-	var log syncBuffer
+	var log testenv.SyncBuffer
 	p, err := Load(Config{Cgroup: cg, PinDir: dir, Tuples: true}, slog.New(slog.NewTextHandler(&log, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -186,22 +184,4 @@ func TestWatchPinsWakesOnRemoval(t *testing.T) {
 	if strings.Contains(log.String(), "cannot watch") {
 		t.Errorf("the pin directory was not watched:\n%s", log.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
