@@ -147,9 +147,28 @@ func (p *Program) WatchPins(ctx context.Context, interval time.Duration) error {
 	}
 }
 
-// repinLogged is Repin, logged and counted for WatchPins.
+// repinRetries and repinRetryDelay bound how long repinLogged keeps pinning
+// again while the pins it has just made vanish (see there).
+const (
+	repinRetries    = 50
+	repinRetryDelay = 20 * time.Millisecond
+)
+
+// repinLogged is Repin, logged and counted for WatchPins. The watch wakes
+// on the first removal of an `rm -r` of the directory, so a re-pin can run
+// while the removal goes on and lose what it just pinned (the pin or its
+// chmod then fails with ENOENT); it pins again until the removal is over,
+// for at most repinRetries × repinRetryDelay. Any other error, or pins
+// that keep vanishing past that, stop the agent.
 func (p *Program) repinLogged() error {
 	names, err := p.Repin()
+	for range repinRetries {
+		if err == nil || !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		time.Sleep(repinRetryDelay)
+		names, err = p.Repin()
+	}
 	if err != nil {
 		return fmt.Errorf("pins in %s were removed while the agent runs and cannot be restored: %w (restart the agent)", p.cfg.PinDir, err)
 	}

@@ -185,3 +185,47 @@ func TestWatchPinsWakesOnRemoval(t *testing.T) {
 		t.Errorf("the pin directory was not watched:\n%s", log.String())
 	}
 }
+
+// TestWatchPinsSurvivesRemovalsWhileRepinning removes the pin directory
+// again and again while WatchPins re-pins into it: a re-pin that loses
+// what it just pinned (ENOENT on the pin or its chmod) must pin again,
+// not stop the agent, and the pins must all be back at the end.
+func TestWatchPinsSurvivesRemovalsWhileRepinning(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testCgroup(t)
+	dir := pinDir(t)
+	p, err := Load(Config{Cgroup: cg, PinDir: dir, Tuples: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.WatchPins(ctx, time.Hour) }()
+	for i := range 300 {
+		os.RemoveAll(dir)
+		select {
+		case err := <-done:
+			t.Fatalf("WatchPins stopped after %d removals: %v", i+1, err)
+		default:
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("WatchPins stopped after the removals: %v", err)
+		default:
+		}
+		for name := range p.pinned() {
+			if _, err := os.Lstat(filepath.Join(dir, name)); err != nil {
+				return false
+			}
+		}
+		return true
+	}, "every pin back after the removals")
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("WatchPins: %v", err)
+	}
+}
