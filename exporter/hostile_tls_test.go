@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -90,24 +89,6 @@ func waitClosed(c net.Conn) time.Duration {
 	return d
 }
 
-// syncLog is a goroutine-safe log sink.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestHostileRequestsTLS is TestHostileRequests on a TLS listener with
 // basic auth: what is sent after the handshake gets the same answers and
 // counts; a client that never completes the handshake (silent, or stalled
@@ -118,7 +99,7 @@ func (l *syncLog) String() string {
 // is logged one line each; a scrape with the password gets through after
 // each.
 func TestHostileRequestsTLS(t *testing.T) {
-	log := &syncLog{}
+	log := &testenv.SyncBuffer{}
 	s, addr := serveGuardedTLS(t, 64, time.Second, log)
 	want := map[string]int{}
 	check := func(step string) {
@@ -280,7 +261,7 @@ slowDone:
 // stays quiet.
 func TestTenThousandIdleConnectionsTLS(t *testing.T) {
 	const n, max = 10000, 64
-	log := &syncLog{}
+	log := &testenv.SyncBuffer{}
 	s, addr := serveGuardedTLS(t, max, 10*time.Minute, log)
 	base := runtime.NumGoroutine()
 	conns := make([]net.Conn, 0, n)
