@@ -433,11 +433,7 @@ func (c *h1conn) write(bufs ...[]byte) (int, error) {
 	if c.raw != nil {
 		return c.raw.writev(bufs...)
 	}
-	// A copy: handing bufs itself to net.Buffers would make every caller's
-	// variadic array escape, an allocation per write on the raw path too.
-	nb := append(net.Buffers(nil), bufs...)
-	n, err := nb.WriteTo(c.tcp)
-	return int(n), err
+	return writeBuffers(c.tcp, bufs)
 }
 
 // writeRaw writes b to the client, counted as response bytes.

@@ -127,3 +127,13 @@ func (r *rawConn) writev(bufs ...[]byte) (int, error) {
 	}
 	return r.n, err
 }
+
+// writeBuffers writes bufs to w with one writev where w can (net.Buffers),
+// for sockets without rawConn (TLS, no descriptor). It copies the list:
+// handing bufs itself to net.Buffers would make every caller's variadic
+// array escape, an allocation per write on the raw path too.
+func writeBuffers(w io.Writer, bufs [][]byte) (int, error) {
+	nb := append(net.Buffers(nil), bufs...)
+	n, err := nb.WriteTo(w)
+	return int(n), err
+}

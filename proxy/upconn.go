@@ -59,10 +59,7 @@ func (uc *upConn) writev(bufs ...[]byte) (int, error) {
 	if uc.raw != nil {
 		n, err = uc.raw.writev(bufs...)
 	} else {
-		nb := append(net.Buffers(nil), bufs...) // a copy, as h1conn.write
-		var n64 int64
-		n64, err = nb.WriteTo(uc.c)
-		n = int(n64)
+		n, err = writeBuffers(uc.c, bufs)
 	}
 	uc.written += int64(n)
 	return n, err
