@@ -101,7 +101,7 @@ k8s-components: ## build the cluster test's Kubernetes components and Prometheus
 	echo "building $(K8S_PACKAGES) into $(K8S_CACHE), and the chart tool" && \
 	(cd $(K8S_TOOLS) && $(K8S_BUILD) -o $$tmp/ $(K8S_PACKAGES) $(K8S_CHART_TOOL)) && \
 	mv $$tmp/tool build/ipng-stats-chart && \
-	for b in $(K8S_COMPONENTS); do ln -s kube $$tmp/$$b; done && \
+	for b in $(K8S_COMPONENTS); do ln -s kube $$tmp/$$b; done && chmod 755 $$tmp && \
 	rm -rf $(K8S_CACHE) && mv $$tmp $(K8S_CACHE)
 
 chart-tool: ## build deploy/helm/tool (helm install/upgrade with Helm's Go API) into build/ipng-stats-chart, in the components' module graph
