@@ -76,10 +76,10 @@ test-e2e: ## every test with -race and IPNG_STATS_E2E=1: all privileged tests in
 # go.sum, go.work, the chart tool's go.mod and go.sum), the Go toolchain,
 # the multi-call main and the build command. Every other discovery of
 # Prometheus is left out by its build tags. What is not the standard
-# library is compiled without optimisation or inlining (K8S_GCFLAGS, a
-# third less compile time; the standard library stays optimised and is
-# shared with make build and the test binary), the compiler collecting
-# garbage less often (GOGC). The chart tool is ours and is not cached: on a
+# library is compiled without optimisation or inlining (K8S_GCFLAGS: less
+# compile time, figures in tests/k8s/README.md; the standard library stays
+# optimised and is shared with make build and the test binary), the
+# compiler collecting garbage less often (GOGC). The chart tool is ours and is not cached: on a
 # cold cache it is built by the same go build as the components (its
 # packages compile while they link), otherwise alone from the build cache.
 K8S_TOOLS      := tests/k8s/tools
