@@ -173,7 +173,7 @@ func New(cfg Config, opts Options) (*Monitor, error) {
 		if err := m.objs.IpngHsCounts.Pin(p); err != nil {
 			m.log.Warn("pinning the handshake counts (ipng-stats check will not see them)", "err", err)
 		} else {
-			os.Chmod(p, 0o644)
+			os.Chmod(p, loader.PinMapMode) // readable as the loader's maps are
 			m.pin = p
 		}
 	}

@@ -63,6 +63,9 @@ type env struct {
 	pinDir  string
 	cfgPath string
 	port    int
+	// agentWrap runs startAgent's agent through a wrapper (setpriv: as the
+	// system user, asSystemUser); nil: as root.
+	agentWrap []string
 }
 
 func newEnv(t *testing.T, extraYAML string) *env {
@@ -140,9 +143,20 @@ func (e *env) startAgent(args ...string) *proc {
 	e.t.Helper()
 	all := append([]string{"agent", "--config", e.cfgPath, "--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir,
 		"--attribution.mode", "bpf", "--log.level", "debug"}, args...)
-	p := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, all...), false)
+	p := e.start("agent", execIn(e.topo.Srv, wrapped(e.agentWrap, agentBin, all)), false)
 	p.awaitRunning(e.t, `msg="agent running"`)
 	return p
+}
+
+// wrapped is the command line of bin args run through wrap (nil:
+// directly): the program first.
+func wrapped(wrap []string, bin string, args []string) []string {
+	return append(append(append([]string{}, wrap...), bin), args...)
+}
+
+// execIn runs argv (wrapped's result) in ns.
+func execIn(ns *topo.NS, argv []string) *exec.Cmd {
+	return ns.Exec(context.Background(), argv[0], argv[1:]...)
 }
 
 // awaitRunning waits (bounded) until the process logs msg, and fails the
