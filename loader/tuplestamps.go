@@ -176,10 +176,8 @@ func (r *TupleStamps) insert(h, seq uint64) {
 			if old != 0 && old>>32 == tag {
 				// It may be another 4-tuple's (same tag): keep that
 				// one where a lookup finds it.
-				if o := r.seqOf(old); !r.stale(old) {
-					if oh := r.slotHash(o); oh != h && oh != 0 {
-						r.overflow[oh] = o
-					}
+				if o := r.seqOf(old); !r.stale(old) && r.slotHash(o) != h {
+					r.overflow[r.slotHash(o)] = o
 				}
 			}
 			r.index[p] = e
