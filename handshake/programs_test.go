@@ -64,20 +64,28 @@ func (f frame) bytes() []byte {
 	return p
 }
 
-// TestProgramsCount runs both variants of the tc programs (the Ethernet one
-// that reads the flags in place, and the generic one) over the same frames
-// in the kernel (BPF_PROG_TEST_RUN): they count the same packets, and only
-// SYNs (ingress) and SYN-ACKs (egress) of a counted port.
-func TestProgramsCount(t *testing.T) {
+// loadedMonitor loads the programs without attaching them, port 80
+// counted; they are closed at the end of the test.
+func loadedMonitor(t *testing.T) *Monitor {
+	t.Helper()
 	testenv.RequireRoot(t)
 	m := &Monitor{log: discard(), att: map[uint32]*attachment{}, known: map[uint32]device{}}
 	if err := m.loadOnly(); err != nil {
 		t.Fatal(err)
 	}
-	defer m.objs.Close()
+	t.Cleanup(func() { m.objs.Close() })
 	if err := m.setPorts(Config{Ports: []uint16{80}}); err != nil {
 		t.Fatal(err)
 	}
+	return m
+}
+
+// TestProgramsCount runs both variants of the tc programs (the Ethernet one
+// that reads the flags in place, and the generic one) over the same frames
+// in the kernel (BPF_PROG_TEST_RUN): they count the same packets, and only
+// SYNs (ingress) and SYN-ACKs (egress) of a counted port.
+func TestProgramsCount(t *testing.T) {
+	m := loadedMonitor(t)
 	const (
 		syn, ack, synack, fin, rst = 0x02, 0x10, 0x12, 0x11, 0x04
 	)
@@ -178,15 +186,7 @@ func TestProgramsCount(t *testing.T) {
 // nothing else writes a slot (an uncounted port, an ACK, a SYN-ACK at
 // egress).
 func TestSynSlots(t *testing.T) {
-	testenv.RequireRoot(t)
-	m := &Monitor{log: discard(), att: map[uint32]*attachment{}, known: map[uint32]device{}}
-	if err := m.loadOnly(); err != nil {
-		t.Fatal(err)
-	}
-	defer m.objs.Close()
-	if err := m.setPorts(Config{Ports: []uint16{80}}); err != nil {
-		t.Fatal(err)
-	}
+	m := loadedMonitor(t)
 	// slots returns the written slots of every CPU.
 	slots := func() []ipngbpf.HandshakeIpngHsSlot {
 		t.Helper()

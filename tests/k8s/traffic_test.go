@@ -32,10 +32,10 @@ const (
 	coreClient6  = "2001:db8:1::2"
 )
 
-// edge adds the client netns (the cluster's id + "c") and its veth to the
-// cluster's netns.
-func (c *cluster) edge(t *testing.T) *testenv.NS {
-	client, err := testenv.CreateNS(c.id + "c")
+// clientNS creates a client netns named the cluster's id + suffix, removed
+// at the end of the test.
+func (c *cluster) clientNS(t *testing.T, suffix string) *testenv.NS {
+	client, err := testenv.CreateNS(c.id + suffix)
 	if client != nil {
 		t.Cleanup(func() {
 			if err := client.Remove(); err != nil {
@@ -46,6 +46,13 @@ func (c *cluster) edge(t *testing.T) *testenv.NS {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return client
+}
+
+// edge adds the client netns (the cluster's id + "c") and its veth to the
+// cluster's netns.
+func (c *cluster) edge(t *testing.T) *testenv.NS {
+	client := c.clientNS(t, "c")
 	c.netns.Run(t, "link", "add", "edge0", "type", "veth", "peer", "name", "cli0", "netns", client.Name)
 	c.netns.Run(t, "addr", "add", vip+"/24", "dev", "edge0")
 	c.netns.Run(t, "addr", "add", tagVIP+"/24", "dev", "edge0") // the tag server's
@@ -60,17 +67,7 @@ func (c *cluster) edge(t *testing.T) *testenv.NS {
 // core0 in the cluster's netns, with an IPv4 and an IPv6 address; the
 // client's route to vip goes through core0.
 func (c *cluster) core(t *testing.T) *testenv.NS {
-	client, err := testenv.CreateNS(c.id + "d")
-	if client != nil {
-		t.Cleanup(func() {
-			if err := client.Remove(); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
-		})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := c.clientNS(t, "d")
 	c.netns.Run(t, "link", "add", "core0", "type", "veth", "peer", "name", "cli0", "netns", client.Name)
 	c.netns.Run(t, "addr", "add", coreIP+"/24", "dev", "core0")
 	c.netns.Run(t, "addr", "add", vip6+"/64", "dev", "core0")
