@@ -254,6 +254,19 @@ var families = []string{"ipv4", "ipv6", "mapped"}
 
 // connect dials the VIP from ns with the given family and reads the reply.
 // The connection stays open until the caller closes it (or the test ends).
+// connectClose opens n connections from ns to the tag server and closes
+// each; a failed one fails the test.
+func (e *env) connectClose(t *testing.T, ns *topo.NS, fam string, n int) {
+	t.Helper()
+	for range n {
+		c, err := e.connect(ns, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.conn.Close()
+	}
+}
+
 func (e *env) connect(ns *topo.NS, fam string) (*client, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()

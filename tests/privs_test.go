@@ -481,14 +481,8 @@ func TestScrapeTLSAfterDrop(t *testing.T) {
 	want := map[string]uint64{}
 	connect := func(k int) {
 		t.Helper()
-		for range k {
-			c, err := e.connect(e.topo.C1, "ipv4")
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.conn.Close()
-			want["tag1 "+e.topo.VIP4.String()]++
-		}
+		e.connectClose(t, e.topo.C1, "ipv4", k)
+		want["tag1 "+e.topo.VIP4.String()] += uint64(k)
 	}
 	connect(3)
 	s := tlsScraper{e: e, cert: cert}
