@@ -132,6 +132,7 @@ fuzz-smoke: ## every fuzz target for FUZZ_SMOKE_TIME (default 10s) with 2 worker
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; $(GO) mod tidy -diff; exit 1; }
 
 deps: ## install the Debian packages for generate, tests and packaging (root)
 	apt-get update -qq
@@ -141,9 +142,13 @@ deb: ## build the Debian package into ../
 	dpkg-buildpackage -us -uc -b
 
 # The image's times are the last commit's: the same commit gives the same image.
+# Its tag is the chart's appVersion (IMAGE_TAG), the one the chart and the
+# plain manifest name, so that an imported image is found without a registry;
+# the exact build is in its org.opencontainers.image.version label.
+IMAGE_TAG ?= $(shell awk '$$1 == "appVersion:" {gsub(/"/, "", $$2); print $$2}' deploy/helm/ipng-stats/Chart.yaml)
 image: build ## container image from the static binary, no registry or engine: OCI layout build/image and build/ipng-stats-image.tar
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
-		CGO_ENABLED=0 $(GO) run -trimpath ./cmd/ipng-stats-image -binary ipng-stats -version $(VERSION) -revision $(REVISION) \
+		CGO_ENABLED=0 $(GO) run -trimpath ./cmd/ipng-stats-image -binary ipng-stats -version $(VERSION) -tag $(IMAGE_TAG) -revision $(REVISION) \
 		-layout build/image -archive build/ipng-stats-image.tar
 
 clean: ## remove build output

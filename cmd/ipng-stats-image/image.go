@@ -21,9 +21,18 @@ import (
 
 type options struct {
 	Binary, Layout, Archive string
-	Name, Version, Revision string
+	Name, Tag, Version      string
+	Revision                string
 	Arch                    string
 	Created                 time.Time
+}
+
+// tag is the image's tag: Tag, else the version.
+func (o options) tag() string {
+	if o.Tag != "" {
+		return o.Tag
+	}
+	return o.Version
 }
 
 // Where the binary lives in the image, and what the image runs.
@@ -50,11 +59,11 @@ func build(o options) (v1.Hash, error) {
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("writing the layout %s: %w", o.Layout, err)
 	}
-	ref := o.Name + ":" + o.Version
+	ref := o.Name + ":" + o.tag()
 	err = p.AppendImage(img, layout.WithAnnotations(map[string]string{
 		// The tag, for tools that read OCI layouts (podman, skopeo), and
 		// the full name containerd's `ctr images import` gives the image.
-		"org.opencontainers.image.ref.name": o.Version,
+		"org.opencontainers.image.ref.name": o.tag(),
 		"io.containerd.image.name":          "docker.io/library/" + ref,
 	}))
 	if err != nil {

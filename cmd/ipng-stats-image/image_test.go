@@ -20,7 +20,7 @@ func buildIn(t *testing.T, dir string) (options, string) {
 		t.Fatal(err)
 	}
 	o := options{Binary: bin, Layout: filepath.Join(dir, "layout"), Archive: filepath.Join(dir, "image.tar"),
-		Name: "ipng-stats", Version: "1.2.3", Revision: "abc123", Arch: "amd64", Created: time.Unix(1700000000, 0).UTC()}
+		Name: "ipng-stats", Tag: "1.2.3", Version: "1.2.3-4-gabc123", Revision: "abc123", Arch: "amd64", Created: time.Unix(1700000000, 0).UTC()}
 	digest, err := build(o)
 	if err != nil {
 		t.Fatal(err)
@@ -43,8 +43,9 @@ func TestImageReproducible(t *testing.T) {
 	}
 }
 
-// What a container engine reads: the tag, the entrypoint, the labels, and
-// the binary at /usr/bin/ipng-stats, executable.
+// What a container engine reads: the tag (the chart's appVersion, which
+// the manifests name; the build's own version is a label), the entrypoint,
+// the labels, and the binary at /usr/bin/ipng-stats, executable.
 func TestImageContent(t *testing.T) {
 	o, digest := buildIn(t, t.TempDir())
 	idx, err := layout.ImageIndexFromPath(o.Layout)
@@ -61,6 +62,9 @@ func TestImageContent(t *testing.T) {
 	if got := man.Manifests[0].Annotations["io.containerd.image.name"]; got != "docker.io/library/ipng-stats:1.2.3" {
 		t.Errorf("containerd image name %q", got)
 	}
+	if got := man.Manifests[0].Annotations["org.opencontainers.image.ref.name"]; got != "1.2.3" {
+		t.Errorf("OCI ref name %q", got)
+	}
 	img, err := idx.Image(man.Manifests[0].Digest)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +76,7 @@ func TestImageContent(t *testing.T) {
 	if cfg.Config.Entrypoint[0] != "/usr/bin/ipng-stats" || cfg.Config.Cmd[0] != "agent" || cfg.Architecture != "amd64" || cfg.OS != "linux" {
 		t.Errorf("config %+v", cfg.Config)
 	}
-	for k, want := range map[string]string{"org.opencontainers.image.version": "1.2.3", "org.opencontainers.image.revision": "abc123",
+	for k, want := range map[string]string{"org.opencontainers.image.version": "1.2.3-4-gabc123", "org.opencontainers.image.revision": "abc123",
 		"org.opencontainers.image.created": "2023-11-14T22:13:20Z", "org.opencontainers.image.title": "ipng-stats"} {
 		if got := cfg.Config.Labels[k]; got != want {
 			t.Errorf("label %s = %q, want %q", k, got, want)

@@ -20,7 +20,8 @@ func main() {
 	flag.StringVar(&o.Layout, "layout", "build/image", "OCI image layout `DIR` to write (replaced)")
 	flag.StringVar(&o.Archive, "archive", "build/ipng-stats-image.tar", "tar `FILE` of the layout; empty: none")
 	flag.StringVar(&o.Name, "name", "ipng-stats", "image name, without tag")
-	flag.StringVar(&o.Version, "version", "dev", "version: the image tag and org.opencontainers.image.version")
+	flag.StringVar(&o.Version, "version", "dev", "version of the binary: org.opencontainers.image.version, and the tag unless -tag is given")
+	flag.StringVar(&o.Tag, "tag", "", "image tag (default: -version); make image gives the chart's appVersion, the tag its manifests name")
 	flag.StringVar(&o.Revision, "revision", "", "source revision (org.opencontainers.image.revision)")
 	flag.StringVar(&o.Arch, "arch", runtime.GOARCH, "architecture of the binary")
 	epoch := flag.String("created", os.Getenv("SOURCE_DATE_EPOCH"), "creation time in seconds since the epoch (default $SOURCE_DATE_EPOCH, else 0)")
@@ -40,5 +41,5 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ipng-stats-image: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Printf("%s:%s %s\n", o.Name, o.Version, digest)
+	fmt.Printf("%s:%s %s\n", o.Name, o.tag(), digest)
 }

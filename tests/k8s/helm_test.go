@@ -22,18 +22,14 @@ const (
 	chartDir  = "../../deploy/helm/ipng-stats"
 )
 
-// values are the chart values of the test: the imported image, never
-// pulled; the test's cgroup directory and bpffs as the node's; the agent's
-// pin dir, edge0 bound to tag, core0 to coreTag, and the proxy on the
-// VIPs. Everything else is
-// the chart's default.
-func (c *cluster) values(image, tag string) map[string]any {
-	repo, version := image, "latest"
-	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
-		repo, version = image[:i], image[i+1:]
-	}
+// values are the chart values of the test: the chart's own image name
+// (the tag make image gives the image, checked by chartImage), imported,
+// never pulled; the test's cgroup directory and bpffs as the node's; the
+// agent's pin dir, edge0 bound to tag, core0 to coreTag, and the proxy on
+// the VIPs. Everything else is the chart's default.
+func (c *cluster) values(tag string) map[string]any {
 	return map[string]any{
-		"image":      map[string]any{"repository": repo, "tag": version, "pullPolicy": "Never"},
+		"image":      map[string]any{"pullPolicy": "Never"},
 		"cgroupRoot": c.hostCgroup(),
 		"bpffsPath":  c.bpffs(),
 		"config": map[string]any{

@@ -25,6 +25,35 @@ const (
 	manifestFile = "../../deploy/kubernetes/ipng-stats.yaml"
 )
 
+// chartImage checks that the image make image built is the one the chart
+// and the plain manifest name by default (repository ipng-stats, tag the
+// chart's appVersion), as containerd names it once imported: a user who
+// imports the archive and installs either with no image values runs it
+// without a registry.
+func chartImage(t *testing.T, image string) {
+	t.Helper()
+	chart, err := os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var appVersion string
+	for _, line := range strings.Split(string(chart), "\n") {
+		if v, ok := strings.CutPrefix(line, "appVersion:"); ok {
+			appVersion = strings.Trim(strings.TrimSpace(v), `"`)
+		}
+	}
+	if want := "docker.io/library/ipng-stats:" + appVersion; appVersion == "" || image != want {
+		t.Fatalf("make image named the image %q; the chart (appVersion %q) runs %q", image, appVersion, want)
+	}
+	manifest, err := os.ReadFile(manifestFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `image: "ipng-stats:` + appVersion + `"`; !strings.Contains(string(manifest), want) {
+		t.Fatalf("%s does not name the image as %s", manifestFile, want)
+	}
+}
+
 // imageName is the name `make image` gave the archive's image.
 func imageName(t *testing.T, archive string) string {
 	f, err := os.Open(archive)
@@ -113,6 +142,7 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 		t.Fatalf("%v (apt-get install containernetworking-plugins)", err)
 	}
 	image := imageName(t, imageArchive)
+	chartImage(t, image)
 	c := newCluster(t)
 	client := c.edge(t)
 	core := c.core(t)
@@ -161,7 +191,7 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	c.serverDryRun()
 	step("manifest server-side dry-run")
 
-	t.Logf("%s", c.helm("install", c.values(image, edgeTag)))
+	t.Logf("%s", c.helm("install", c.values(edgeTag)))
 	step("helm install")
 
 	pod := c.readyPod("")
@@ -236,7 +266,7 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 			_ = c.signal("kube-scheduler", syscall.SIGCONT)
 		}
 	}()
-	t.Logf("%s", c.helm("upgrade", c.values(image, edgeTag+"2")))
+	t.Logf("%s", c.helm("upgrade", c.values(edgeTag+"2")))
 	step("helm upgrade")
 	c.waitFor("old agent pod gone", 3*time.Minute, func() error {
 		l, err := c.api("GET", "/api/v1/namespaces/ipng-stats/pods", nil)
