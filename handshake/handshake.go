@@ -616,3 +616,7 @@ func (m *Monitor) Detach() { m.detachAll() }
 func (m *Monitor) TCPrograms() []*ebpf.Program {
 	return []*ebpf.Program{m.objs.IpngHsIngress, m.objs.IpngHsEgress, m.objs.IpngHsInL3, m.objs.IpngHsOutL3}
 }
+
+// SockopsProgram is the SYN-ACK (sock_ops) program (for its kernel
+// statistics).
+func (m *Monitor) SockopsProgram() *ebpf.Program { return m.objs.IpngHsSockops }
