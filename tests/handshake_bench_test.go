@@ -404,7 +404,12 @@ func (h *hsBench) attachPair(b *testing.B, in, out *ebpf.Program) (detach func()
 // arms cycling through all six permutations. What the handshake programs
 // add per request (handshake − noop, per packet, times the packets per
 // request) is set against the CPU time per request of the same runs
-// (/proc/stat): the share of the machine's work that the programs are.
+// (/proc/stat): the share of the machine's work that the programs are. The
+// SYN-ACK (sock_ops) program, which the handshake arm attaches to nginx's
+// cgroup, is read the same way against a sock_ops program that only
+// returns, attached in the no-op arm: ns per call, and calls per request
+// (the sock_ops callbacks of a connection, every one of which runs every
+// program of the cgroup).
 //
 //	go test -run '^$' -bench HandshakeProgramCost -benchtime 1x ./tests/
 func BenchmarkHandshakeProgramCost(b *testing.B) {
