@@ -99,13 +99,25 @@ struct {
 	__type(value, struct ipng_hs_count);
 } ipng_hs_counts SEC(".maps");
 
-// Ports whose handshakes are counted (host byte order); written by the agent.
+// Ports whose handshakes are counted, a bitmap written by the agent: bit
+// (port & 63) of element port >> 6 (port in host byte order). An array,
+// whose lookup the verifier inlines (an address computation), instead of a
+// hash of ports (a call and a hash of the key per SYN and SYN-ACK).
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u16);
-	__type(value, __u8);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536 / 64);
+	__type(key, __u32);
+	__type(value, __u64);
 } ipng_hs_ports SEC(".maps");
+
+// port_counted says whether port's handshakes are counted.
+static __always_inline int port_counted(__u16 port)
+{
+	__u32 idx = port >> 6;
+	__u64 *w = bpf_map_lookup_elem(&ipng_hs_ports, &idx);
+
+	return w && ((*w >> (port & 63)) & 1);
+}
 
 // The 4-tuple of a SYN counted at ingress.
 struct ipng_hs_tuple {
@@ -224,7 +236,7 @@ static __always_inline int count(struct __sk_buff *skb, struct ipng_hs_tuple *tu
 	__u32 idx;
 	__u16 port = tup->local_port;
 
-	if (!bpf_map_lookup_elem(&ipng_hs_ports, &port))
+	if (!port_counted(port))
 		return TC_ACT_UNSPEC;
 	key.ifindex = skb->ifindex;
 	key.port = port;
@@ -332,8 +344,10 @@ static __always_inline int handle_eth(struct __sk_buff *skb, __u8 want, int ingr
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(p + ETH_HLEN);
 
+		// One load for the EtherType (no tag left in the frame) and the
+		// IP version and header length (no options): bytes 12-14.
 		if ((void *)(p + ETH_HLEN + IP4_HLEN + 14) > end ||
-		    *(__u16 *)(p + 12) != proto || p[ETH_HLEN] != 0x45)
+		    (*(__u32 *)(p + 12) & bpf_htonl(0xffffff00)) != bpf_htonl(ETH_P_IP << 16 | 0x45 << 8))
 			return handle(skb, want, ingress);
 		if ((p[ETH_HLEN + IP4_HLEN + 13] & (F_SYN | F_ACK)) != want)
 			return TC_ACT_UNSPEC;

@@ -451,24 +451,42 @@ func (m *Monitor) setPorts(cfg Config) error {
 		m.log.Warn("too many listening ports: handshakes on the highest ones are not counted", "ports", len(ports)+int(dropped), "counted", MaxPorts)
 	}
 	m.dropped = dropped
+	// The map is a bitmap of 64-bit words (bit port&63 of word port>>6):
+	// only the words whose ports changed are written, each whole.
+	var old, words [portWords]uint64
 	for p := range m.ports {
-		if !want[p] {
-			m.objs.IpngHsPorts.Delete(p)
-		}
+		old[p>>6] |= 1 << (p & 63)
 	}
-	one := uint8(1)
-	var errs []error
 	for p := range want {
-		if !m.ports[p] {
-			if err := m.objs.IpngHsPorts.Put(p, one); err != nil {
-				errs = append(errs, fmt.Errorf("port %d: %w", p, err))
-				delete(want, p)
+		words[p>>6] |= 1 << (p & 63)
+	}
+	var errs []error
+	for i := range words {
+		if words[i] == old[i] {
+			continue
+		}
+		if err := m.objs.IpngHsPorts.Put(uint32(i), words[i]); err != nil {
+			errs = append(errs, fmt.Errorf("ports %d-%d: %w", i*64, i*64+63, err))
+			// What the map still holds for these ports.
+			for p := range want {
+				if int(p>>6) == i {
+					delete(want, p)
+				}
+			}
+			for p := range m.ports {
+				if int(p>>6) == i {
+					want[p] = true
+				}
 			}
 		}
 	}
 	m.ports = want
 	return errors.Join(errs...)
 }
+
+// portWords is the number of 64-bit words of the ports bitmap
+// (ipng_hs_ports).
+const portWords = 65536 / 64
 
 // scanAddrs reads the addresses of the namespace's interfaces.
 func (m *Monitor) scanAddrs() {
@@ -616,3 +634,7 @@ func (m *Monitor) Detach() { m.detachAll() }
 func (m *Monitor) TCPrograms() []*ebpf.Program {
 	return []*ebpf.Program{m.objs.IpngHsIngress, m.objs.IpngHsEgress, m.objs.IpngHsInL3, m.objs.IpngHsOutL3}
 }
+
+// SockopsProgram is the SYN-ACK (sock_ops) program (for its kernel
+// statistics).
+func (m *Monitor) SockopsProgram() *ebpf.Program { return m.objs.IpngHsSockops }

@@ -268,3 +268,46 @@ func TestSynSlots(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestPortsChange: the ports counted follow setPorts, added and removed,
+// including ports that share a word of the bitmap (ipng_hs_ports) with a
+// port that stays, and the edges of the port range.
+func TestPortsChange(t *testing.T) {
+	m := loadedMonitor(t) // port 80
+	counted := func(port uint16) bool {
+		t.Helper()
+		ret, err := m.objs.IpngHsIngress.Run(&ebpf.RunOptions{Data: frame{flags: 0x02, src: 40000, dst: port}.bytes()})
+		if err != nil || int32(ret) != -1 {
+			t.Fatalf("run: %v, returned %d", err, int32(ret))
+		}
+		cs, err := readCounts(m.objs.IpngHsCounts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for _, c := range cs {
+			if c.key.Port == port {
+				n += c.SynReceived
+			}
+			if err := m.objs.IpngHsCounts.Delete(c.key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return n == 1
+	}
+	check := func(set []uint16, want map[uint16]bool) {
+		t.Helper()
+		if err := m.setPorts(Config{Ports: set}); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []uint16{0, 1, 63, 64, 79, 80, 81, 127, 443, 8080, 65535} {
+			if got := counted(p); got != want[p] {
+				t.Errorf("ports %v: a SYN to port %d counted %v, want %v", set, p, got, want[p])
+			}
+		}
+	}
+	check([]uint16{80}, map[uint16]bool{80: true})
+	check([]uint16{80, 81, 127, 0, 65535}, map[uint16]bool{80: true, 81: true, 127: true, 0: true, 65535: true})
+	check([]uint16{80, 443, 63}, map[uint16]bool{80: true, 443: true, 63: true})
+	check([]uint16{8080}, map[uint16]bool{8080: true})
+}

@@ -32,6 +32,7 @@ type hsBench struct {
 	tp  *topo.Topo
 	m   *handshake.Monitor
 	url string
+	cg  string // nginx's cgroup, where the Monitor attaches its SYN-ACK program
 }
 
 func newHSBench(b *testing.B) *hsBench {
@@ -85,7 +86,7 @@ http {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { tp.Srv.Do(b, func() error { return m.Close() }) })
-	return &hsBench{tp: tp, m: m, url: url}
+	return &hsBench{tp: tp, m: m, url: url, cg: cg.Path}
 }
 
 // wrk runs wrk -t1 -c32 -d2s from c1, pinned to hsWrkCPU, and returns its
@@ -403,7 +404,12 @@ func (h *hsBench) attachPair(b *testing.B, in, out *ebpf.Program) (detach func()
 // arms cycling through all six permutations. What the handshake programs
 // add per request (handshake − noop, per packet, times the packets per
 // request) is set against the CPU time per request of the same runs
-// (/proc/stat): the share of the machine's work that the programs are.
+// (/proc/stat): the share of the machine's work that the programs are. The
+// SYN-ACK (sock_ops) program, which the handshake arm attaches to nginx's
+// cgroup, is read the same way against a sock_ops program that only
+// returns, attached in the no-op arm: ns per call, and calls per request
+// (the sock_ops callbacks of a connection, every one of which runs every
+// program of the cgroup).
 //
 //	go test -run '^$' -bench HandshakeProgramCost -benchtime 1x ./tests/
 func BenchmarkHandshakeProgramCost(b *testing.B) {
@@ -433,14 +439,35 @@ func BenchmarkHandshakeProgramCost(b *testing.B) {
 	type config struct {
 		name     string
 		progs    []*ebpf.Program
+		skops    *ebpf.Program // the arm's sock_ops program on nginx's cgroup
 		attach   func() (detach func())
 		runs     uint64
 		rt       time.Duration
+		skRuns   uint64
+		skRt     time.Duration
 		requests float64
 		cpu      float64 // seconds of CPU time, all CPUs
 		rps      []float64
 	}
 	noopIn, noopOut, touchIn, touchOut := prog(noop), prog(noop), prog(touch), prog(touch)
+	// The no-op arm also attaches a sock_ops program that only returns to
+	// nginx's cgroup, beside the handshake arm's SYN-ACK program: its
+	// statistics are their floor per call, and its calls per request are
+	// the sock_ops callbacks a connection makes.
+	noopSkops, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SockOps, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { noopSkops.Close() })
+	attachNoop := func() func() {
+		detach := attachPair(noopIn, noopOut)
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: h.cg, Attach: ebpf.AttachCGroupSockOps, Program: noopSkops})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() { l.Close(); detach() }
+	}
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		b.Fatal(err)
@@ -448,14 +475,15 @@ func BenchmarkHandshakeProgramCost(b *testing.B) {
 	defer stats.Close()
 	h.attach(b, false)
 	perRun := func(c *config) float64 { return float64(c.rt.Nanoseconds()) / float64(max(c.runs, 1)) }
+	skPerRun := func(c *config) float64 { return float64(c.skRt.Nanoseconds()) / float64(max(c.skRuns, 1)) }
 	for _, close := range []bool{false, true} {
 		mode := map[bool]string{false: "keep-alive", true: "new connection per request"}[close]
 		configs := []*config{
-			{name: "handshake", progs: h.m.TCPrograms(), attach: func() func() {
+			{name: "handshake", progs: h.m.TCPrograms(), skops: h.m.SockopsProgram(), attach: func() func() {
 				h.attach(b, true)
 				return func() { h.attach(b, false) }
 			}},
-			{name: "noop", progs: []*ebpf.Program{noopIn, noopOut}, attach: func() func() { return attachPair(noopIn, noopOut) }},
+			{name: "noop", progs: []*ebpf.Program{noopIn, noopOut}, skops: noopSkops, attach: attachNoop},
 			{name: "touch", progs: []*ebpf.Program{touchIn, touchOut}, attach: func() func() { return attachPair(touchIn, touchOut) }},
 		}
 		for round := range 6 {
@@ -463,10 +491,18 @@ func BenchmarkHandshakeProgramCost(b *testing.B) {
 				c := configs[i]
 				detach := c.attach()
 				r0, t0 := progStats(b, c.progs...)
+				var sr0, st0, sr1, st1 = uint64(0), time.Duration(0), uint64(0), time.Duration(0)
+				if c.skops != nil {
+					sr0, st0 = progStats(b, c.skops)
+				}
 				w := h.wrk(b, close)
 				r1, t1 := progStats(b, c.progs...)
+				if c.skops != nil {
+					sr1, st1 = progStats(b, c.skops)
+				}
 				detach()
 				c.runs, c.rt = c.runs+r1-r0, c.rt+t1-t0
+				c.skRuns, c.skRt = c.skRuns+sr1-sr0, c.skRt+st1-st0
 				c.requests, c.cpu = c.requests+w.requests, c.cpu+w.busy/100
 				c.rps = append(c.rps, w.rps)
 			}
@@ -482,7 +518,16 @@ func BenchmarkHandshakeProgramCost(b *testing.B) {
 		cpu := configs[0].cpu / configs[0].requests * 1e9
 		b.Logf("%s: handshake − noop %.1f ns/packet, handshake − touch %.1f ns/packet; × %.2f packets/request = %.0f ns/request of %.0f ns CPU/request: %.2f %%",
 			mode, hs-nop, hs-tch, pkts, (hs-nop)*pkts, cpu, 100*(hs-nop)*pkts/cpu)
+		// The SYN-ACK (sock_ops) program: its statistics per call against
+		// the no-op sock_ops program's, times its calls per request.
+		skHs, skNop := skPerRun(configs[0]), skPerRun(configs[1])
+		skCalls := float64(configs[0].skRuns) / configs[0].requests
+		b.Logf("%s: sock_ops: SYN-ACK program %.1f ns/call over %d calls (%.2f calls/request), no-op %.1f ns/call over %d calls (%.2f calls/request); SYN-ACK − no-op %.1f ns/call × %.2f calls/request = %.0f ns/request; with the no-op's figure (statistics and dispatch) %.0f ns/request",
+			mode, skHs, configs[0].skRuns, skCalls, skNop, configs[1].skRuns, float64(configs[1].skRuns)/configs[1].requests,
+			skHs-skNop, skCalls, (skHs-skNop)*skCalls, skHs*skCalls)
 		unit := map[bool]string{false: "keepalive", true: "close"}[close]
+		b.ReportMetric(skHs, unit+"-sockops-ns/call")
+		b.ReportMetric(skCalls, unit+"-sockops-calls/request")
 		b.ReportMetric(hs, unit+"-ns/packet")
 		b.ReportMetric(nop, unit+"-noop-ns/packet")
 		b.ReportMetric(tch, unit+"-touch-ns/packet")
