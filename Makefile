@@ -87,7 +87,7 @@ K8S_VERSION     = $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2; exit}' $(K
 K8S_COMPONENTS := kube-apiserver kube-controller-manager kube-scheduler kubelet
 K8S_PACKAGES   := ./kube github.com/prometheus/prometheus/cmd/prometheus
 K8S_CHART_TOOL := github.com/ipng/ipng-stats/deploy/helm/tool
-K8S_GCFLAGS    := -gcflags="all=-N -l" -gcflags=std=
+K8S_GCFLAGS    := -gcflags="all=-N -l -c=1" -gcflags=std=
 K8S_BUILD       = GOWORK=$(K8S_WORK) CGO_ENABLED=0 GOGC=400 $(GO) build -trimpath $(K8S_GCFLAGS) -tags remove_all_sd,enable_kubernetes_sd \
 	-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION)))"
 K8S_KEY         = $(shell { cat $(K8S_TOOLS)/go.mod $(K8S_TOOLS)/go.sum $(K8S_TOOLS)/kube/main.go $(K8S_WORK) $(K8S_WORK).sum deploy/helm/tool/go.mod deploy/helm/tool/go.sum; $(GO) version; echo '$(subst $(CURDIR),.,$(K8S_BUILD)) $(K8S_PACKAGES)'; } | sha256sum | cut -c1-12)
