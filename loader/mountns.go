@@ -103,7 +103,8 @@ func privateMounts(cfg Config, log *slog.Logger) error {
 	host := other + "/root" + DefaultBPFFS
 	if ok, _ := isBPFFS(host); !ok {
 		return fmt.Errorf("%s with no bpf filesystem at %s, and the host has none there either: a bpffs mounted here would be private "+
-			"(its pins invisible to the host and lost when the agent exits); mount one on the host first (mount -t bpf bpf %s)",
+			"(its pins invisible to the host and lost when the agent exits); mount one on the host first (mount -t bpf bpf %s), "+
+			"or run the agent in the host's mount namespace (e.g. nsenter --net=/run/netns/NAME instead of ip netns exec), where it mounts one itself",
 			cause, DefaultBPFFS, DefaultBPFFS)
 	}
 	if err := cloneMount(other+"/ns/mnt", DefaultBPFFS); err != nil {

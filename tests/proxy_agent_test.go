@@ -17,8 +17,9 @@ import (
 
 // TestProxyThroughAgent: the proxy as the agent runs it (proxy.enabled),
 // in the attached cgroup with BPF attribution: requests count exactly per
-// (tag, vip, code), and each connection is counted once, by the program's
-// events, not a second time by the proxy.
+// (tag, vip, code), and each connection is counted once, by the program in
+// the kernel (its per-CPU connection counters), not a second time by the
+// proxy.
 func TestProxyThroughAgent(t *testing.T) {
 	e := newAgentProxy(t, "")
 	requests, conns := map[string]uint64{}, map[string]uint64{}
@@ -78,7 +79,8 @@ func newAgentProxy(t *testing.T, extra string) *proxyEnv {
 // TestProxyOverflowOncePerConnection: with the series cap reached, each
 // connection to the proxy in the agent is folded into the overflow series
 // and counted once in ipng_series_overflow_total (docs/metrics.md), though
-// both the program's events and the proxy look it up.
+// both the agent's connection counts (the program's series in the kernel)
+// and the proxy's request counts look it up.
 func TestProxyOverflowOncePerConnection(t *testing.T) {
 	e := newAgentProxy(t, "metrics:\n  max_series: 1\n")
 	// The first connection, a scrape (newAgentProxy's), took the only series.

@@ -1,5 +1,6 @@
-// Package caps drops the agent's Linux capabilities once the sock_ops
-// program is attached, on every thread of the process.
+// Package caps drops the Linux capabilities of a node (the agent once the
+// sock_ops program is attached, the proxy command once its listeners are
+// bound and the agent's pins opened), on every thread of the process.
 //
 // Capabilities belong to a thread, not to a process: capset(2) and
 // prctl(PR_CAPBSET_DROP) change the calling thread only, and a Go program
@@ -10,7 +11,7 @@
 // dropped, so they inherit the reduced sets. AllThreadsSyscall refuses to
 // run in a binary linked with cgo (other threads may run C code the runtime
 // cannot stop): the release binary is built with CGO_ENABLED=0, and a cgo
-// build gets ErrCgo, which the agent reports.
+// build gets ErrCgo, which the node reports.
 package caps
 
 import (
@@ -34,7 +35,7 @@ import (
 // Cap is a capability number (unix.CAP_*).
 type Cap uint
 
-// Names of the capabilities the agent may keep, for messages.
+// Names of the capabilities a node may keep, for messages.
 var names = map[Cap]string{
 	unix.CAP_NET_BIND_SERVICE: "CAP_NET_BIND_SERVICE",
 	unix.CAP_DAC_OVERRIDE:     "CAP_DAC_OVERRIDE",
@@ -57,7 +58,8 @@ func (c Cap) String() string {
 // capabilities of every thread cannot be changed.
 var ErrCgo = errors.New("this binary is built with cgo, so the capabilities of all its threads cannot be dropped (build with CGO_ENABLED=0, as the release binary is)")
 
-// Needs are what the agent still does after the program is attached.
+// Needs are what a node still does once it runs: the agent after the
+// program is attached, the proxy command after its listeners are bound.
 type Needs struct {
 	// BindLowPorts: listeners below port 1024 may still be bound (the
 	// proxy's listeners on a reload; a metrics port below 1024).
@@ -268,14 +270,15 @@ func capLastCap() Cap {
 	return unix.CAP_LAST_CAP
 }
 
-// AfterAttach is Drop for what n still needs, logged: the agent calls it
-// once, after the program is attached and its listeners are bound. In a cgo
-// build it warns and keeps the capabilities (see ErrCgo).
+// AfterAttach is Drop for what n still needs, logged: a node (the agent or
+// the proxy command) calls it once, after the program is attached or the
+// pins are opened, and its listeners are bound. In a cgo build it warns and
+// keeps the capabilities (see ErrCgo).
 func AfterAttach(n Needs, log *slog.Logger) error {
 	keep, why := Keep(n)
 	res, err := Drop(keep)
 	if errors.Is(err, ErrCgo) {
-		log.Warn("capabilities NOT dropped: the agent keeps every capability it started with", "err", err)
+		log.Warn("capabilities NOT dropped: the process keeps every capability it started with", "err", err)
 		return nil
 	}
 	if err != nil {

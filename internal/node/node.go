@@ -199,17 +199,31 @@ func build(opts Options) (*Node, error) {
 			return n, err
 		}
 	}
-	if n.Role == RoleAgent {
-		// Least privilege: everything above needed root, what follows
-		// needs at most what caps.Keep lists (docs/reliability.md).
-		cfg := n.Config
-		if err := caps.AfterAttach(caps.Needs{BindLowPorts: cfg.Proxy.Enabled || caps.LowPort(cfg.Web.ListenAddress),
-			NginxSpool: cfg.Nginx.Enabled, Pins: n.Program != nil, TCPrograms: n.handshakes.Load() != nil,
-			MapAccess: caps.MapProbe(n.Maps)}, n.Logger); err != nil {
-			return n, err
-		}
+	// Least privilege: everything above needed root (the agent's program
+	// attached, the proxy's listeners bound, the agent's pins opened); what
+	// follows needs at most what caps.Keep lists (docs/reliability.md).
+	// The proxy command is network-facing like the agent: it drops too.
+	if err := caps.AfterAttach(n.needs(), n.Logger); err != nil {
+		return n, err
 	}
 	return n, nil
+}
+
+// needs are what the node still does once it runs, by role. Both may bind
+// a listener below port 1024 on a reload (the proxy's, always enabled in
+// the proxy role) or in the metrics goroutine, and read the program's maps
+// through the descriptors they hold. Only the agent reopens nginx's spool,
+// removes and re-creates its pins, and attaches tc programs; the proxy
+// opens the agent's pins once, at the start (openPins), and never again.
+func (n *Node) needs() caps.Needs {
+	cfg := n.Config
+	need := caps.Needs{BindLowPorts: cfg.Proxy.Enabled || caps.LowPort(cfg.Web.ListenAddress), MapAccess: caps.MapProbe(n.Maps)}
+	if n.Role == RoleAgent {
+		need.NginxSpool = cfg.Nginx.Enabled
+		need.Pins = n.Program != nil
+		need.TCPrograms = n.handshakes.Load() != nil
+	}
+	return need
 }
 
 // setGC applies ProxyGCPercent when the node runs the proxy (as the proxy
