@@ -188,7 +188,9 @@ func (c *h1conn) serve() {
 	}()
 	// What net/http's RemoteAddr gives ReverseProxy, without its strings:
 	// a v4-mapped address as IPv4, an IPv6 one with its zone.
-	if ra, ok := c.tcp.RemoteAddr().(*net.TCPAddr); ok && !c.clientIP.IsValid() {
+	if c.clientIP.IsValid() {
+		// Known from the own accept.
+	} else if ra, ok := c.tcp.RemoteAddr().(*net.TCPAddr); ok {
 		c.clientIP = ra.AddrPort().Addr().Unmap()
 	}
 	t := c.s.settings.timeouts
