@@ -19,4 +19,4 @@ package bpf
 // amd64 and arm64).
 //
 //go:generate sh bpf2go.sh -tags linux -target bpfel -type ipng_stamp -type ipng_tuple -type ipng_counter -type ipng_source -type ipng_iface_key -type ipng_iface -type ipng_tag_name -type ipng_conn_key -type ipng_conn_count -type ipng_ring_slot -type ipng_stamp_slot Sockops sockops.c -- -mcpu=v3 -Wall -Werror
-//go:generate sh bpf2go.sh -tags linux -target bpfel -type ipng_hs_key -type ipng_hs_count -type ipng_hs_counter -type ipng_hs_tuple Handshake handshake.c -- -Wall -Werror
+//go:generate sh bpf2go.sh -tags linux -target bpfel -type ipng_hs_key -type ipng_hs_count -type ipng_hs_counter -type ipng_hs_tuple -type ipng_hs_slot Handshake handshake.c -- -Wall -Werror

@@ -18,9 +18,12 @@
 //                    stamping program: BPF_SOCK_OPS_RWND_INIT of a request
 //                    socket, which the stack calls once for each SYN it is
 //                    about to answer with a SYN-ACK (not for retransmitted
-//                    SYN-ACKs). The ingress program remembers the 4-tuple of
-//                    each counted SYN and its interface (ipng_hs_syns), so
-//                    the SYN-ACK is counted for the interface its SYN
+//                    SYN-ACKs). The ingress program leaves the 4-tuple of
+//                    each counted SYN and its interface in a per-CPU slot
+//                    (ipng_hs_syns, indexed by a hash of the 4-tuple); the
+//                    stack answers a SYN on the CPU that received it, in
+//                    the same softirq, so the sock_ops program finds it
+//                    there and counts the SYN-ACK for the interface its SYN
 //                    arrived on. Listeners outside the cgroup, or of other
 //                    network namespaces, are not seen.
 //
@@ -44,8 +47,10 @@
 //
 // The generic path reads the headers relative to the network header
 // (bpf_skb_load_bytes_relative with BPF_HDR_START_NET), wherever the link
-// layer puts it; it also counts what the fast path matched. IPv6 extension
-// headers are not walked: a SYN behind one is not counted.
+// layer puts it; it counts what the fast path counts. A SYN (SYN-ACK) of
+// the plain layout is counted from the packet in place, without reading
+// its headers a second time. IPv6 extension headers are not walked: a SYN
+// behind one is not counted.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -110,14 +115,34 @@ struct ipng_hs_tuple {
 	__u16 remote_port;    // host byte order
 	__u8 family;
 	__u8 _pad[3];
+} __attribute__((aligned(8))); // compared as five 64-bit words
+
+// One SYN counted at ingress: its 4-tuple and the device it arrived on.
+struct ipng_hs_slot {
+	struct ipng_hs_tuple tup;
+	__u32 ifindex;
+	__u32 _pad;
 };
 
-// SYNs counted at ingress, until their SYN-ACK is counted.
+// The SYNs counted at ingress, per CPU, at the slot of a hash of their
+// 4-tuple, until their SYN-ACK is counted. The stack answers a SYN on the
+// CPU whose tc ingress saw it, in the same softirq (listeners take SYNs
+// without the socket lock), so nothing else runs on that CPU between the
+// write and the read: the slot is found, whatever other CPUs do. Only a
+// SYN that something holds back between the device and TCP (NFQUEUE, a
+// redirect by a later tc program) can find its slot taken by another SYN
+// of the same CPU and hash; its SYN-ACK is then not counted. A per-CPU
+// array instead of a hash of 4-tuples (an LRU hash before): no lock, no
+// hashing in the kernel, no element to allocate or free, and no cache
+// line shared between CPUs (the array lookup is inlined by the verifier on
+// kernels from 6.11).
+#define IPNG_HS_SLOTS 256
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct ipng_hs_tuple);
-	__type(value, __u32); // ingress ifindex
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IPNG_HS_SLOTS);
+	__type(key, __u32);
+	__type(value, struct ipng_hs_slot);
 } ipng_hs_syns SEC(".maps");
 
 struct {
@@ -175,18 +200,82 @@ static __always_inline void put_v4mapped(__u8 dst[16], __u32 addr_be)
 #define F_SYN 0x02
 #define F_ACK 0x10
 
-// handle reads the IP and TCP headers of skb. want is the flags byte
-// (SYN|ACK masked) to count; ingress picks the destination as the VIP,
-// egress the source.
-static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
+// tup_slot is the slot of tup in ipng_hs_syns: a multiplicative hash of
+// the 4-tuple's words folded together (the same in the tc program and in
+// sock_ops).
+static __always_inline __u32 tup_slot(const struct ipng_hs_tuple *tup)
+{
+	const __u32 *l = (const __u32 *)tup->local_addr;
+	const __u32 *r = (const __u32 *)tup->remote_addr;
+	__u32 x = l[0] ^ l[1] ^ l[2] ^ l[3] ^ r[0] ^ r[1] ^ r[2] ^ r[3];
+
+	x ^= (__u32)tup->local_port << 16 | tup->remote_port;
+	return (x * 0x9e3779b1u) >> 24; // IPNG_HS_SLOTS = 1 << 8
+}
+
+// count counts a SYN (ingress) or a SYN-ACK (egress) whose addresses and
+// ports are in tup (local = the VIP: the destination at ingress, the
+// source at egress), if its port is counted; a SYN's 4-tuple and device
+// are left in its slot for the sock_ops program.
+static __always_inline int count(struct __sk_buff *skb, struct ipng_hs_tuple *tup, int ingress)
 {
 	struct ipng_hs_key key = {};
+	struct ipng_hs_slot *slot;
+	__u32 idx;
+	__u16 port = tup->local_port;
+
+	if (!bpf_map_lookup_elem(&ipng_hs_ports, &port))
+		return TC_ACT_UNSPEC;
+	key.ifindex = skb->ifindex;
+	key.port = port;
+	key.family = tup->family;
+	__builtin_memcpy(key.vip, tup->local_addr, 16);
+	bump(&key, ingress ? STAGE_SYN : STAGE_WRONG_EGRESS);
+	if (ingress) {
+		idx = tup_slot(tup);
+		slot = bpf_map_lookup_elem(&ipng_hs_syns, &idx);
+		if (slot) {
+			__builtin_memcpy(&slot->tup, tup, sizeof(*tup));
+			slot->ifindex = key.ifindex;
+		}
+	}
+	return TC_ACT_UNSPEC;
+}
+
+// tup4 fills tup from an IPv4 packet's addresses and the first four bytes
+// of its TCP header (the ports), local being the destination at ingress.
+static __always_inline void tup4(struct ipng_hs_tuple *tup, __u32 saddr, __u32 daddr, const __u8 *tcp, int ingress)
+{
+	__u16 sport = (__u16)tcp[0] << 8 | tcp[1], dport = (__u16)tcp[2] << 8 | tcp[3];
+
+	tup->family = 4;
+	put_v4mapped(tup->local_addr, ingress ? daddr : saddr);
+	put_v4mapped(tup->remote_addr, ingress ? saddr : daddr);
+	tup->local_port = ingress ? dport : sport;
+	tup->remote_port = ingress ? sport : dport;
+}
+
+// tup6 is tup4 for IPv6.
+static __always_inline void tup6(struct ipng_hs_tuple *tup, const struct ipv6hdr *ip6, const __u8 *tcp, int ingress)
+{
+	__u16 sport = (__u16)tcp[0] << 8 | tcp[1], dport = (__u16)tcp[2] << 8 | tcp[3];
+
+	tup->family = 6;
+	__builtin_memcpy(tup->local_addr, ingress ? &ip6->daddr : &ip6->saddr, 16);
+	__builtin_memcpy(tup->remote_addr, ingress ? &ip6->saddr : &ip6->daddr, 16);
+	tup->local_port = ingress ? dport : sport;
+	tup->remote_port = ingress ? sport : dport;
+}
+
+// handle reads the IP and TCP headers of skb relative to its network
+// header. want is the flags byte (SYN|ACK masked) to count; ingress picks
+// the destination as the VIP, egress the source.
+static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
+{
 	struct ipng_hs_tuple tup = {};
 	__u8 tcp[14]; // ports, seq, ack, data offset, flags
 	__u32 off;
-	__u16 port;
 
-	key.ifindex = skb->ifindex;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct {
 			struct iphdr ip;
@@ -208,9 +297,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
 			return TC_ACT_UNSPEC;
 		if ((tcp[13] & (F_SYN | F_ACK)) != want)
 			return TC_ACT_UNSPEC;
-		key.family = 4;
-		put_v4mapped(key.vip, ingress ? h.ip.daddr : h.ip.saddr);
-		put_v4mapped(tup.remote_addr, h.ip.saddr);
+		tup4(&tup, h.ip.saddr, h.ip.daddr, tcp, ingress);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct {
 			struct ipv6hdr ip6;
@@ -219,66 +306,52 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 want, int ingress)
 
 		if (bpf_skb_load_bytes_relative(skb, 0, &h, sizeof(h), BPF_HDR_START_NET))
 			return TC_ACT_UNSPEC;
-		if (h.ip6.nexthdr != IPPROTO_TCP)
+		if (h.ip6.nexthdr != IPPROTO_TCP || (h.tcp[13] & (F_SYN | F_ACK)) != want)
 			return TC_ACT_UNSPEC;
-		__builtin_memcpy(tcp, h.tcp, sizeof(tcp));
-		if ((tcp[13] & (F_SYN | F_ACK)) != want)
-			return TC_ACT_UNSPEC;
-		key.family = 6;
-		if (ingress)
-			__builtin_memcpy(key.vip, &h.ip6.daddr, 16);
-		else
-			__builtin_memcpy(key.vip, &h.ip6.saddr, 16);
-		__builtin_memcpy(tup.remote_addr, &h.ip6.saddr, 16);
+		tup6(&tup, &h.ip6, h.tcp, ingress);
 	} else {
 		return TC_ACT_UNSPEC;
 	}
-	// Destination port at ingress, source port at egress (network order).
-	port = ingress ? ((__u16)tcp[2] << 8 | tcp[3]) : ((__u16)tcp[0] << 8 | tcp[1]);
-	if (!bpf_map_lookup_elem(&ipng_hs_ports, &port))
-		return TC_ACT_UNSPEC;
-	key.port = port;
-	bump(&key, ingress ? STAGE_SYN : STAGE_WRONG_EGRESS);
-	if (ingress) {
-		__builtin_memcpy(tup.local_addr, key.vip, 16);
-		tup.local_port = port;
-		tup.remote_port = (__u16)tcp[0] << 8 | tcp[1];
-		tup.family = key.family;
-		bpf_map_update_elem(&ipng_hs_syns, &tup, &key.ifindex, BPF_ANY);
-	}
-	return TC_ACT_UNSPEC;
+	return count(skb, &tup, ingress);
 }
 
 #define IP4_HLEN 20
 #define IP6_HLEN 40
 
 // handle_eth is handle for a device with Ethernet headers: the TCP flags
-// are tested first, read in place, and only a packet whose flags are want
-// (or whose layout is not the plain one) goes on to handle.
+// are tested first, read in place, and a packet whose flags are want is
+// counted from the packet in place too; only a frame whose layout is not
+// the plain one goes on to handle.
 static __always_inline int handle_eth(struct __sk_buff *skb, __u8 want, int ingress)
 {
 	__u8 *p = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	__u16 proto = skb->protocol;
+	struct ipng_hs_tuple tup = {};
 
 	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(p + ETH_HLEN);
+
 		if ((void *)(p + ETH_HLEN + IP4_HLEN + 14) > end ||
 		    *(__u16 *)(p + 12) != proto || p[ETH_HLEN] != 0x45)
 			return handle(skb, want, ingress);
 		if ((p[ETH_HLEN + IP4_HLEN + 13] & (F_SYN | F_ACK)) != want)
 			return TC_ACT_UNSPEC;
+		// A SYN (SYN-ACK): rare. Only now the protocol and fragments.
+		if (ip->protocol != IPPROTO_TCP || (ip->frag_off & bpf_htons(0x1fff)))
+			return TC_ACT_UNSPEC;
+		tup4(&tup, ip->saddr, ip->daddr, p + ETH_HLEN + IP4_HLEN, ingress);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		if ((void *)(p + ETH_HLEN + IP6_HLEN + 14) > end || *(__u16 *)(p + 12) != proto)
 			return handle(skb, want, ingress);
 		if (p[ETH_HLEN + 6] != IPPROTO_TCP ||
 		    (p[ETH_HLEN + IP6_HLEN + 13] & (F_SYN | F_ACK)) != want)
 			return TC_ACT_UNSPEC;
+		tup6(&tup, (void *)(p + ETH_HLEN), p + ETH_HLEN + IP6_HLEN, ingress);
 	} else {
 		return TC_ACT_UNSPEC;
 	}
-	// A SYN (SYN-ACK): rare, counted by the generic path (which checks
-	// the protocol and fragments).
-	return handle(skb, want, ingress);
+	return count(skb, &tup, ingress);
 }
 
 SEC("tc")
@@ -305,19 +378,29 @@ int ipng_hs_out_l3(struct __sk_buff *skb)
 	return handle(skb, F_SYN | F_ACK, 0);
 }
 
+// tup_equal compares two 4-tuples as five 64-bit words (padding zero).
+static __always_inline int tup_equal(const struct ipng_hs_tuple *x, const struct ipng_hs_tuple *y)
+{
+	const __u64 *a = (const __u64 *)x, *b = (const __u64 *)y;
+
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4];
+}
+
 static __always_inline int is_v4mapped(const __u32 a[4])
 {
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
 }
 
 // synack counts the SYN-ACK a request socket is about to send, for the
-// interface its SYN was counted on.
+// interface its SYN was counted on (the slot the ingress program left on
+// this CPU).
 static __always_inline void synack(struct bpf_sock_ops *skops)
 {
 	struct ipng_hs_tuple tup = {};
 	struct ipng_hs_key key = {};
 	struct ipng_skops_addrs a;
-	__u32 *ifindex;
+	struct ipng_hs_slot *slot;
+	__u32 idx;
 
 	ipng_read_addrs(skops, &a);
 	if (bpf_get_netns_cookie(skops) != own_netns)
@@ -335,14 +418,15 @@ static __always_inline void synack(struct bpf_sock_ops *skops)
 	}
 	tup.local_port = a.lport;
 	tup.remote_port = bpf_ntohs(a.rport);
-	ifindex = bpf_map_lookup_elem(&ipng_hs_syns, &tup);
-	if (!ifindex)
+	idx = tup_slot(&tup);
+	slot = bpf_map_lookup_elem(&ipng_hs_syns, &idx);
+	if (!slot || !tup_equal(&slot->tup, &tup))
 		return;
-	key.ifindex = *ifindex;
+	key.ifindex = slot->ifindex;
 	key.port = tup.local_port;
 	key.family = tup.family;
 	__builtin_memcpy(key.vip, tup.local_addr, 16);
-	bpf_map_delete_elem(&ipng_hs_syns, &tup);
+	slot->tup.family = 0; // counted once
 	bump(&key, STAGE_SYNACK);
 }
 

@@ -36,6 +36,13 @@ type HandshakeIpngHsKey struct {
 	Vip     [16]uint8
 }
 
+type HandshakeIpngHsSlot struct {
+	_       structs.HostLayout
+	Tup     HandshakeIpngHsTuple
+	Ifindex uint32
+	Pad     uint32
+}
+
 type HandshakeIpngHsTuple struct {
 	_          structs.HostLayout
 	LocalAddr  [16]uint8

@@ -34,6 +34,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ipng/ipng-stats/bindings"
 	ipngbpf "github.com/ipng/ipng-stats/bpf"
@@ -142,8 +143,8 @@ type counted struct {
 	last      Totals
 }
 
-// New loads the programs and attaches the sock_ops program; Run attaches
-// the tc programs to the bound devices.
+// New loads the programs; Run attaches the tc programs to the bound devices,
+// and the sock_ops program to opts.Cgroup while any device is counted.
 func New(cfg Config, opts Options) (*Monitor, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -157,15 +158,11 @@ func New(cfg Config, opts Options) (*Monitor, error) {
 	m := &Monitor{opts: opts, log: opts.Logger.With("component", "handshake"), cfg: cfg,
 		att: map[uint32]*attachment{}, known: map[uint32]device{},
 		seen: map[ipngbpf.HandshakeIpngHsKey]*counted{}, byDevice: map[devKey]*Totals{}}
-	if err := m.loadOnly(); err != nil {
+	if err := isCgroup2(opts.Cgroup); err != nil {
 		return nil, err
 	}
-	var err error
-	m.sockops, err = link.AttachCgroup(link.CgroupOptions{Path: opts.Cgroup, Attach: ebpf.AttachCGroupSockOps,
-		Program: m.objs.IpngHsSockops})
-	if err != nil {
-		m.objs.Close()
-		return nil, fmt.Errorf("attaching the SYN-ACK program to cgroup %s: %w", opts.Cgroup, err)
+	if err := m.loadOnly(); err != nil {
+		return nil, err
 	}
 	if opts.PinDir != "" {
 		p := filepath.Join(opts.PinDir, PinCounts)
@@ -173,7 +170,7 @@ func New(cfg Config, opts Options) (*Monitor, error) {
 		if err := m.objs.IpngHsCounts.Pin(p); err != nil {
 			m.log.Warn("pinning the handshake counts (ipng-stats check will not see them)", "err", err)
 		} else {
-			os.Chmod(p, 0o644)
+			os.Chmod(p, loader.PinMapMode) // readable as the loader's maps are
 			m.pin = p
 		}
 	}
@@ -298,6 +295,10 @@ func (m *Monitor) follow() {
 		m.detach(a)
 		delete(m.att, idx)
 	}
+	if len(want) > len(m.att) && !m.attachSockops() {
+		m.table = nil // no device is counted without it; tried again when the bindings change
+		return
+	}
 	for idx, d := range want {
 		if _, ok := m.att[idx]; ok {
 			continue
@@ -311,6 +312,52 @@ func (m *Monitor) follow() {
 		m.att[idx] = a
 		m.known[idx] = d
 	}
+	m.detachSockops()
+}
+
+// isCgroup2 checks that dir is a cgroup2 directory, where the SYN-ACK
+// program can be attached later.
+func isCgroup2(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("the SYN-ACK program's cgroup: %w", err)
+	}
+	if st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return fmt.Errorf("the SYN-ACK program's cgroup %s is not a cgroup2 directory", dir)
+	}
+	return nil
+}
+
+// attachSockops attaches the SYN-ACK (sock_ops) program to the cgroup if it
+// is not attached; it reports whether it is. The program is attached only
+// while a device is counted: it can count a SYN-ACK only for a SYN a tc
+// program counted, and otherwise every connection of the cgroup (the host,
+// by default) would pay for a program that counts nothing (~1 µs per
+// connection, docs/benchmarks.md). It is attached before the first tc
+// program, so that no counted SYN misses its SYN-ACK. Called with m.mu held.
+func (m *Monitor) attachSockops() bool {
+	if m.sockops != nil || m.opts.Cgroup == "" { // "": tests of the tc programs alone
+		return true
+	}
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: m.opts.Cgroup, Attach: ebpf.AttachCGroupSockOps,
+		Program: m.objs.IpngHsSockops})
+	if err != nil {
+		m.log.Warn("not counting TCP handshakes: attaching the SYN-ACK program failed", "cgroup", m.opts.Cgroup, "err", err)
+		return false
+	}
+	m.sockops = l
+	return true
+}
+
+// detachSockops detaches the SYN-ACK program once no device is counted.
+// Called with m.mu held.
+func (m *Monitor) detachSockops() {
+	if len(m.att) == 0 && m.sockops != nil {
+		if err := m.sockops.Close(); err != nil {
+			m.log.Warn("detaching the SYN-ACK program", "err", err)
+		}
+		m.sockops = nil
+	}
 }
 
 func (m *Monitor) detachAll() {
@@ -320,6 +367,7 @@ func (m *Monitor) detachAll() {
 		m.detach(a)
 		delete(m.att, idx)
 	}
+	m.detachSockops()
 	m.table = nil
 }
 
@@ -339,12 +387,7 @@ func (m *Monitor) Close() error {
 	if m.pin != "" {
 		os.Remove(m.pin)
 	}
-	var errs []error
-	if m.sockops != nil {
-		errs = append(errs, m.sockops.Close())
-	}
-	errs = append(errs, m.objs.Close())
-	return errors.Join(errs...)
+	return m.objs.Close()
 }
 
 // Attached lists the devices the tc programs are attached to, and how.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	ipngbpf "github.com/ipng/ipng-stats/bpf"
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
 
@@ -63,20 +64,28 @@ func (f frame) bytes() []byte {
 	return p
 }
 
-// TestProgramsCount runs both variants of the tc programs (the Ethernet one
-// that reads the flags in place, and the generic one) over the same frames
-// in the kernel (BPF_PROG_TEST_RUN): they count the same packets, and only
-// SYNs (ingress) and SYN-ACKs (egress) of a counted port.
-func TestProgramsCount(t *testing.T) {
+// loadedMonitor loads the programs without attaching them, port 80
+// counted; they are closed at the end of the test.
+func loadedMonitor(t *testing.T) *Monitor {
+	t.Helper()
 	testenv.RequireRoot(t)
 	m := &Monitor{log: discard(), att: map[uint32]*attachment{}, known: map[uint32]device{}}
 	if err := m.loadOnly(); err != nil {
 		t.Fatal(err)
 	}
-	defer m.objs.Close()
+	t.Cleanup(func() { m.objs.Close() })
 	if err := m.setPorts(Config{Ports: []uint16{80}}); err != nil {
 		t.Fatal(err)
 	}
+	return m
+}
+
+// TestProgramsCount runs both variants of the tc programs (the Ethernet one
+// that reads the flags in place, and the generic one) over the same frames
+// in the kernel (BPF_PROG_TEST_RUN): they count the same packets, and only
+// SYNs (ingress) and SYN-ACKs (egress) of a counted port.
+func TestProgramsCount(t *testing.T) {
+	m := loadedMonitor(t)
 	const (
 		syn, ack, synack, fin, rst = 0x02, 0x10, 0x12, 0x11, 0x04
 	)
@@ -170,3 +179,92 @@ func TestProgramsCount(t *testing.T) {
 		}
 	}
 }
+
+// TestSynSlots checks what the ingress programs leave for the sock_ops one:
+// a SYN to a counted port leaves its 4-tuple (local = the destination) and
+// its device in a slot of ipng_hs_syns on the CPU that ran the program;
+// nothing else writes a slot (an uncounted port, an ACK, a SYN-ACK at
+// egress).
+func TestSynSlots(t *testing.T) {
+	m := loadedMonitor(t)
+	// slots returns the written slots of every CPU.
+	slots := func() []ipngbpf.HandshakeIpngHsSlot {
+		t.Helper()
+		var got []ipngbpf.HandshakeIpngHsSlot
+		var k uint32
+		var vs []ipngbpf.HandshakeIpngHsSlot
+		it := m.objs.IpngHsSyns.Iterate()
+		for it.Next(&k, &vs) {
+			for _, v := range vs {
+				if v.Tup.Family != 0 {
+					got = append(got, v)
+				}
+			}
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	clear := func() {
+		t.Helper()
+		cpus, err := ebpf.PossibleCPU()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := uint32(0); k < m.objs.IpngHsSyns.MaxEntries(); k++ {
+			if err := m.objs.IpngHsSyns.Put(k, make([]ipngbpf.HandshakeIpngHsSlot, cpus)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tuple := func(v6 bool, local, remote string, lport, rport uint16) ipngbpf.HandshakeIpngHsTuple {
+		tup := ipngbpf.HandshakeIpngHsTuple{LocalAddr: netip.MustParseAddr(local).As16(), RemoteAddr: netip.MustParseAddr(remote).As16(),
+			LocalPort: lport, RemotePort: rport, Family: 4}
+		if v6 {
+			tup.Family = 6
+		}
+		return tup
+	}
+	const syn, ack, synack = 0x02, 0x10, 0x12
+	for _, v := range []struct {
+		name    string
+		in, out *ebpf.Program
+	}{
+		{"ethernet", m.objs.IpngHsIngress, m.objs.IpngHsEgress},
+		{"l3", m.objs.IpngHsInL3, m.objs.IpngHsOutL3},
+	} {
+		for _, c := range []struct {
+			f    frame
+			out  bool
+			want *ipngbpf.HandshakeIpngHsTuple
+		}{
+			{f: frame{flags: syn, src: 40000, dst: 80}, want: ptr(tuple(false, "::ffff:192.0.2.10", "::ffff:10.5.0.2", 80, 40000))},
+			{f: frame{ipOpts: 2, flags: syn, src: 40002, dst: 80}, want: ptr(tuple(false, "::ffff:192.0.2.10", "::ffff:10.5.0.2", 80, 40002))},
+			{f: frame{v6: true, flags: syn, src: 40001, dst: 80}, want: ptr(tuple(true, "2001:db8:10::10", "2001:db8:5::2", 80, 40001))},
+			{f: frame{flags: syn, src: 40000, dst: 81}},
+			{f: frame{flags: ack, src: 40000, dst: 80}},
+			{f: frame{flags: synack, src: 80, dst: 40000}, out: true},
+			{f: frame{v6: true, flags: synack, src: 80, dst: 40000}, out: true},
+		} {
+			clear()
+			p := v.in
+			if c.out {
+				p = v.out
+			}
+			if _, err := p.Run(&ebpf.RunOptions{Data: c.f.bytes()}); err != nil {
+				t.Fatal(err)
+			}
+			got := slots()
+			switch {
+			case c.want == nil && len(got) != 0:
+				t.Errorf("%s, %+v (egress %v): slots written %+v, want none", v.name, c.f, c.out, got)
+			case c.want != nil && (len(got) != 1 || got[0].Tup != *c.want || got[0].Ifindex != 1):
+				// BPF_PROG_TEST_RUN runs the program on the loopback device.
+				t.Errorf("%s, %+v: slots written %+v, want one with %+v on ifindex 1", v.name, c.f, got, *c.want)
+			}
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

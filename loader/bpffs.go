@@ -59,16 +59,34 @@ func ensurePinDir(dir string) error {
 			return fmt.Errorf("mounting bpf filesystem at %s: %w (needs CAP_SYS_ADMIN; or mount it beforehand: mount -t bpf bpf %s)", DefaultBPFFS, err, DefaultBPFFS)
 		}
 	}
-	if err := os.MkdirAll(resolved, 0o755); err != nil {
+	if err := os.MkdirAll(resolved, PinDirMode); err != nil {
 		return fmt.Errorf("creating pin directory: %w", err)
 	}
-	// Readers (`ipng-stats conns`, servers embedding the library) need to
-	// traverse the directory without privileges.
-	if err := os.Chmod(resolved, 0o755); err != nil {
+	fi, err := os.Stat(resolved)
+	if err != nil {
+		return fmt.Errorf("pin directory: %w", err)
+	}
+	// Readers (`ipng-stats conns`, servers embedding the library) traverse
+	// the directory as root or as a member of its group; a set-group-ID
+	// bit (chmod g+s, an operator's choice of that group) is kept, so that
+	// pins made in it take the directory's group.
+	if err := os.Chmod(resolved, PinDirMode|fi.Mode()&os.ModeSetgid); err != nil {
 		return fmt.Errorf("pin directory: %w", err)
 	}
 	return nil
 }
+
+// The modes of the pin directory and its pins (docs/reliability.md, "Pin
+// and spool file modes"). Owner and group are the agent's (its user and
+// group, or the directory's group when it is set-group-ID): the agent
+// reads and writes them; root and the members of the group read the maps
+// (`ipng-stats conns`); nobody else can open anything. The link pin, which
+// lets its holder detach the program, is the owner's only.
+const (
+	PinDirMode  os.FileMode = 0o750
+	PinMapMode  os.FileMode = 0o640
+	PinLinkMode os.FileMode = 0o600
+)
 
 // ResolvePath resolves the symlinks of the longest existing prefix of an
 // absolute path and appends the rest. It returns the result and that

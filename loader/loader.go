@@ -340,13 +340,16 @@ func (p *Program) sameCgroup(l link.Link) (bool, string) {
 	return true, ""
 }
 
-// chmodMaps makes the pinned maps readable by unprivileged readers; the link
-// stays root-only.
+// chmodMaps gives the pins their modes: the maps readable by the pin
+// directory's group (PinMapMode), the link the owner's only (PinLinkMode).
 func (p *Program) chmodMaps() error {
 	for _, name := range []string{PinSk, PinByCookie, PinTupleStamps, PinCounters, PinTagNames, PinConns, PinSeries, PinSeriesNext, PinIfaces, PinIfaceSlots, PinTupleRing, PinTupleHead} {
-		if err := os.Chmod(filepath.Join(p.cfg.PinDir, name), 0o644); err != nil {
-			return fmt.Errorf("making pinned map readable: %w", err)
+		if err := os.Chmod(filepath.Join(p.cfg.PinDir, name), PinMapMode); err != nil {
+			return fmt.Errorf("setting the mode of a pinned map: %w", err)
 		}
+	}
+	if err := os.Chmod(filepath.Join(p.cfg.PinDir, PinLink), PinLinkMode); err != nil {
+		return fmt.Errorf("setting the mode of the pinned link: %w", err)
 	}
 	return nil
 }

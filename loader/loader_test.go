@@ -145,8 +145,8 @@ func TestLoadAttachReuseDetach(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Mode().Perm() != 0o644 {
-			t.Errorf("pin %s has mode %v, want 0644 for unprivileged readers", name, st.Mode().Perm())
+		if st.Mode().Perm() != PinMapMode {
+			t.Errorf("pin %s has mode %v, want %v", name, st.Mode().Perm(), PinMapMode)
 		}
 	}
 

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -39,8 +41,8 @@ type Maps struct {
 
 // OpenPinned opens the maps pinned in dir read-only (the ring of stamps for
 // the nginx ingest read-write when the caller may: see NewTupleStamps). It
-// needs no capability once the pins are readable (the agent makes them
-// 0644).
+// needs no capability for root or a member of the pin directory's group
+// (the agent makes the maps PinMapMode, the directory PinDirMode).
 func OpenPinned(dir string) (*Maps, error) {
 	m := &Maps{owned: true}
 	ro := &ebpf.LoadPinOptions{ReadOnly: true}
@@ -67,7 +69,7 @@ func OpenPinned(dir string) (*Maps, error) {
 		}
 		if errors.Is(err, os.ErrPermission) {
 			m.Close()
-			return nil, fmt.Errorf("opening pinned map %s: %w (the pins are world-readable, but systemd mounts %s with mode 0700: run as root, or make it traversable with chmod o+x %s)", t.name, err, DefaultBPFFS, DefaultBPFFS)
+			return nil, fmt.Errorf("opening pinned map %s: %w (%s)", t.name, err, permissionHint(dir))
 		}
 		if err != nil {
 			m.Close()
@@ -378,4 +380,22 @@ func (m *Maps) DeleteTuple(netnsCookie uint64, local, remote netip.AddrPort) err
 		}
 	}
 	return nil
+}
+
+// permissionHint says who may read the pins in dir: root and the members of
+// the directory's group, through a bpffs root that others can traverse.
+func permissionHint(dir string) string {
+	hint := "the pins are readable by root and by the members of the pin directory's group: run as root, or as a member of that group"
+	var st unix.Stat_t
+	if unix.Stat(dir, &st) == nil {
+		name := strconv.FormatUint(uint64(st.Gid), 10)
+		if g, err := user.LookupGroupId(name); err == nil {
+			name = g.Name
+		}
+		hint = fmt.Sprintf("the pins are readable by root and by the members of group %s (the group of %s): run as root, or add the user to the group (adduser USER %s)", name, dir, name)
+	}
+	if unix.Stat(DefaultBPFFS, &st) == nil && st.Mode&0o001 == 0 && Below(dir, DefaultBPFFS) {
+		hint += fmt.Sprintf("; %s is not traversable by other users (systemd mounts it with mode 0700): chmod o+x %s", DefaultBPFFS, DefaultBPFFS)
+	}
+	return hint
 }

@@ -72,10 +72,12 @@ func (p *Program) Repin() ([]string, error) {
 		if err := objs[name].Pin(path); err != nil {
 			return nil, fmt.Errorf("re-pinning %s: %w", name, err)
 		}
-		if name != PinLink {
-			if err := os.Chmod(path, 0o644); err != nil {
-				return nil, fmt.Errorf("making re-pinned map readable: %w", err)
-			}
+		mode := PinMapMode
+		if name == PinLink {
+			mode = PinLinkMode
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			return nil, fmt.Errorf("setting the mode of re-pinned %s: %w", name, err)
 		}
 	}
 	return missing, nil

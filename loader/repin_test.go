@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/ipng/ipng-stats/internal/testenv"
 )
@@ -61,8 +64,51 @@ func TestEnsurePinDirResolvesSymlinks(t *testing.T) {
 	if err := ensurePinDir(link2); err != nil {
 		t.Errorf("symlink to a directory on bpffs: %v", err)
 	}
-	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o755 {
-		t.Errorf("target after ensurePinDir: %v %v, want mode 0755", fi.Mode(), err)
+	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != PinDirMode {
+		t.Errorf("target after ensurePinDir: %v %v, want mode %v", fi.Mode(), err, PinDirMode)
+	}
+}
+
+// TestEnsurePinDirKeepsSetgid: a pin directory an operator gave a group
+// (chgrp, chmod g+s) is narrowed to PinDirMode with the set-group-ID bit
+// and the group kept, so pins made in it take that group.
+func TestEnsurePinDirKeepsSetgid(t *testing.T) {
+	testenv.RequireRoot(t)
+	if ok, _ := isBPFFS(DefaultBPFFS); !ok {
+		testenv.Skip(t, "no bpf filesystem at "+DefaultBPFFS)
+	}
+	dir := pinDir(t)
+	const gid = 65534
+	if err := os.Mkdir(dir, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 0, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o775|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	if err := ensurePinDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fi.Mode()&^os.ModeDir, PinDirMode|os.ModeSetgid; got != want || fi.Sys().(*syscall.Stat_t).Gid != gid {
+		t.Errorf("after ensurePinDir: mode %v group %d, want %v group %d", got, fi.Sys().(*syscall.Stat_t).Gid, want, gid)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p := filepath.Join(dir, PinCounters)
+	if err := m.Pin(p); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Sys().(*syscall.Stat_t).Gid != gid {
+		t.Errorf("a pin made in the set-group-ID directory: %v %v, want group %d", fi, err, gid)
 	}
 }
 
@@ -110,7 +156,11 @@ func TestRepin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if wantMode := os.FileMode(0o644); n != PinLink && fi.Mode().Perm() != wantMode {
+		wantMode := PinMapMode
+		if n == PinLink {
+			wantMode = PinLinkMode
+		}
+		if fi.Mode().Perm() != wantMode {
 			t.Errorf("%s: mode %v, want %v", n, fi.Mode().Perm(), wantMode)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	ipngbpf "github.com/ipng/ipng-stats/bpf"
@@ -27,12 +26,19 @@ import (
 // the ring (TupleHistory then tells it was stamped). Not safe for
 // concurrent use.
 type TupleStamps struct {
-	head  *ebpf.Map
+	head  headMap // ipng_tuple_head
 	mem   []byte
 	size  uint64
 	next  uint64            // the first sequence number not yet indexed
 	last  uint64            // the head read by the last Sync
 	index map[uint64]uint64 // hash of the 4-tuple → latest sequence number
+}
+
+// headMap is what TupleStamps reads the ring's head from: the
+// ipng_tuple_head map (*ebpf.Map), or the fuzz test's ring in memory
+// (FuzzTupleStamps).
+type headMap interface {
+	Lookup(key, valueOut any) error
 }
 
 // stampSlotSize is the stride of the ring's slots in the mapping (the

@@ -113,8 +113,11 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 		}
 		in.tuples.names = deps.TagNames
 	}
-	if err := os.MkdirAll(in.dir, 0o755); err != nil {
+	if err := os.MkdirAll(in.dir, SpoolDirMode); err != nil {
 		return nil, fmt.Errorf("nginx ingest: creating spool directory: %w", err)
+	}
+	if err := createSpoolFile(cfg.LogFile); err != nil {
+		in.log.Warn("cannot create the spool file; nginx creates it with its own mode", "file", cfg.LogFile, "err", err)
 	}
 	if !onTmpfs(in.dir) {
 		in.log.Warn("spool directory is not on tmpfs; use a dedicated, size-limited tmpfs (see `ipng-stats nginx-snippet`)", "dir", in.dir)
@@ -132,6 +135,35 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 		in.sp.beforeFree = in.faultBeforeFree
 	}
 	return in, nil
+}
+
+// SpoolDirMode and SpoolFileMode are the modes of the spool directory and
+// file when the agent creates them (docs/reliability.md, "Pin and spool
+// file modes"). nginx's workers reopen the file by its path after a
+// rotation (nginx -s reopen), so the directory must be searchable by them;
+// nothing but nginx and the agent opens the file: it holds the clients'
+// addresses. The shipped tmpfs (run-ipng\x2dstats-nginx.mount) is narrower
+// still: mode 0710 with nginx's group, so no other user reaches the file
+// whatever its mode.
+const (
+	SpoolDirMode  os.FileMode = 0o711
+	SpoolFileMode os.FileMode = 0o600
+)
+
+// createSpoolFile creates the log file with SpoolFileMode when it does not
+// exist, before nginx does: nginx opens an existing file as it is, and its
+// master only hands it to the worker user on reopen (chown, and u+rw),
+// never widening the mode. A file nginx made first keeps nginx's mode
+// (0644 under the usual umask).
+func createSpoolFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, SpoolFileMode)
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // FaultEnv is the environment variable of the ingest's fault point, a debug

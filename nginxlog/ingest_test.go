@@ -320,3 +320,33 @@ func TestIngestEvicted(t *testing.T) {
 		t.Errorf("fallbacks = %v, want 2 %s, 1 %s", fb, ReasonEvicted, ReasonNeverSeen)
 	}
 }
+
+// TestSpoolModes: the agent creates a missing spool directory searchable
+// (nginx's workers reopen the file by path) but not listable, and the
+// file readable and writable by its owner only, before nginx makes it
+// with its own umask; a file that exists is left as it is.
+func TestSpoolModes(t *testing.T) {
+	f := newFixture(t, false)
+	dir := filepath.Join(filepath.Dir(f.path), "sub")
+	f.path = filepath.Join(dir, "access.log")
+	f.ingest(t, config.NginxConfig{})
+	for _, c := range []struct {
+		path string
+		want os.FileMode
+	}{{dir, os.ModeDir | SpoolDirMode}, {f.path, SpoolFileMode}} {
+		if fi, err := os.Stat(c.path); err != nil || fi.Mode() != c.want {
+			t.Errorf("%s: %v %v, want mode %v", c.path, fi.Mode(), err, c.want)
+		}
+	}
+
+	// nginx was first: its file keeps its mode and content.
+	g := newFixture(t, false)
+	if err := os.WriteFile(g.path, []byte(line(nil)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(g.path, 0o644)
+	g.ingest(t, config.NginxConfig{})
+	if fi, err := os.Stat(g.path); err != nil || fi.Mode() != 0o644 || fi.Size() != int64(len(line(nil))+1) {
+		t.Errorf("existing spool file: %v %v", fi, err)
+	}
+}

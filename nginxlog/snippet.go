@@ -57,10 +57,12 @@ func Snippet(cfg config.NginxConfig) string {
 # has read. Give its directory a dedicated tmpfs: its size bounds memory
 # while the agent is down (nginx then fails writes, never blocks), e.g. in
 # /etc/fstab, before nginx starts:
-#   tmpfs %[2]s tmpfs size=256m,mode=0755,nosuid,nodev,noexec 0 0
+#   tmpfs %[2]s tmpfs size=256m,mode=0710,gid=www-data,nosuid,nodev,noexec 0 0
 # and: mkdir -p %[2]s && mount %[2]s
 # nginx's master (root) creates the file and hands it to the worker user
-# (www-data) on reopen; the directory only needs to be searchable.
+# (www-data) on reopen; the workers reopen it by path, so the directory is
+# searchable by their group (gid=) and by nobody else: the file holds the
+# clients' addresses.
 #
 # A server{} block with its own access_log directive does not inherit this
 # one: add the access_log line below to such blocks too. Do not rotate this

@@ -404,13 +404,7 @@ func TestHandshakesCoexistAndFollow(t *testing.T) {
 	key := "maglev " + e.topo.VIP4.String()
 	connect := func(n uint64) {
 		t.Helper()
-		for range n {
-			c, err := e.connect(e.topo.Client, "ipv4")
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.conn.Close()
-		}
+		e.connectClose(t, e.topo.Client, "ipv4", int(n))
 	}
 	connect(2)
 	testenv.Eventually(t, 30*time.Second, func() bool {

@@ -63,6 +63,9 @@ type env struct {
 	pinDir  string
 	cfgPath string
 	port    int
+	// agentWrap runs startAgent's agent through a wrapper (setpriv: as the
+	// system user, asSystemUser); nil: as root.
+	agentWrap []string
 }
 
 func newEnv(t *testing.T, extraYAML string) *env {
@@ -140,9 +143,20 @@ func (e *env) startAgent(args ...string) *proc {
 	e.t.Helper()
 	all := append([]string{"agent", "--config", e.cfgPath, "--bpf.cgroup", e.cg.Path, "--bpf.pin-dir", e.pinDir,
 		"--attribution.mode", "bpf", "--log.level", "debug"}, args...)
-	p := e.start("agent", e.topo.Srv.Exec(context.Background(), agentBin, all...), false)
+	p := e.start("agent", execIn(e.topo.Srv, wrapped(e.agentWrap, agentBin, all)), false)
 	p.awaitRunning(e.t, `msg="agent running"`)
 	return p
+}
+
+// wrapped is the command line of bin args run through wrap (nil:
+// directly): the program first.
+func wrapped(wrap []string, bin string, args []string) []string {
+	return append(append(append([]string{}, wrap...), bin), args...)
+}
+
+// execIn runs argv (wrapped's result) in ns.
+func execIn(ns *topo.NS, argv []string) *exec.Cmd {
+	return ns.Exec(context.Background(), argv[0], argv[1:]...)
 }
 
 // awaitRunning waits (bounded) until the process logs msg, and fails the
@@ -240,6 +254,19 @@ var families = []string{"ipv4", "ipv6", "mapped"}
 
 // connect dials the VIP from ns with the given family and reads the reply.
 // The connection stays open until the caller closes it (or the test ends).
+// connectClose opens n connections from ns to the tag server and closes
+// each; a failed one fails the test.
+func (e *env) connectClose(t *testing.T, ns *topo.NS, fam string, n int) {
+	t.Helper()
+	for range n {
+		c, err := e.connect(ns, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.conn.Close()
+	}
+}
+
 func (e *env) connect(ns *topo.NS, fam string) (*client, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()

@@ -23,6 +23,8 @@ func TestMain(m *testing.M) {
 		os.Exit(tagServerMain())
 	case "frontdoor":
 		os.Exit(frontDoorMain())
+	case "openas":
+		os.Exit(openAsMain())
 	}
 	os.Exit(run(m))
 }

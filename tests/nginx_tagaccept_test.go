@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,7 +26,8 @@ type ingestAgent struct {
 	n       *nginxEnv
 	cfg     string
 	pins    string
-	logtail string // nginx.logtail.target, "" for none
+	logtail string   // nginx.logtail.target, "" for none
+	wrap    []string // runs the agent through a wrapper (asSystemUser); nil: as root
 	proc    *proc
 }
 
@@ -55,8 +55,8 @@ func (a *ingestAgent) writeConfig(yml string) {
 
 func (a *ingestAgent) start() {
 	a.n.t.Helper()
-	a.proc = a.n.start("agent-nginx", a.n.topo.Srv.Exec(context.Background(), agentBin, "agent", "--config", a.cfg,
-		"--bpf.cgroup", a.n.cg.Path, "--bpf.pin-dir", a.pins, "--web.listen-address", ingestAgentAddr), false)
+	a.proc = a.n.start("agent-nginx", execIn(a.n.topo.Srv, wrapped(a.wrap, agentBin, []string{"agent", "--config", a.cfg,
+		"--bpf.cgroup", a.n.cg.Path, "--bpf.pin-dir", a.pins, "--web.listen-address", ingestAgentAddr})), false)
 	a.proc.awaitRunning(a.n.t, `msg="agent running"`)
 }
 
@@ -133,7 +133,7 @@ func TestNginxTagAtAccept(t *testing.T) {
 	send("eth1", 6)
 	a.reload(eth1Tag("tag1-new"))
 	send("eth1", 4)
-	if rows := n.conns(t, a.cfg, a.pins, true); len(rows) != 1 || rows[0].SourceTag != "tag1" || rows[0].Device != "eth1" {
+	if rows := n.conns(t, a.cfg, a.pins, asUser(65534, 65534, pinGroup(t, a.pins))); len(rows) != 1 || rows[0].SourceTag != "tag1" || rows[0].Device != "eth1" {
 		t.Errorf("conns after the reload: %+v, want the kept-alive connection under tag1 on eth1", rows)
 	}
 	n.signalNginx("reopen")

@@ -121,24 +121,20 @@ func exists(p string) bool {
 func connRows(t *testing.T, e *env) map[string]connRow {
 	t.Helper()
 	m := map[string]connRow{}
-	for _, r := range e.conns(t, e.cfgPath, e.pinDir, false) {
+	for _, r := range e.conns(t, e.cfgPath, e.pinDir, nil) {
 		m[r.Remote] = r
 	}
 	return m
 }
 
-// conns runs `ipng-stats conns -o json` on the config and pins given, as
-// nobody (no capability, no group) where asNobody: conns needs no
-// privilege. It returns the rows.
-func (e *env) conns(t *testing.T, cfg, pins string, asNobody bool) []connRow {
+// conns runs `ipng-stats conns -o json` on the config and pins given,
+// through wrap (nil: as root; asUser: as another user without
+// capabilities). It returns the rows.
+func (e *env) conns(t *testing.T, cfg, pins string, wrap []string) []connRow {
 	t.Helper()
-	args := []string{agentBin, "conns", "--config", cfg, "--bpf.pin-dir", pins, "-o", "json"}
-	if asNobody {
-		args = append([]string{"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"}, args...)
-	}
-	out, err := e.ipngStats(args...)
+	out, err := e.ipngStats(wrapped(wrap, agentBin, []string{"conns", "--config", cfg, "--bpf.pin-dir", pins, "-o", "json"})...)
 	if err != nil {
-		t.Fatalf("conns (as nobody %v): %v\n%s", asNobody, err, out)
+		t.Fatalf("conns (through %v): %v\n%s", wrap, err, out)
 	}
 	var rows []connRow
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {

@@ -24,7 +24,8 @@ const (
 
 // values are the chart values of the test: the imported image, never
 // pulled; the test's cgroup directory and bpffs as the node's; the agent's
-// pin dir, edge0 bound to tag and the proxy on the VIP. Everything else is
+// pin dir, edge0 bound to tag, core0 to coreTag, and the proxy on the
+// VIPs. Everything else is
 // the chart's default.
 func (c *cluster) values(image, tag string) map[string]any {
 	repo, version := image, "latest"
@@ -36,10 +37,16 @@ func (c *cluster) values(image, tag string) map[string]any {
 		"cgroupRoot": c.hostCgroup(),
 		"bpffsPath":  c.bpffs(),
 		"config": map[string]any{
-			"bpf":      map[string]any{"pin_dir": "/sys/fs/bpf/" + c.id},
-			"bindings": map[string]any{"devices": []any{map[string]any{"device": "edge0", "tag": tag}}},
+			"bpf": map[string]any{"pin_dir": "/sys/fs/bpf/" + c.id},
+			"bindings": map[string]any{"devices": []any{
+				map[string]any{"device": "edge0", "tag": tag},
+				map[string]any{"device": "core0", "tag": coreTag},
+			}},
 			"proxy": map[string]any{"enabled": true,
-				"listeners": []any{map[string]any{"address": vip + ":8080", "upstream": "web"}},
+				"listeners": []any{
+					map[string]any{"address": vip + ":8080", "upstream": "web"},
+					map[string]any{"address": "[" + vip6 + "]:8080", "upstream": "web"},
+				},
 				"upstreams": []any{map[string]any{"name": "web", "servers": []any{"127.0.0.1:8081"}}}},
 		},
 	}

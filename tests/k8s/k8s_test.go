@@ -115,6 +115,7 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	image := imageName(t, imageArchive)
 	c := newCluster(t)
 	client := c.edge(t)
+	core := c.core(t)
 	c.upstream(t)
 	if err := os.Mkdir(c.bpffs(), 0o755); err != nil {
 		t.Fatal(err)
@@ -199,8 +200,8 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	}
 	step("metrics scraped")
 
-	c.traffic(client, edgeTag)
-	step("traffic attributed")
+	c.traffic(flows(client, core, edgeTag))
+	step("traffic attributed: two tags, IPv4 and IPv6")
 
 	// A Prometheus finds the pod through the API server
 	// (kubernetes_sd_configs, role pod, the chart's prometheus.io
@@ -285,7 +286,7 @@ func TestDaemonSetOnSingleNodeCluster(t *testing.T) {
 	c.conns("connections closed", map[string][2]float64{edgeTag: {2, 0}, edgeTag + "2": {1, 0}})
 	step("tag server: connections before, during and after counted exactly")
 
-	c.traffic(client, edgeTag+"2")
+	c.traffic(flows(client, core, edgeTag+"2"))
 	step("traffic attributed with the new config")
 	c.promScraped(field(pod, "metadata", "name").(string), edgeTag+"2", 8)
 	step("Prometheus discovered and scraped the new pod")
@@ -314,42 +315,4 @@ func (c *cluster) readyPod(notUID string) map[string]any {
 		return nil
 	}, "kubelet", "kube-controller-manager", "kube-scheduler", "containerd")
 	return pod
-}
-
-// traffic sends requests from the client netns over edge0 to the proxy on
-// the VIP: each is counted once, tagged with tag.
-func (c *cluster) traffic(client *testenv.NS, tag string) {
-	t := c.t
-	t.Helper()
-	const n = 7
-	c.waitFor("proxy answers", time.Minute, func() error {
-		code, err := clientGet(client, "http://"+vip+":8080/probe")
-		if err == nil && code != 200 {
-			err = fmt.Errorf("status %d", code)
-		}
-		return err
-	})
-	for i := 0; i < n; i++ {
-		if code, err := clientGet(client, "http://"+vip+":8080/"); err != nil || code != 200 {
-			t.Fatalf("request %d: %d %v", i, code, err)
-		}
-	}
-	want := float64(n + 1) // with the probe that answered 200
-	c.waitFor("exact counts", time.Minute, func() error {
-		m, err := c.scrape()
-		if err != nil {
-			return err
-		}
-		got := testenv.Samples(m, "ipng_requests_total", "source_tag", "vip", "code")[tag+" "+vip+" 2xx"]
-		var lines []string
-		for _, l := range strings.Split(m, "\n") {
-			if strings.HasPrefix(l, "ipng_requests_total{") {
-				lines = append(lines, l)
-			}
-		}
-		if got != want {
-			return fmt.Errorf("ipng_requests_total{source_tag=%q,vip=%q,code=\"2xx\"} = %v, want %v; all:\n%s", tag, vip, got, want, strings.Join(lines, "\n"))
-		}
-		return nil
-	})
 }
