@@ -76,16 +76,19 @@ func newRawListener(sock net.Listener) *rawListener {
 func (r *rawListener) accept() (int, netip.AddrPort, error) {
 	var (
 		nfd  int
-		sa   unix.Sockaddr
+		sa   syscall.Sockaddr
 		aerr error
 	)
 	err := r.rc.Read(func(fd uintptr) bool {
 		for {
-			nfd, sa, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			// syscall's, not x/sys/unix's: unix.Accept4 asks the socket's
+			// protocol (getsockopt SO_PROTOCOL, for L2TP) on every IPv4
+			// or IPv6 address it converts.
+			nfd, sa, aerr = syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 			switch aerr {
-			case unix.EINTR, unix.ECONNABORTED: // as Go's accept
+			case syscall.EINTR, syscall.ECONNABORTED: // as Go's accept
 				continue
-			case unix.EAGAIN:
+			case syscall.EAGAIN:
 				return false
 			}
 			return true
@@ -109,11 +112,11 @@ func (l *listener) closeSocket() {
 }
 
 // sockaddrAddrPort is what net.TCPAddr.AddrPort gives for sa.
-func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
+func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {
 	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		a := netip.AddrFrom16(sa.Addr)
 		if sa.ZoneId != 0 {
 			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
@@ -127,9 +130,10 @@ func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// localAddrPort is getsockname's address of fd.
+// localAddrPort is getsockname's address of fd (syscall's Getsockname:
+// x/sys/unix's adds a getsockopt, see accept).
 func localAddrPort(fd int) netip.AddrPort {
-	sa, err := unix.Getsockname(fd)
+	sa, err := syscall.Getsockname(fd)
 	if err != nil {
 		return netip.AddrPort{}
 	}
