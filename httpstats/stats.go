@@ -103,6 +103,12 @@ func (s *Stats) Wrap(nc net.Conn) *Conn {
 			info.Remote = ap
 		}
 	}
+	return s.WrapInfo(nc, info)
+}
+
+// WrapInfo is Wrap for a connection attributed by its server
+// (Attributor.Attribute on a socket it accepted itself).
+func (s *Stats) WrapInfo(nc net.Conn, info attribution.Info) *Conn {
 	c := &Conn{Conn: nc, st: s, info: info}
 	stamped := info.Method == attribution.MethodSkStorage || info.Method == attribution.MethodCookie
 	c.countConn = !(s.noConns && stamped)

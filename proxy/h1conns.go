@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -120,14 +121,22 @@ func (c *h1conn) handOff() {
 	if c.hc != nil {
 		c.series().AddReading(-1)
 	}
+	if _, ok := c.tcp.(*fileConn); ok {
+		// Accepted by the loop: net/http gets a *net.TCPConn, with
+		// TCP_NODELAY, as without the loop.
+		if !c.lc.fileToTCP() {
+			return
+		}
+	} else {
+		// The loop's deadline is net/http's to set from here.
+		c.tcp.SetReadDeadline(time.Time{})
+	}
 	pre := append([]byte(nil), c.buf[c.off:c.end]...)
 	if c.hc != nil {
 		c.hc.Conn = &prefixConn{Conn: c.hc.Conn, pre: pre}
 	} else {
 		c.lc.Conn = &prefixConn{Conn: c.lc.Conn, pre: pre}
 	}
-	// The loop's deadline is net/http's to set from here.
-	c.tcp.SetReadDeadline(time.Time{})
 	for {
 		s := c.l.cur.Load()
 		if s == nil {
@@ -173,7 +182,7 @@ func (c *limitedConn) markHeard() {
 }
 
 // peekGone: one non-blocking MSG_PEEK on the client's socket.
-func peekGone(tcp *net.TCPConn) bool {
+func peekGone(tcp syscall.Conn) bool {
 	rc, err := tcp.SyscallConn()
 	if err != nil {
 		return false

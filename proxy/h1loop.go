@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -63,7 +64,7 @@ type h1conn struct {
 	s   *server
 	lc  *limitedConn
 	hc  *httpstats.Conn // nil: accounting off
-	tcp *net.TCPConn
+	tcp sockConn
 	buf []byte
 	off int // unread bytes are buf[off:end]
 	end int
@@ -76,6 +77,8 @@ type h1conn struct {
 	h        reqHead
 	out      []byte   // upstream request head, then the response head
 	raw      *rawConn // tcp's system calls; nil: through tcp
+	nagle    bool     // TCP_NODELAY not set yet (rawaccept.go): set before the second write
+	wrote    bool     // a write was made
 	chunkHdr [20]byte
 
 	// The request in progress.
@@ -112,17 +115,22 @@ func (p *Proxy) serveOwn(l *listener, s *server, c net.Conn) bool {
 	if v, ok := nc.(*httpstats.Conn); ok {
 		hc, nc = v, v.Conn
 	}
-	var tcp *net.TCPConn
+	var (
+		tcp      sockConn
+		nagle    bool
+		clientIP netip.Addr
+	)
 	switch v := nc.(type) {
 	case *net.TCPConn:
 		tcp = v
 	case *attribution.Conn:
 		tcp = v.TCPConn
-	}
-	if tcp == nil {
+	case *fileConn:
+		tcp, nagle, clientIP = v, true, v.remote.Addr().Unmap()
+	default:
 		return false
 	}
-	hcn := &h1conn{p: p, l: l, s: s, lc: lc, hc: hc, tcp: tcp}
+	hcn := &h1conn{p: p, l: l, s: s, lc: lc, hc: hc, tcp: tcp, nagle: nagle, clientIP: clientIP}
 	hcn.state.Store(h1Active) // idle once it waits for a request
 	hcn.raw = newRawConn(tcp) // nil when tcp has no file descriptor: then tcp's own Read and Write
 	if !s.own.add(hcn) {
@@ -134,6 +142,13 @@ func (p *Proxy) serveOwn(l *listener, s *server, c net.Conn) bool {
 }
 
 func (c *h1conn) series() collector.Series { return c.hc.Series() }
+
+// sockConn is a client connection's socket: a *net.TCPConn (accepted by
+// the net package) or a *fileConn (rawaccept.go).
+type sockConn interface {
+	net.Conn
+	syscall.Conn
+}
 
 // setRead sets the read deadline unless it is already d.
 func (c *h1conn) setRead(d time.Time) {
@@ -173,7 +188,9 @@ func (c *h1conn) serve() {
 	}()
 	// What net/http's RemoteAddr gives ReverseProxy, without its strings:
 	// a v4-mapped address as IPv4, an IPv6 one with its zone.
-	if ra, ok := c.tcp.RemoteAddr().(*net.TCPAddr); ok {
+	if c.clientIP.IsValid() {
+		// Known from the own accept.
+	} else if ra, ok := c.tcp.RemoteAddr().(*net.TCPAddr); ok {
 		c.clientIP = ra.AddrPort().Addr().Unmap()
 	}
 	t := c.s.settings.timeouts
@@ -430,10 +447,27 @@ func (c *h1conn) read(p []byte) (int, error) {
 
 // write writes bufs to the client in one writev.
 func (c *h1conn) write(bufs ...[]byte) (int, error) {
+	if c.nagle {
+		if c.wrote {
+			c.setNoDelay()
+		}
+		c.wrote = true
+	}
 	if c.raw != nil {
 		return c.raw.writev(bufs...)
 	}
 	return writeBuffers(c.tcp, bufs)
+}
+
+// setNoDelay sets TCP_NODELAY on a connection accepted without it, as
+// nginx does on a keep-alive connection: before its second write. The first
+// write of a connection leaves nothing unacknowledged for Nagle's algorithm
+// to wait on.
+func (c *h1conn) setNoDelay() {
+	c.nagle = false
+	if rc, err := c.tcp.SyscallConn(); err == nil {
+		setNoDelay(rc)
+	}
 }
 
 // writeRaw writes b to the client, counted as response bytes.

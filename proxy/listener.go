@@ -21,6 +21,7 @@ import (
 type listener struct {
 	addr  string
 	sock  net.Listener // attributed and counting (httpstats)
+	raw   *rawListener // sock's socket, for the own loop's accept (rawaccept.go)
 	pool  atomic.Pointer[pool]
 	certs atomic.Pointer[tls.Config] // nil: plain HTTP
 	cur   atomic.Pointer[server]
@@ -75,7 +76,15 @@ func (l *listener) acceptLoop(p *Proxy) {
 	defer close(l.done)
 	var delay time.Duration
 	for {
-		c, err := l.sock.Accept()
+		var (
+			c   net.Conn
+			err error
+		)
+		if s := l.cur.Load(); l.raw != nil && s != nil && s.settings.ownLoop {
+			c, err = l.acceptOwn(p)
+		} else {
+			c, err = l.sock.Accept()
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -90,6 +99,10 @@ func (l *listener) acceptLoop(p *Proxy) {
 			continue
 		}
 		if s := l.cur.Load(); s != nil && s.settings.ownLoop && p.serveOwn(l, s, c) {
+			continue
+		}
+		// Accepted for the own loop, and its server changed meanwhile.
+		if !c.(*limitedConn).fileToTCP() {
 			continue
 		}
 		if s := l.cur.Load(); s != nil && s.settings.tls {

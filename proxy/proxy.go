@@ -147,7 +147,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.log.Info("proxy draining", "timeout", timeout)
 	var wg sync.WaitGroup
 	for addr, l := range p.listeners {
-		l.sock.Close()
+		l.closeSocket()
 		s := l.cur.Swap(nil)
 		if s != nil {
 			wg.Add(1)
@@ -217,7 +217,7 @@ func (p *Proxy) apply(raw config.ProxyConfig) error {
 	)
 	fail := func(err error) error {
 		for _, l := range created {
-			l.sock.Close()
+			l.closeSocket()
 		}
 		return err
 	}
@@ -232,11 +232,11 @@ func (p *Proxy) apply(raw config.ProxyConfig) error {
 		}
 		l, ok := p.listeners[lc.Address]
 		if !ok {
-			sock, err := p.listen(lc.Address)
+			sock, tl, err := p.listen(lc.Address)
 			if err != nil {
 				return fail(fmt.Errorf("listener %s: %w", lc.Address, err))
 			}
-			l = &listener{addr: lc.Address, sock: sock, done: make(chan struct{})}
+			l = &listener{addr: lc.Address, sock: sock, raw: newRawListener(tl), done: make(chan struct{})}
 			created = append(created, l)
 		}
 		l.stage(pl, tc)
@@ -277,7 +277,7 @@ func (p *Proxy) apply(raw config.ProxyConfig) error {
 	for addr, l := range p.listeners {
 		if !keep[addr] {
 			delete(p.listeners, addr)
-			l.sock.Close()
+			l.closeSocket()
 			if s := l.cur.Swap(nil); s != nil {
 				p.bg.Add(1)
 				go func() { defer p.bg.Done(); drain(s, cfg.DrainTimeout) }()
@@ -349,18 +349,19 @@ func (p *Proxy) replaceServer(l *listener, st settings, timeout time.Duration) {
 // attributed and counting unless accounting is off. Accepted connections
 // get no TCP keep-alive probes (like nginx's default, so_keepalive off):
 // timeouts.idle closes idle clients, and enabling the probes costs four
-// setsockopt calls per connection.
-func (p *Proxy) listen(addr string) (net.Listener, error) {
+// setsockopt calls per connection. It also returns the socket itself, for
+// the own loop's accept.
+func (p *Proxy) listen(addr string) (net.Listener, net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: -1}
 	lc.SetMultipathTCP(false)
 	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil || p.stats == nil {
-		return l, err
+		return l, l, err
 	}
 	al, err := attribution.NewListener(l, p.deps.Attributor)
 	if err != nil {
 		l.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return p.stats.Listener(al), nil
+	return p.stats.Listener(al), l, nil
 }

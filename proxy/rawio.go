@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -69,7 +70,7 @@ func (r *rawConn) read(p []byte) (int, error) {
 	r.p = nil
 	switch {
 	case err != nil:
-		return 0, err
+		return 0, netClosed(err)
 	case r.errno != 0:
 		return 0, os.NewSyscallError("read", r.errno)
 	case r.n == 0:
@@ -125,7 +126,16 @@ func (r *rawConn) writev(bufs ...[]byte) (int, error) {
 	if err == nil && r.errno != 0 {
 		err = os.NewSyscallError("writev", r.errno)
 	}
-	return r.n, err
+	return r.n, netClosed(err)
+}
+
+// netClosed: a closed *os.File (rawaccept.go) says os.ErrClosed where a
+// closed net.Conn says net.ErrClosed, which the loop's callers look for.
+func netClosed(err error) error {
+	if err != nil && errors.Is(err, os.ErrClosed) {
+		return net.ErrClosed
+	}
+	return err
 }
 
 // writeBuffers writes bufs to w with one writev where w can (net.Buffers),
