@@ -316,14 +316,22 @@ func (in *Ingest) checkFull() {
 		in.log.Warn("spool filesystem is full: nginx cannot write access-log lines, they are lost (nginx logs each failed write); give the tmpfs more room", "dir", in.dir)
 	}
 	if in.full && !full {
-		in.log.Warn("spool filesystem has room again", "dir", in.dir, "lines_lost_estimated_total", in.loss.lost.Load())
+		in.log.Warn("spool filesystem has room again", "dir", in.dir)
 	}
 	in.full = full
-	var waiting float64
-	if lines, bytes := in.st.lines.Load(), in.st.bytes.Load(); lines > 0 {
-		waiting = float64(in.st.backlog.Load()) / (float64(bytes) / float64(lines))
+	backlog := in.st.backlog.Load()
+	if full || in.loss.ep.open {
+		backlog = in.sp.backlog() // the estimate needs it as of now
 	}
-	in.loss.observe(time.Now(), in.st.lines.Load(), waiting, full)
+	open, lost, noMsec := in.loss.ep.open, in.loss.lost.Load(), in.loss.noMsec.Load()
+	in.loss.observe(time.Now(), full, backlog)
+	switch {
+	case in.loss.noMsec.Load() != noMsec:
+		in.log.Warn("cannot estimate the lines lost while the spool was full: its lines have no $msec (use the log_format of `ipng-stats nginx-snippet`)", "dir", in.dir)
+	case open && !in.loss.ep.open:
+		now := in.loss.lost.Load()
+		in.log.Warn("access-log lines lost while the spool was full, estimated", "dir", in.dir, "lines", now-lost, "lines_lost_estimated_total", now)
+	}
 }
 
 // Reload applies a new configuration: poll_interval and logtail take effect
@@ -427,10 +435,12 @@ func (in *Ingest) flush() {
 		lines++
 		bytes += uint64(q.size)
 		if q.prob != OK {
+			in.loss.line(0, q.size)
 			in.coll.RejectOutcome(q.prob.Reason())
 			rejected++
 			continue
 		}
+		in.loss.line(q.rec.Msec, q.size)
 		if q.torn {
 			in.coll.RejectOutcome(Torn.Reason())
 			rejected++

@@ -15,8 +15,10 @@ func newDescs() *descs {
 		rejected: prometheus.NewDesc("ipng_nginx_lines_rejected_total", "Access-log lines rejected; by reason in ipng_outcomes_rejected_total{reason=~\"nginx_.*\"}.", nil, nil),
 		misses:   prometheus.NewDesc("ipng_nginx_tuple_misses_total", "Recorded lines whose connection was not found among the stamps of the ring for the ingest (default tag); by reason in ipng_attribution_fallbacks_total{reason=~\"nginx_.*\"}.", nil, nil),
 		full:     prometheus.NewDesc("ipng_nginx_spool_full_total", "Times the spool filesystem was found full: nginx could not write lines.", nil, nil),
-		lost:     prometheus.NewDesc("ipng_nginx_lines_lost_estimated_total", "Access-log lines nginx could not write to the full spool, estimated when the spool has room again: the lines expected at the rate of the minute before, plus those waiting when it filled, minus those read (docs/metrics.md).", nil, nil),
-		fullSecs: prometheus.NewDesc("ipng_nginx_spool_full_seconds_total", "Seconds the spool was full, summed over episodes that ended.", nil, nil),
+		lost: prometheus.NewDesc("ipng_nginx_lines_lost_estimated_total", "Access-log lines nginx could not write to the full spool, estimated on nginx's own clock ($msec of the lines that arrived) "+
+			"when the episode ends: the rate before the newest line written before the fill, times the time from that line to the first check that found room, minus the lines that arrived for that time; "+
+			"overcounts when traffic fell while the spool was full, undercounts when it rose (docs/metrics.md).", nil, nil),
+		fullSecs: prometheus.NewDesc("ipng_nginx_spool_full_seconds_total", "Seconds the agent saw the spool full (from the first check that found it full to the first that found room), summed over episodes; a lower bound of the time nginx could not write.", nil, nil),
 		reopens:  prometheus.NewDesc("ipng_nginx_log_reopens_total", "Times a new log file appeared at the path (rotation or re-creation).", []string{"kind"}, nil),
 		backlog:  prometheus.NewDesc("ipng_nginx_backlog_bytes", "Bytes nginx has written to the spool that are not read yet.", nil, nil),
 	}

@@ -91,15 +91,11 @@ func openSpoolFile(path string) (*spoolFile, error) {
 // complete lines, and returns the number of bytes read.
 func (s *spool) poll() (int, error) {
 	if s.cur == nil {
-		f, err := openSpoolFile(s.path)
-		if errors.Is(err, os.ErrNotExist) {
+		if err := s.open(); errors.Is(err, os.ErrNotExist) {
 			return 0, nil
+		} else if err != nil {
+			return 0, err
 		}
-		if err != nil {
-			return 0, fmt.Errorf("opening %s: %w", s.path, err)
-		}
-		f.lastNew = s.now()
-		s.cur = f
 	}
 	total := 0
 	if s.old != nil {
@@ -120,6 +116,17 @@ func (s *spool) poll() (int, error) {
 		s.checkReplaced()
 	}
 	return total, nil
+}
+
+// open opens the current file at path.
+func (s *spool) open() error {
+	f, err := openSpoolFile(s.path)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", s.path, err)
+	}
+	f.lastNew = s.now()
+	s.cur = f
+	return nil
 }
 
 // read reads and handles up to one buffer of f.
@@ -241,8 +248,13 @@ func (s *spool) checkReplaced() {
 	s.reopens++
 }
 
-// backlog is how many bytes nginx has written that are not read yet.
+// backlog is how many bytes nginx has written that are not read yet. It
+// opens the file if it is not open yet: an agent started on a full spool
+// looks at it before its first read.
 func (s *spool) backlog() int64 {
+	if s.cur == nil {
+		s.open()
+	}
 	var n int64
 	for _, f := range []*spoolFile{s.cur, s.old} {
 		if f == nil {
