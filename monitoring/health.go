@@ -75,16 +75,17 @@ func AgentHealth(cfg Config) (dashboard.Dashboard, error) {
 			query(rate("ipng_nginx_lines_recorded_total", selInstance, "instance"), "recorded {{instance}}"),
 			query(rate("ipng_nginx_lines_rejected_total", selInstance, "instance"), "rejected {{instance}}"))).
 		WithPanel(graph("Backlog",
-			fmt.Sprintf("Bytes nginx has written that the agent has not read yet. Steady growth means the agent cannot keep up (CPU starved, or stopped); past %g MiB the backlog alert fires. The spool full counter counts lines lost when the tmpfs filled.", cfg.BacklogBytes/(1<<20)),
+			fmt.Sprintf("Bytes nginx has written that the agent has not read yet. Steady growth means the agent cannot keep up (CPU starved, or stopped); past %g MiB the backlog alert fires. When the tmpfs fills, nginx drops lines: see the spool full panel.", cfg.BacklogBytes/(1<<20)),
 			unitBytes,
 			query(`ipng_nginx_backlog_bytes{`+selInstance+`}`, "backlog {{instance}}"))).
 		WithPanel(graph("Tuple misses",
 			"Recorded lines whose connection was not found in the 4-tuple map (they get the default tag), as a share of lines recorded. Non-zero: nginx runs outside the attached cgroup or netns, or the map is too small (nginx_tuple_evicted: raise bpf.tuple_map_entries).",
 			unitRatio, query(rate("ipng_nginx_tuple_misses_total", selInstance, "instance")+" / "+rate("ipng_nginx_lines_recorded_total", selInstance, "instance"), "{{instance}}"))).
 		WithPanel(graph("Spool full and log reopens",
-			"Times the spool filesystem was full (lines lost: enlarge the tmpfs or check the agent keeps up) and log reopens after rotation or truncation (each rotation should show one).",
+			"Times the spool filesystem was found full and the access-log lines nginx could not write meanwhile, estimated on nginx's own clock (enlarge the tmpfs or check the agent keeps up), and log reopens after rotation or truncation (each rotation should show one).",
 			unitPerSec,
 			query(rate("ipng_nginx_spool_full_total", selInstance, "instance"), "spool full {{instance}}"),
+			query(rate("ipng_nginx_lines_lost_estimated_total", selInstance, "instance"), "lines lost (estimated) {{instance}}"),
 			query(rate("ipng_nginx_log_reopens_total", selInstance, "instance, kind"), "reopen {{kind}} {{instance}}")))
 
 	d = d.WithRow(dashboard.NewRowBuilder("Cardinality and proxy")).
