@@ -131,6 +131,7 @@ func New(cfg config.NginxConfig, deps Deps) (*Ingest, error) {
 	}
 	in.sp = newSpool(cfg.LogFile, cfg.MaxLineBytes, in.line, in.tooLong)
 	in.sp.onRead = in.flush
+	in.sp.onNarrow = in.narrowed
 	if os.Getenv(FaultEnv) == FaultBeforeFree {
 		in.sp.beforeFree = in.faultBeforeFree
 	}
@@ -153,8 +154,9 @@ const (
 // createSpoolFile creates the log file with SpoolFileMode when it does not
 // exist, before nginx does: nginx opens an existing file as it is, and its
 // master only hands it to the worker user on reopen (chown, and u+rw),
-// never widening the mode. A file nginx made first keeps nginx's mode
-// (0644 under the usual umask).
+// never widening the mode. A file nginx made first (0644 under the usual
+// umask), before the agent ran or at a rename-style rotation, is narrowed
+// when the spool opens it (narrowSpoolFile).
 func createSpoolFile(path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, SpoolFileMode)
 	if errors.Is(err, os.ErrExist) {
@@ -164,6 +166,16 @@ func createSpoolFile(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// narrowed logs a spool file whose mode was narrowed when the ingest took it
+// over, or could not be.
+func (in *Ingest) narrowed(path string, from, to os.FileMode, err error) {
+	if err != nil {
+		in.log.Warn("spool file is readable by others and cannot be narrowed (the agent needs CAP_FOWNER for a file that is nginx's)", "file", path, "mode", fmt.Sprintf("%04o", from), "err", err)
+		return
+	}
+	in.log.Info("spool file narrowed to its owner", "file", path, "from", fmt.Sprintf("%04o", from), "to", fmt.Sprintf("%04o", to))
 }
 
 // FaultEnv is the environment variable of the ingest's fault point, a debug

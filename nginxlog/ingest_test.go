@@ -324,7 +324,7 @@ func TestIngestEvicted(t *testing.T) {
 // TestSpoolModes: the agent creates a missing spool directory searchable
 // (nginx's workers reopen the file by path) but not listable, and the
 // file readable and writable by its owner only, before nginx makes it
-// with its own umask; a file that exists is left as it is.
+// with its own umask; a file nginx made first is narrowed to its owner.
 func TestSpoolModes(t *testing.T) {
 	f := newFixture(t, false)
 	dir := filepath.Join(filepath.Dir(f.path), "sub")
@@ -339,14 +339,57 @@ func TestSpoolModes(t *testing.T) {
 		}
 	}
 
-	// nginx was first: its file keeps its mode and content.
-	g := newFixture(t, false)
-	if err := os.WriteFile(g.path, []byte(line(nil)+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(g.path, 0o644)
-	g.ingest(t, config.NginxConfig{})
-	if fi, err := os.Stat(g.path); err != nil || fi.Mode() != 0o644 || fi.Size() != int64(len(line(nil))+1) {
-		t.Errorf("existing spool file: %v %v", fi, err)
+	// nginx was first (0644, and 0640 with a set-group-ID bit), before the
+	// agent ran or at a rename-style rotation: the ingest narrows the file
+	// to its owner when it takes it over and keeps its content, and a
+	// writer that opened it before (nginx's worker) keeps writing through
+	// its descriptor: each line is counted once.
+	for _, mode := range []os.FileMode{0o644, 0o640 | os.ModeSetgid} {
+		g := newFixture(t, false)
+		nginxCreates := func(path string) *os.File {
+			t.Helper()
+			w, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { w.Close() })
+			if err := os.Chmod(path, mode); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.WriteString(line(nil) + "\n"); err != nil {
+				t.Fatal(err)
+			}
+			return w
+		}
+		checkMode := func(when string) {
+			t.Helper()
+			if fi, err := os.Stat(g.path); err != nil || fi.Mode() != 0o600 {
+				t.Errorf("spool file nginx made with mode %v, %s: now %v %v, want -rw-------", mode, when, fi.Mode(), err)
+			}
+		}
+		w := nginxCreates(g.path)
+		in := g.ingest(t, config.NginxConfig{})
+		stop := runIngest(t, in)
+		testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == 1 }, "the line nginx wrote first read")
+		checkMode("at start")
+		if _, err := w.WriteString(line(nil) + "\n"); err != nil {
+			t.Fatalf("writing through the descriptor opened before the narrowing: %v", err)
+		}
+		testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == 2 }, "the line written after the narrowing read")
+		// Rotation: renamed away, nginx's master creates the file again.
+		if err := os.Rename(g.path, g.path+".1"); err != nil {
+			t.Fatal(err)
+		}
+		w2 := nginxCreates(g.path)
+		testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == 3 }, "the first line of the new file read")
+		checkMode("after a rotation")
+		if _, err := w2.WriteString(line(nil) + "\n"); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 10*time.Second, func() bool { return in.Stats().Lines == 4 }, "the second line of the new file read")
+		stop()
+		if got, want := requests(g.coll), map[string]uint64{"direct 192.0.2.10 2xx": 4}; !maps.Equal(got, want) {
+			t.Errorf("requests = %v, want %v", got, want)
+		}
 	}
 }

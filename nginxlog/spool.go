@@ -25,6 +25,33 @@ type spoolFile struct {
 	pending []byte
 	skip    bool // discarding the rest of an over-long line
 	lastNew time.Time
+	// modeWas is the mode the file had when it was opened, if it was
+	// wider than SpoolFileMode allows and was narrowed (or narrowErr says
+	// why not); 0 when it was narrow already.
+	modeWas   os.FileMode
+	narrowErr error
+}
+
+// narrowSpoolFile takes group and other permissions off an open spool file
+// that nginx created itself (0644 under the usual umask: it opens its logs
+// before the agent can create them, and re-creates them at every
+// rename-style rotation), so that it has no more than SpoolFileMode's
+// owner-only mode, whoever owns it. nginx is not disturbed: its workers
+// write through descriptors they already hold, and its master (root)
+// reopens by path; on reopen it only adds u+rw, never group or other
+// bits. It returns the mode the file had when it was wider, and the error
+// of the chmod (without CAP_FOWNER the agent cannot chmod a file that is
+// nginx's).
+func narrowSpoolFile(f *os.File, mode uint32) (os.FileMode, error) {
+	perm := os.FileMode(mode & 0o7777)
+	if mode&unix.S_IFMT != unix.S_IFREG || perm&^SpoolFileMode&0o7077 == 0 {
+		return 0, nil
+	}
+	narrow := perm & SpoolFileMode & 0o700
+	if err := unix.Fchmod(int(f.Fd()), uint32(narrow)); err != nil {
+		return perm, fmt.Errorf("chmod %04o %s: %w", narrow, f.Name(), err)
+	}
+	return perm, nil
 }
 
 // spool reads complete lines from the log file, frees them once handled and
@@ -44,8 +71,11 @@ type spool struct {
 	// beforeFree, when set, runs after a read has handled lines and before
 	// they are freed: the fault point of FaultEnv.
 	beforeFree func()
-	reopens    uint64 // generations opened after the first
-	truncs     uint64
+	// onNarrow, when set, is told about every file whose mode was narrowed
+	// (or could not be) when the spool took it over.
+	onNarrow func(path string, from, to os.FileMode, err error)
+	reopens  uint64 // generations opened after the first
+	truncs   uint64
 }
 
 func newSpool(path string, maxLine int, onLine func([]byte), onLong func()) *spool {
@@ -67,6 +97,7 @@ func openSpoolFile(path string) (*spoolFile, error) {
 		return nil, fmt.Errorf("stat %s: %w", path, err)
 	}
 	sf := &spoolFile{f: f, ino: st.Ino}
+	sf.modeWas, sf.narrowErr = narrowSpoolFile(f, st.Mode)
 	off, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_DATA)
 	if err != nil {
 		off = st.Size // ENXIO: no data at all
@@ -126,6 +157,7 @@ func (s *spool) open() error {
 	}
 	f.lastNew = s.now()
 	s.cur = f
+	s.narrowed(f)
 	return nil
 }
 
@@ -244,8 +276,15 @@ func (s *spool) checkReplaced() {
 		s.old.f.Close()
 	}
 	nf.lastNew = s.now()
+	s.narrowed(nf)
 	s.old, s.cur = s.cur, nf
 	s.reopens++
+}
+
+func (s *spool) narrowed(f *spoolFile) {
+	if f.modeWas != 0 && s.onNarrow != nil {
+		s.onNarrow(f.f.Name(), f.modeWas, f.modeWas&SpoolFileMode&0o700, f.narrowErr)
+	}
 }
 
 // backlog is how many bytes nginx has written that are not read yet. It

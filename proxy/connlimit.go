@@ -86,6 +86,9 @@ type limitedConn struct {
 	// viaTLS: heard from the first byte of HTTP after the TLS handshake
 	// (hear), not from the ClientHello. Set before the first read.
 	viaTLS bool
+	// h2Idle: net/http's HTTP/2 server has read the preface and reported
+	// the connection idle (h2ConnState); its next StateActive is a stream.
+	h2Idle atomic.Bool
 	gone   bool // closed or evicted (l.mu)
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -79,6 +80,10 @@ func (c *headerConn) ReadFrom(r io.Reader) (int64, error) {
 // headerConnState is the http.Server ConnState hook that tells a
 // headerConn where its request is.
 func headerConnState(nc net.Conn, st http.ConnState) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		h2ConnState(tc, st)
+		return
+	}
 	c, ok := nc.(*headerConn)
 	if !ok {
 		return
@@ -92,6 +97,27 @@ func headerConnState(nc net.Conn, st http.ConnState) {
 	case http.StateHijacked:
 		if c.g != nil {
 			c.g.raw = true
+		}
+	}
+}
+
+// h2ConnState follows an HTTP/2 connection (the *tls.Conn net/http serves
+// it on) for proxy.max_connections: it stays quiet, evictable at the bound,
+// until its first stream. net/http's HTTP/2 server reports StateActive
+// then StateIdle once it has read the preface, then StateActive when a
+// stream opens: the first StateActive after a StateIdle is the first
+// request. (Before the preface, and without one, nothing is reported.)
+func h2ConnState(tc *tls.Conn, st http.ConnState) {
+	lc := limitedOf(tc)
+	if lc == nil {
+		return
+	}
+	switch st {
+	case http.StateIdle:
+		lc.h2Idle.Store(true)
+	case http.StateActive:
+		if lc.h2Idle.Load() {
+			lc.hear()
 		}
 	}
 }

@@ -28,7 +28,9 @@ import (
 //     until its first byte of HTTP, not of TLS.
 //
 // HTTP/2 connections are handed to net/http as the *tls.Conn it needs;
-// they count as having sent bytes once negotiated.
+// they stay quiet (evictable) until their first stream: through the
+// preface and SETTINGS, and without a preface (headerConnState follows
+// net/http's HTTP/2 server through its ConnState hook).
 
 // handshakeTLS completes the TLS handshake of an admitted connection c
 // (a *limitedConn) with certs, then hands it to the listener's current
@@ -60,9 +62,6 @@ func (l *listener) handshakeTLS(c net.Conn, certs *tls.Config, idle *atomic.Uint
 		c.Close()
 		return
 	}
-	if tc.ConnectionState().NegotiatedProtocol == "h2" {
-		heard(c)
-	}
 	l.handOff(tc)
 }
 
@@ -92,17 +91,24 @@ func (l *listener) handOff(c net.Conn) {
 
 // heard marks the *limitedConn below c as having sent a byte of HTTP.
 func heard(c net.Conn) {
+	if lc := limitedOf(c); lc != nil {
+		lc.hear()
+	}
+}
+
+// limitedOf is the *limitedConn below c, or nil.
+func limitedOf(c net.Conn) *limitedConn {
 	for range 4 {
 		switch v := c.(type) {
 		case *limitedConn:
-			v.hear()
-			return
+			return v
 		case interface{ NetConn() net.Conn }:
 			c = v.NetConn()
 		default:
-			return
+			return nil
 		}
 	}
+	return nil
 }
 
 // tlsH1 wraps an HTTP/1.1 connection over TLS for a server with the gate's

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -69,4 +70,107 @@ func TestTLSRejectionsCounted(t *testing.T) {
 	if n := p.idleClosed.Load(); n != 0 {
 		t.Errorf("idle closed %d after requests, want 0", n)
 	}
+}
+
+// h2Preface is the HTTP/2 client connection preface followed by an empty
+// SETTINGS frame: what a client sends before its first stream.
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+// TestTLSIdleH2Evicted: at proxy.max_connections, an HTTP/2 connection
+// over TLS that has no stream yet is evictable like a quiet HTTP/1.1 one:
+// one that sent no preface and one that sent the preface and SETTINGS
+// (and read the server's) hold the two places; a new HTTP/2 client is
+// served (the preface timeout, 10 s in net/http, is not waited for), and
+// so is a second one, which can only get in by evicting the idle one with
+// the preface (the first client's connection has had a stream: it stays).
+// Before, an HTTP/2 connection counted as busy once negotiated: both
+// clients were closed at once (over_limit).
+func TestTLSIdleH2Evicted(t *testing.T) {
+	deps := newDeps(t)
+	be := newBackend(t, "a")
+	addr := freeAddr(t)
+	cfg := config.ProxyConfig{
+		Listeners:      []config.ProxyListener{{Address: addr, Upstream: "web", TLS: []config.ProxyCert{writeCert(t, t.TempDir(), "one.example")}}},
+		Upstreams:      []config.ProxyUpstream{{Name: "web", Servers: []string{hostOf(be)}}},
+		Timeouts:       config.ProxyTimeouts{ReadHeader: 10 * time.Minute, Idle: 10 * time.Minute},
+		MaxConnections: 2,
+	}
+	p, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running(t, p)
+	h2 := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}} //nolint:gosec // self-signed test certificate
+	hold := func(preface bool) *tls.Conn {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, h2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+			t.Fatalf("negotiated %q, want h2", p)
+		}
+		if preface {
+			if _, err := io.WriteString(c, h2Preface); err != nil {
+				t.Fatal(err)
+			}
+			// The server's SETTINGS frame: the connection is HTTP/2's.
+			var hdr [9]byte
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.ReadFull(c, hdr[:]); err != nil || hdr[3] != 0x4 {
+				t.Fatalf("server's first frame: % x %v, want SETTINGS", hdr, err)
+			}
+			c.SetReadDeadline(time.Time{})
+		}
+		return c
+	}
+	noPreface := hold(false)
+	idle := hold(true)
+	testenv.Eventually(t, 20*time.Second, func() bool { return p.limit.openNow() == 2 }, "two connections held")
+
+	gone := func(c *tls.Conn) error {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for {
+			if _, err := c.Read(make([]byte, 4096)); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					return err
+				}
+				return nil // closed
+			}
+		}
+	}
+	serve := func(name string) {
+		t.Helper()
+		tr := &http.Transport{TLSClientConfig: h2.Clone(), ForceAttemptHTTP2: true}
+		t.Cleanup(tr.CloseIdleConnections)
+		resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://" + addr + "/status/200")
+		if err != nil {
+			t.Fatalf("%s: %v (evicted %d, over_limit %d)", name, err, p.limit.evicted.Load(), p.limit.overLimit.Load())
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+			t.Fatalf("%s: %s over %s, want 200 over HTTP/2", name, resp.Status, resp.Proto)
+		}
+	}
+	// The first client makes room: the oldest quiet connection (the one
+	// without a preface) is evicted, unless net/http's preface timeout
+	// closed it first on a very slow machine.
+	serve("first HTTP/2 client")
+	if err := gone(noPreface); err != nil {
+		t.Fatalf("the connection without a preface is still open: %v", err)
+	}
+	// The second can only get in by evicting the idle one with a preface.
+	serve("second HTTP/2 client")
+	if err := gone(idle); err != nil {
+		t.Fatalf("the idle connection with a preface is still open: %v", err)
+	}
+	if e, o := p.limit.evicted.Load(), p.limit.overLimit.Load(); e < 1 || e > 2 || o != 0 {
+		t.Errorf("evicted %d, over_limit %d; want 1 or 2 (the idle connections) and 0", e, o)
+	}
+	if n := p.limit.openNow(); n != 2 {
+		t.Errorf("%d connections open, want 2 (both clients')", n)
+	}
+	waitCodes(t, deps.Collector, map[string]uint64{"loopback 127.0.0.1 2xx": 2})
 }

@@ -44,7 +44,8 @@ var nginxCodes = []int{200, 301, 404, 503}
 
 // newNginxEnv starts nginx with workers workers and the access_log
 // directive accessLog ("": the shipped one; "{log}" stands for the spool's
-// log file), and an agent with agentYAML added to its configuration.
+// log file, "{dir}" for the nginx directory, outside the spool), and an
+// agent with agentYAML added to its configuration.
 func newNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...string) *nginxEnv {
 	t.Helper()
 	n := setupNginxEnv(t, workers, accessLog, agentYAML...)
@@ -85,7 +86,7 @@ func setupNginxEnv(t *testing.T, workers int, accessLog string, agentYAML ...str
 	if accessLog == "" {
 		accessLog = nginxlog.AccessLog(n.logFile)
 	}
-	accessLog = strings.ReplaceAll(accessLog, "{log}", n.logFile)
+	accessLog = strings.ReplaceAll(strings.ReplaceAll(accessLog, "{log}", n.logFile), "{dir}", dir)
 	n.conf = filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(n.conf, []byte(n.nginxConf(workers, accessLog)), 0o644); err != nil {
 		t.Fatal(err)

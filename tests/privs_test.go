@@ -41,7 +41,7 @@ const systemUID = 61414
 func unitCapMask(t *testing.T) uint64 {
 	t.Helper()
 	bits := map[string]caps.Cap{"CAP_BPF": unix.CAP_BPF, "CAP_PERFMON": unix.CAP_PERFMON, "CAP_NET_ADMIN": unix.CAP_NET_ADMIN,
-		"CAP_DAC_OVERRIDE": unix.CAP_DAC_OVERRIDE, "CAP_DAC_READ_SEARCH": unix.CAP_DAC_READ_SEARCH, "CAP_NET_BIND_SERVICE": unix.CAP_NET_BIND_SERVICE}
+		"CAP_DAC_OVERRIDE": unix.CAP_DAC_OVERRIDE, "CAP_FOWNER": unix.CAP_FOWNER, "CAP_DAC_READ_SEARCH": unix.CAP_DAC_READ_SEARCH, "CAP_NET_BIND_SERVICE": unix.CAP_NET_BIND_SERVICE}
 	var list []caps.Cap
 	for _, c := range unitCaps(t) {
 		b, ok := bits[c]
@@ -259,7 +259,7 @@ func TestModesAsSystemUser(t *testing.T) {
 	handPinDir(t, a.pins)
 	a.writeConfig(bindingsYAML)
 	a.start()
-	checkThreadCapSets(t, a.proc, caps.Mask([]caps.Cap{unix.CAP_DAC_OVERRIDE, unix.CAP_NET_ADMIN, unix.CAP_BPF})|bpfCapNeeded(t), unitCapMask(t))
+	checkThreadCapSets(t, a.proc, caps.Mask([]caps.Cap{unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_NET_ADMIN, unix.CAP_BPF})|bpfCapNeeded(t), unitCapMask(t))
 
 	// What the agent made, before nginx opened anything.
 	checkOwner(t, a.pins, loader.PinDirMode, systemUID, systemUID)
@@ -365,6 +365,110 @@ func TestModesAsSystemUser(t *testing.T) {
 			}
 		}
 	}
+	a.waitRequests("at the end", want)
+}
+
+// TestSpoolNginxFirstAsSystemUser: nginx runs before the agent, so its
+// master (root) creates the spool file with its own mode (0644 under the
+// usual umask). The agent, run as the shipped unit runs it (the unit's
+// capabilities, CAP_FOWNER among them), narrows the file to 0600 when it
+// takes it over, without re-creating it: nginx's worker keeps writing
+// through the descriptor it inherited, and every request is counted
+// exactly once. The same after `nginx -s reopen` (the master hands the
+// file to www-data, leaving the mode) and after a rename-style rotation
+// (the master creates the file again, 0644, and the agent narrows the new
+// one). Nobody else can open it; nginx logs no permission error.
+func TestSpoolNginxFirstAsSystemUser(t *testing.T) {
+	n := setupNginxEnv(t, 1, "")
+	www := lookupGid(t, "www-data")
+	wwwUser, err := user.Lookup("www-data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wwwUID, _ := strconv.Atoi(wwwUser.Uid)
+	if err := os.Chown(n.spool, 0, www); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(n.spool, 0o710); err != nil {
+		t.Fatal(err)
+	}
+	n.startNginx()
+	fi, err := os.Stat(n.logFile)
+	if err != nil {
+		t.Fatalf("nginx did not create its access log: %v", err)
+	}
+	if fi.Mode().Perm()&0o077 == 0 {
+		t.Fatalf("nginx created %s with mode %v: nothing to narrow (umask?)", n.logFile, fi.Mode())
+	}
+	nginxMode := fi.Mode().Perm()
+
+	a := &ingestAgent{n: n, cfg: filepath.Join(n.dir, "agent-nginx.yml"), pins: topo.PinDir(t), wrap: asSystemUser(t)}
+	handPinDir(t, a.pins)
+	a.writeConfig(bindingsYAML)
+	a.start()
+	narrowed := func() bool {
+		fi, err := os.Stat(n.logFile)
+		return err == nil && fi.Mode().Perm() == 0o600
+	}
+	testenv.Eventually(t, 20*time.Second, narrowed, "the spool file nginx created narrowed")
+	checkOwner(t, n.logFile, 0o600, 0, 0)
+
+	// Connections made once the program is attached (their lines get
+	// their tags); one kept alive throughout: the worker's descriptor
+	// opened before the narrowing.
+	want := map[string]uint64{}
+	key := expectedTag(paths[0].dev, "ipv4") + " " + n.vipLabel("ipv4") + " 2xx"
+	cl := n.clientKeepAlive(paths[0].ns(n.topo), "ipv4", n.port, true)
+	send := func(k int) {
+		t.Helper()
+		for range k {
+			if err := cl.get(200); err != nil {
+				t.Fatal(err)
+			}
+			want[key]++
+		}
+	}
+	send(5)
+	a.waitRequests("after the narrowing", want)
+
+	errLog := filepath.Join(n.dir, "error.log")
+	reopen := func() {
+		t.Helper()
+		before := countIn(t, errLog, "reopening logs")
+		n.signalNginx("reopen")
+		testenv.Eventually(t, 20*time.Second, func() bool { return countIn(t, errLog, "reopening logs") >= before+2 }, "nginx reopened its logs")
+	}
+	reopen()
+	checkOwner(t, n.logFile, 0o600, wwwUID, 0)
+	send(7)
+	a.waitRequests("after nginx -s reopen", want)
+
+	// Rotation: the master creates the file again with its own mode.
+	if err := os.Rename(n.logFile, n.logFile+".1"); err != nil {
+		t.Fatal(err)
+	}
+	reopen()
+	send(9)
+	a.waitRequests("after a rotation", want)
+	testenv.Eventually(t, 20*time.Second, narrowed, "the re-created spool file narrowed")
+	checkOwner(t, n.logFile, 0o600, wwwUID, 0)
+	if got := strings.Count(a.proc.out.String(), `msg="spool file narrowed to its owner"`); got != 2 {
+		t.Errorf("agent logged %d narrowings, want 2 (at start, after the rotation):\n%s", got, a.proc.out.String())
+	}
+	if !strings.Contains(a.proc.out.String(), fmt.Sprintf("from=%04o to=0600", nginxMode)) {
+		t.Errorf("agent log does not say it narrowed %04o to 0600:\n%s", nginxMode, a.proc.out.String())
+	}
+	if strings.Contains(a.proc.out.String(), "cannot be narrowed") {
+		t.Errorf("agent could not narrow the spool file:\n%s", a.proc.out.String())
+	}
+	if b, _ := os.ReadFile(errLog); strings.Contains(string(b), "Permission denied") || strings.Contains(string(b), "[crit]") {
+		t.Errorf("nginx could not write or reopen its log:\n%s", b)
+	}
+	got := openAs(t, &syscall.Credential{Uid: 65534, Gid: uint32(www), Groups: []uint32{}}, n.logFile)
+	if got[n.logFile] != (access{}) {
+		t.Errorf("nobody in nginx's group opening %s: %+v, want nothing", n.logFile, got[n.logFile])
+	}
+	send(1)
 	a.waitRequests("at the end", want)
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/ipng/ipng-stats/internal/testenv"
 	"github.com/ipng/ipng-stats/internal/testenv/fixtures"
 	"github.com/ipng/ipng-stats/internal/testenv/topo"
+	"github.com/ipng/ipng-stats/nginxlog"
 )
 
 // soakDevice is the bound interface the fault schedule deletes and
@@ -87,17 +88,40 @@ func (a procSample) String() string {
 // At the end: no client request failed (nginx or proxy); the proxy counted
 // every proxied request exactly once under its tag; the agents counted
 // every nginx request exactly once under its tag, summed over their
-// incarnations. The agent is killed when the nginx clients are paused and
-// the agent has counted every line so far, so its final count is known;
-// traffic then resumes while it is dead (nginx appends to the spool) and
-// the next agent must count those lines. The proxy, a separate process,
+// incarnations. The agent is SIGKILLed in the middle of the nginx traffic
+// (nothing paused); a killed agent counted for good the lines it freed in
+// the spool (what no scrape after its death can show), found from a
+// shadow access log nobody reads; what it left in the spool, and what
+// nginx appends while no agent runs, the next agent must count. Each
+// killed agent's last scrape must not exceed what it freed (a scrape sees
+// only freed lines, else the next agent would count them again). The proxy, a separate process,
 // keeps serving while the agent is dead. The proxy's and the agent's fds,
 // threads, RSS and goroutines do not grow; the sock_ops program's stamped
 // − closed (live stamped sockets) returns to a few once the clients are
 // gone, and no map was full.
 func TestSoakFaults(t *testing.T) {
 	dur := soakDuration(t)
-	n := setupNginxEnv(t, 2, "")
+	// The spool unbuffered, then a shadow log nobody reads: nginx writes
+	// each line to the spool before it writes it to the shadow (the same
+	// worker, in the order of the directives), so every line in the shadow
+	// is in the spool, freed or not (see handover).
+	n := setupNginxEnv(t, 2, "access_log {log} "+nginxlog.LogFormatName+";\n  access_log {dir}/shadow.log "+nginxlog.LogFormatName+";")
+	shadow := &shadowLog{path: filepath.Join(n.dir, "shadow.log"), pending: map[string]int{}}
+	lineKey := func(l string) (string, error) {
+		var m map[string]string
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			return "", fmt.Errorf("line %q: %w", l, err)
+		}
+		code, err := strconv.Atoi(m["status"])
+		if err != nil {
+			return "", fmt.Errorf("line %q: status: %w", l, err)
+		}
+		dev, fam := "eth1", "ipv4" // the clients: eth1 over IPv4, eth2 over IPv6
+		if strings.Contains(m["server_addr"], ":") {
+			dev, fam = "eth2", "ipv6"
+		}
+		return expectedTag(dev, fam) + " " + n.vipLabel(fam) + " " + codeClass(code), nil
+	}
 	n.startNginx()
 	a := &ingestAgent{n: n, cfg: filepath.Join(n.dir, "agent-nginx.yml"), pins: topo.PinDir(t)}
 	addSoakDevice(t, n.topo.Srv)
@@ -159,11 +183,9 @@ func TestSoakFaults(t *testing.T) {
 	}
 	agentPort := 9114 // ingestAgentAddr
 
-	// Clients. The nginx ones take gate for reading around each request:
-	// the agent is killed with gate held for writing (no nginx request in
-	// flight).
+	// Clients, without pause: the agent is killed in the middle of their
+	// traffic.
 	var (
-		gate       sync.RWMutex
 		mu         sync.Mutex
 		nginxSent  = map[string]uint64{}
 		proxySent  = map[string]uint64{}
@@ -200,7 +222,6 @@ func TestSoakFaults(t *testing.T) {
 				default:
 				}
 				code := nginxCodes[i%len(nginxCodes)]
-				gate.RLock()
 				err := nc.get(code)
 				if err == nil {
 					mu.Lock()
@@ -208,7 +229,6 @@ func TestSoakFaults(t *testing.T) {
 					mu.Unlock()
 					nginxDone.Add(1)
 				}
-				gate.RUnlock()
 				if err != nil {
 					fail(fmt.Sprintf("nginx %s keep-alive %v", s.dev, s.keep), err)
 				}
@@ -244,15 +264,17 @@ func TestSoakFaults(t *testing.T) {
 	// The fault schedule.
 	reloaded := func(p *proc) int { return strings.Count(p.out.String(), `msg="configuration reloaded"`) }
 	var (
-		carried  = map[string]uint64{} // nginx requests counted by killed agents
-		kills    int
-		sighups  int
-		ifaces   int
-		nreloads int
-		reopens  int
-		alt      bool
-		pxFirst  procSample
-		agFirst  procSample
+		carried     = map[string]uint64{} // nginx lines counted and freed by killed agents
+		unscraped   uint64                // of those, counted after the incarnation's last scrape
+		leftInSpool int                   // lines a killed agent left in the spool, for the next one
+		kills       int
+		sighups     int
+		ifaces      int
+		nreloads    int
+		reopens     int
+		alt         bool
+		pxFirst     procSample
+		agFirst     procSample
 	)
 	testenv.Eventually(t, 20*time.Second, func() bool { return nginxDone.Load() >= 200 }, "traffic under way")
 	pxFirst, agFirst = sample(px.cmd.Process.Pid, proxyWeb), sample(a.proc.cmd.Process.Pid, agentPort)
@@ -283,30 +305,31 @@ func TestSoakFaults(t *testing.T) {
 			n.signalNginx("reopen")
 			reopens++
 		case 3:
-			gate.Lock()
-			mu.Lock()
-			want := maps.Clone(nginxSent)
-			mu.Unlock()
-			for k, v := range carried {
-				want[k] -= v
-				if want[k] == 0 {
-					delete(want, k)
-				}
+			// SIGKILL under traffic. The last scrape of this incarnation
+			// first: what Prometheus would have seen of it.
+			scraped, err := a.requests()
+			if err != nil {
+				t.Fatalf("agent %d: last scrape before its SIGKILL: %v", kills+1, err)
 			}
-			a.waitRequests(fmt.Sprintf("agent %d before its SIGKILL", kills+1), want)
-			// Counted is freed: the ingest frees each batch before a
-			// scrape can see it (TestNginxKilledBeforeFree kills it in
-			// between).
-			if err := spoolConsumed(n.logFile, n.logFile+".1"); err != nil {
-				t.Errorf("agent %d: every request counted, but the spool is not freed: %v", kills+1, err)
-			}
-			addCounts(carried, want)
 			a.proc.stop(t, syscall.SIGKILL)
 			kills++
-			before := nginxDone.Load()
-			gate.Unlock()
+			killedAt := nginxDone.Load()
+			// What it freed is what it counted for good; what it left
+			// in the spool the next agent must count.
+			h, err := shadow.handover(lineKey, n.logFile, n.logFile+".1")
+			if err != nil {
+				t.Fatalf("agent %d: %v", kills, err)
+			}
+			for k, v := range scraped {
+				if v > h.freed[k] {
+					t.Errorf("agent %d: its last scrape showed %d requests %s, but it freed only %d lines of them: a scrape saw lines not freed (counted again by the next agent)", kills, v, k, h.freed[k])
+				}
+				unscraped += h.freed[k] - min(v, h.freed[k])
+			}
+			addCounts(carried, h.freed)
+			leftInSpool += h.left
 			// Requests while no agent runs: nginx logs them to the spool.
-			testenv.Eventually(t, 20*time.Second, func() bool { return nginxDone.Load() >= before+100 }, "nginx requests while the agent is dead")
+			testenv.Eventually(t, 20*time.Second, func() bool { return nginxDone.Load() >= killedAt+100 }, "nginx requests while the agent is dead")
 			a.start()
 		}
 		time.Sleep(200 * time.Millisecond) // pacing: a step every few hundred ms, not a synchronisation
@@ -342,6 +365,26 @@ func TestSoakFaults(t *testing.T) {
 		}
 	}
 	a.waitRequests("the last agent", last)
+	// Every request was logged once, and what the last agent counted is
+	// what no killed agent freed.
+	lastLines := map[string]uint64{}
+	testenv.EventuallyNil(t, 20*time.Second, "nginx logged each request once", func() error {
+		h, err := shadow.handover(lineKey)
+		if err != nil {
+			return err
+		}
+		addCounts(lastLines, h.freed)
+		if !maps.Equal(shadow.logged, nginxSent) {
+			return fmt.Errorf("nginx logged %v, the clients made %v", shadow.logged, nginxSent)
+		}
+		return nil
+	})
+	if !maps.Equal(lastLines, last) {
+		t.Errorf("the last agent counted %v, the lines no killed agent freed are %v", last, lastLines)
+	}
+	if err := spoolConsumed(n.logFile, n.logFile+".1"); err != nil {
+		t.Errorf("the last agent counted every request, but the spool is not freed: %v", err)
+	}
 
 	// Live stamped sockets: the clients are gone, only scrapes remain.
 	var ev map[string]uint64
@@ -372,9 +415,92 @@ func TestSoakFaults(t *testing.T) {
 			t.Errorf("errors in the log of %s:\n%s", p.name, p.out.String())
 		}
 	}
-	t.Logf("soak %v: %d nginx + %d proxy requests, %d SIGHUPs, %d interface re-creations, %d nginx reloads, %d reopens, %d agent kills; bpf %v",
+	t.Logf("soak %v: %d nginx + %d proxy requests, %d SIGHUPs, %d interface re-creations, %d nginx reloads, %d reopens, %d agent kills under traffic; bpf %v",
 		dur, nTotal, pTotal, sighups, ifaces, nreloads, reopens, kills, ev)
+	t.Logf("agent kills: %d lines left in the spool by killed agents and counted by the next; %d lines counted by killed agents after their last scrape (gone with the counter reset)",
+		leftInSpool, unscraped)
 	t.Logf("proxy %v → %v; agent %v → %v", pxFirst, pxLast, agFirst, agLast)
+}
+
+// shadowLog follows the soak's shadow access log (every line nginx wrote
+// to the spool, written after it) to tell, at each SIGKILL of the agent,
+// which lines the killed agent freed (counted for good) and which it left
+// in the spool for the next one.
+type shadowLog struct {
+	path    string
+	off     int64
+	pending map[string]int    // lines not yet known freed, by text
+	logged  map[string]uint64 // every line, by key
+}
+
+// handoverResult is what a killed agent counted for good (freed), by key,
+// and how many lines it left in the spool.
+type handoverResult struct {
+	freed map[string]uint64
+	left  int
+}
+
+// handover reads the lines the shadow gained, then the lines left (not
+// freed) in the spool files: a line of the shadow that is not left in the
+// spool was freed, by the agent killed since the last handover (none runs
+// now). With no spool files, every line not known freed is counted as
+// freed: the end of the soak, where the last agent counted them.
+func (s *shadowLog) handover(key func(string) (string, error), spools ...string) (handoverResult, error) {
+	if s.logged == nil {
+		s.logged = map[string]uint64{}
+	}
+	f, err := os.Open(s.path)
+	if err != nil {
+		return handoverResult{}, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, s.off, 1<<40))
+	if err != nil {
+		return handoverResult{}, err
+	}
+	b = b[:bytes.LastIndexByte(b, '\n')+1] // whole lines
+	s.off += int64(len(b))
+	for l := range strings.SplitSeq(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		k, err := key(l)
+		if err != nil {
+			return handoverResult{}, fmt.Errorf("shadow log: %w", err)
+		}
+		s.logged[k]++
+		s.pending[l]++
+	}
+	left := map[string]int{}
+	for _, p := range spools {
+		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return handoverResult{}, err
+		}
+		for l := range strings.SplitSeq(string(b), "\n") {
+			if l = strings.TrimLeft(l, "\x00"); l != "" {
+				left[l]++
+			}
+		}
+	}
+	r := handoverResult{freed: map[string]uint64{}}
+	for l, c := range s.pending {
+		stay := min(c, left[l])
+		if stay < c {
+			k, _ := key(l)
+			r.freed[k] += uint64(c - stay)
+		}
+		r.left += stay
+		if stay == 0 {
+			delete(s.pending, l)
+		} else {
+			s.pending[l] = stay
+		}
+	}
+	return r, nil
 }
 
 // spoolConsumed returns nil when every byte of the files is in a hole or

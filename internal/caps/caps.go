@@ -40,6 +40,7 @@ var names = map[Cap]string{
 	unix.CAP_NET_BIND_SERVICE: "CAP_NET_BIND_SERVICE",
 	unix.CAP_DAC_OVERRIDE:     "CAP_DAC_OVERRIDE",
 	unix.CAP_DAC_READ_SEARCH:  "CAP_DAC_READ_SEARCH",
+	unix.CAP_FOWNER:           "CAP_FOWNER",
 	unix.CAP_BPF:              "CAP_BPF",
 	unix.CAP_SYS_ADMIN:        "CAP_SYS_ADMIN",
 	unix.CAP_NET_ADMIN:        "CAP_NET_ADMIN",
@@ -89,6 +90,7 @@ func Keep(n Needs) (keep []Cap, why map[Cap]string) {
 	}
 	if n.NginxSpool {
 		why[unix.CAP_DAC_OVERRIDE] = "the nginx access log belongs to nginx and is reopened read-write after rotation"
+		why[unix.CAP_FOWNER] = "a spool file nginx created (0644) is narrowed to its owner when taken over, also after a rotation"
 	} else if n.Pins {
 		why[unix.CAP_DAC_READ_SEARCH] = "the pin directory is below the bpffs root, which may be root's with mode 0700"
 	}

@@ -32,7 +32,7 @@ func TestKeep(t *testing.T) {
 	}{
 		{"nothing", Needs{}, nil},
 		{"proxy", Needs{BindLowPorts: true, Pins: true}, []Cap{unix.CAP_DAC_READ_SEARCH, unix.CAP_NET_BIND_SERVICE}},
-		{"nginx", Needs{NginxSpool: true, Pins: true}, []Cap{unix.CAP_DAC_OVERRIDE}},
+		{"nginx", Needs{NginxSpool: true, Pins: true}, []Cap{unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER}},
 		// A probe that is refused without CAP_BPF keeps it.
 		{"old kernel", Needs{MapAccess: func() error { return unix.EPERM }}, []Cap{unix.CAP_BPF}},
 		{"new kernel", Needs{MapAccess: func() error { return nil }}, nil},
