@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -112,33 +111,12 @@ func diagDump(fd int, seq uint32, fam uint8, buf []byte) ([]uint16, error) {
 			}
 			return nil, err
 		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
+		var done bool
+		if ports, done, err = parseDiag(buf[:n], seq, ports); err != nil {
 			return nil, err
 		}
-		for _, m := range msgs {
-			if m.Header.Seq != seq {
-				continue
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return ports, nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) < 4 {
-					return nil, errors.New("short netlink error")
-				}
-				if e := int32(ne.Uint32(m.Data)); e != 0 {
-					return nil, unix.Errno(-e)
-				}
-				return ports, nil
-			case unix.SOCK_DIAG_BY_FAMILY:
-				// inet_diag_msg: family, state, timer, retrans, then
-				// the socket id, whose source port comes first (big endian).
-				if len(m.Data) < 6 || m.Data[1] != tcpListen {
-					continue
-				}
-				ports = append(ports, binary.BigEndian.Uint16(m.Data[4:6]))
-			}
+		if done {
+			return ports, nil
 		}
 	}
 }

@@ -8,8 +8,6 @@ import (
 	"net/netip"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
-
 	ipngbpf "github.com/ipng/ipng-stats/bpf"
 )
 
@@ -53,11 +51,18 @@ func tupleHash(k *ipngbpf.SockopsIpngTuple) uint64 {
 // of one window share a hash with a probability below 2^-40. Not safe for
 // concurrent use.
 type TupleHistory struct {
-	ring, head *ebpf.Map
+	ring, head arrayMap
 	size       uint64
 	next       uint64            // the first sequence number not yet indexed
 	index      map[uint64]uint64 // hash → latest sequence number
 	slot       ipngbpf.SockopsIpngRingSlot
+}
+
+// arrayMap is what TupleHistory reads the ring and its head from: the
+// BPF arrays (*ebpf.Map), or the fuzz test's arrays in memory
+// (FuzzTupleHistory).
+type arrayMap interface {
+	Lookup(key, valueOut any) error
 }
 
 // TupleHistory returns the history of the 4-tuple map, or an error when the

@@ -13,6 +13,11 @@
 #   tests/fuzz.sh FUZZTIME [go test flags, e.g. -parallel 2]
 #   FUZZ_MATCH=REGEXP limits the targets to those whose "package.Target"
 #   (e.g. "loader.FuzzTupleStamps") matches.
+#   FUZZ_KEEP=1 copies, after each target, the inputs the fuzzer found
+#   interesting (kept only in its cache, $(go env GOCACHE)/fuzz/<package>/<Target>)
+#   that the package's testdata/fuzz/<Target>/ does not hold yet (by content),
+#   so that a long run's inputs can be committed as seeds. Off by default: the
+#   cache holds every earlier run's inputs too, and CI must not write the tree.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
@@ -48,6 +53,31 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 module=$($GO list -m)
+
+# keep PKG NAME SHORT: FUZZ_KEEP's copy of the cached inputs of one target.
+keep() {
+	local cache dir dst f sum n=0
+	local -A have=()
+	cache=$($GO env GOCACHE)/fuzz/$1/$2
+	dir=$($GO list -f '{{.Dir}}' "$1")
+	dst=$dir/testdata/fuzz/$2
+	if ! [ -d "$cache" ]; then
+		echo "fuzz: FUZZ_KEEP: no cached inputs of $3 ($cache)"
+		return
+	fi
+	mkdir -p "$dst"
+	for f in "$dst"/*; do
+		[ -f "$f" ] && have[$(sha256sum <"$f" | cut -c1-64)]=1
+	done
+	for f in "$cache"/*; do
+		[ -f "$f" ] || continue
+		sum=$(sha256sum <"$f" | cut -c1-64)
+		[ -n "${have[$sum]:-}" ] && continue
+		have[$sum]=1
+		cp "$f" "$dst/" && n=$((n + 1))
+	done
+	echo "fuzz: FUZZ_KEEP: $n new inputs of $3 copied from $cache to ${dst#"$PWD"/}"
+}
 failed=()
 ran=0
 for t in "${targets[@]}"; do
@@ -76,6 +106,9 @@ for t in "${targets[@]}"; do
 		fi
 		echo "fuzz: $short stopped with 'context deadline exceeded' and no failing input: Go's fuzzing coordinator at the end of -fuzztime (golang/go#75804); running it again once"
 	done
+	if [ "${FUZZ_KEEP:-0}" != 0 ]; then
+		keep "$pkg" "$name" "$short"
+	fi
 	if [ -n "$ok" ]; then
 		rm -f "$out"
 		continue
