@@ -26,13 +26,36 @@ import (
 // the ring (TupleHistory then tells it was stamped). Not safe for
 // concurrent use.
 type TupleStamps struct {
-	head  headMap // ipng_tuple_head
-	mem   []byte
-	size  uint64
-	next  uint64            // the first sequence number not yet indexed
-	last  uint64            // the head read by the last Sync
-	index map[uint64]uint64 // hash of the 4-tuple → latest sequence number
+	head headMap // ipng_tuple_head
+	mem  []byte
+	size uint64
+	next uint64 // the first sequence number not yet indexed
+	last uint64 // the head read by the last Sync
+	// The index, hash of the 4-tuple → latest sequence number, is split
+	// by generation: the slots of sequence numbers [g·genSize, (g+1)·genSize)
+	// are in gens[g % len(gens)] (the newest generation is cur), enough
+	// generations for the last size stamps and the one being filled. The
+	// oldest is emptied whole (clear) to make room for the next: a Go map
+	// whose entries are deleted one by one fills with tombstones, and
+	// every insert then probes long (see docs/design.md).
+	gens    []stampGen
+	genSize uint64
+	cur     uint64 // the newest generation indexed
 }
+
+// stampGen is one generation of the index: gen is the generation its map
+// holds, valid only when m is not empty.
+type stampGen struct {
+	gen uint64
+	m   map[uint64]uint64
+}
+
+// stampGenerations is the number of generations the index divides the ring
+// into: the index holds at most (1 + 1/stampGenerations) × Size() entries,
+// and a lookup that hits in the newest generation (a line read soon after
+// its connection was accepted) touches only a map of Size()/stampGenerations
+// entries.
+const stampGenerations = 8
 
 // headMap is what TupleStamps reads the ring's head from: the
 // ipng_tuple_head map (*ebpf.Map), or the fuzz test's ring in memory
@@ -66,7 +89,70 @@ func (m *Maps) NewTupleStamps() (*TupleStamps, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mapping %s: %w", PinTupleStamps, err)
 	}
-	return &TupleStamps{head: m.TupleHead, mem: mem, size: size, index: map[uint64]uint64{}}, nil
+	return newTupleStamps(m.TupleHead, mem, size), nil
+}
+
+// newTupleStamps reads the ring mem of size slots whose head is read from
+// head.
+func newTupleStamps(head headMap, mem []byte, size uint64) *TupleStamps {
+	genSize := max(1, size/stampGenerations)
+	r := &TupleStamps{head: head, mem: mem, size: size, genSize: genSize,
+		gens: make([]stampGen, size/genSize+1)}
+	for i := range r.gens {
+		r.gens[i].m = map[uint64]uint64{}
+	}
+	return r
+}
+
+// add indexes sequence number seq under hash h. Sequence numbers come in
+// increasing order.
+func (r *TupleStamps) add(h, seq uint64) {
+	g := seq / r.genSize
+	n := uint64(len(r.gens))
+	e := &r.gens[g%n]
+	if e.gen != g || g > r.cur {
+		if g > r.cur {
+			// Generations skipped (the head jumped) hold nothing newer
+			// than this one's: empty them too.
+			for old := max(r.cur+1, g-min(g, n-1)); old < g; old++ {
+				clear(r.gens[old%n].m)
+			}
+			r.cur = g
+		}
+		if e.gen != g {
+			clear(e.m)
+			e.gen = g
+		}
+	}
+	e.m[h] = seq
+}
+
+// find returns the latest sequence number indexed under h.
+func (r *TupleStamps) find(h uint64) (uint64, bool) {
+	n := uint64(len(r.gens))
+	for i := range n {
+		if i > r.cur {
+			break
+		}
+		g := r.cur - i
+		e := &r.gens[g%n]
+		if e.gen != g {
+			continue
+		}
+		if seq, ok := e.m[h]; ok {
+			return seq, true
+		}
+	}
+	return 0, false
+}
+
+// indexLen is the number of entries of the index.
+func (r *TupleStamps) indexLen() int {
+	n := 0
+	for i := range r.gens {
+		n += len(r.gens[i].m)
+	}
+	return n
 }
 
 // Size is the number of stamps the ring holds.
@@ -102,16 +188,7 @@ func (r *TupleStamps) Sync() error {
 		}
 		h := tupleHash(&s.Stamp.Tuple)
 		if atomic.LoadUint64(&s.Seq) == seq { // not overwritten while hashed
-			r.index[h] = r.next
-		}
-	}
-	// The ring holds at most size stamps: sweeping when a quarter more
-	// have piled up bounds the index at 1.25 × size, for O(1) per slot.
-	if uint64(len(r.index)) > r.size+r.size/4 {
-		for k, seq := range r.index {
-			if seq+r.size < head {
-				delete(r.index, k)
-			}
+			r.add(h, r.next)
 		}
 	}
 	return nil
@@ -127,12 +204,12 @@ func (r *TupleStamps) Lookup(netnsCookie uint64, local, remote netip.AddrPort, s
 	}
 	key := tupleKey(netnsCookie, local, remote)
 	h := tupleHash(&key)
-	seq, ok := r.index[h]
+	seq, ok := r.find(h)
 	if !ok && r.next < r.last {
 		if err := r.Sync(); err != nil {
 			return false, err
 		}
-		seq, ok = r.index[h]
+		seq, ok = r.find(h)
 	}
 	if !ok {
 		return false, nil
@@ -155,6 +232,6 @@ func (r *TupleStamps) Close() error {
 		return nil
 	}
 	err := unix.Munmap(r.mem)
-	r.mem, r.index = nil, nil
+	r.mem, r.gens = nil, nil
 	return err
 }

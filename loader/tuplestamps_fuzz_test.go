@@ -80,7 +80,8 @@ const (
 //     up to the head, a lookup finds exactly the latest stamp of that
 //     connection still in the ring, and misses when there is none
 //     (stamped more than Size() stamps ago, never stamped, or torn);
-//   - the index stays within 1.25 × Size() entries after each Sync;
+//   - the index stays within Size() entries and one generation
+//     (Size()/stampGenerations, at least 1) after each Sync;
 //   - a failed head read is an error, never a stamp.
 func FuzzTupleStamps(f *testing.F) {
 	// Eight stamps, every connection looked up, in a ring of 4 (lapped).
@@ -118,7 +119,7 @@ func FuzzTupleStamps(f *testing.F) {
 		// than a lifetime of connections, and at most 4096 jumps of 2^16
 		// stay far from overflowing it.
 		head := &ringHead{head: start & (1<<62 - 1)}
-		r := &TupleStamps{head: head, mem: mem, size: size, index: map[uint64]uint64{}}
+		r := newTupleStamps(head, mem, size)
 		m := ringModel{t: t, r: r, head: head, mem: mem, size: size, written: map[uint64]ipngbpf.SockopsIpngStamp{}}
 		for _, b := range initial {
 			if b != 0 {
@@ -251,8 +252,8 @@ func (m *ringModel) tear(seq uint64, conn, n int) {
 
 // checkIndex: the index is bounded, whatever the ring held.
 func (m *ringModel) checkIndex() {
-	if limit := m.size + m.size/4; uint64(len(m.r.index)) > limit {
-		m.t.Fatalf("index holds %d entries, more than 1.25 × the ring's %d slots", len(m.r.index), m.size)
+	if limit := m.size + max(1, m.size/stampGenerations); uint64(m.r.indexLen()) > limit {
+		m.t.Fatalf("index holds %d entries, more than the ring's %d slots and a generation", m.r.indexLen(), m.size)
 	}
 }
 
