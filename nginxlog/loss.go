@@ -177,9 +177,10 @@ func (e *lossEstimator) finish() {
 
 // rateBefore is the lines per second nginx wrote up to fillMs, over the
 // shortest trailing window of at least lossRateMin that holds lossRateLines
-// lines, at most lossRateWindow, from the first line in it: recent enough
-// to follow a burst that filled the spool, long enough to be more than a
-// few buffers of nginx.
+// lines, from the first line in it: recent enough to follow a burst that
+// filled the spool, long enough to be more than a few buffers of nginx.
+// Fewer lines than lossRateLines in lossRateWindow are a rate over
+// lossRateWindow.
 func (e *lossEstimator) rateBefore(fillMs int64) float64 {
 	last := fillMs / lossBin
 	first, n := last+1, uint64(0)
@@ -198,5 +199,11 @@ func (e *lossEstimator) rateBefore(fillMs int64) float64 {
 		return 0
 	}
 	span := float64((last-first+1)*lossBin) / 1000
+	if n < lossRateLines {
+		// Sparse: fewer lines than that in the whole window are a rate
+		// over the window, not over the time since the first of them
+		// (one line would be 100 lines/s, the width of its bin).
+		span = lossRateWindow.Seconds()
+	}
 	return float64(n) / span
 }

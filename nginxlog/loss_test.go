@@ -275,3 +275,18 @@ func TestIngestStartsOnFullSpool(t *testing.T) {
 	}
 	t.Logf("%d lines in the spool; estimated %d lost; full %.3f s", n, st.LinesLostEstimated, st.SpoolFullSeconds)
 }
+
+// TestLossSparse: a quiet nginx (one line every 10 s) whose spool fills
+// while the agent is stopped, and drops lines for many minutes: the rate
+// before the fill is the line or two of the last 10 s over those 10 s, not
+// over the 10 ms of the one bin that holds the first of them (which made
+// it 100 lines/s per line).
+func TestLossSparse(t *testing.T) {
+	s := newLossSim(t, 200, 1000)
+	s.run(time.Minute, 0.1)
+	s.agentOn = false
+	s.run(time.Hour, 0.1) // fills after ~33 minutes
+	s.agentOn = true
+	s.run(time.Minute, 0.1)
+	s.expect(0.3)
+}

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"errors"
 	"io"
+	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -143,5 +146,37 @@ func TestOwnAcceptReload(t *testing.T) {
 		ask(200)
 		ask(200)
 		waitCodes(t, deps.Collector, map[string]uint64{"loopback 127.0.0.1 2xx": uint64(3 + 2*i)})
+	}
+}
+
+// TestNetClosedClosedFile: the own accept and the raw reads and writes go
+// through a closed *os.File's SyscallConn when the listener or the
+// connection is closed under them (drain, reload, eviction). That says
+// "use of closed file", not os.ErrClosed; both must read as net.ErrClosed,
+// or the accept loop logs "accept failed" and retries, and a client's
+// closed connection is counted as 400 instead of 499.
+func TestNetClosedClosedFile(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	rc, err := r.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	rawErr := rc.Read(func(uintptr) bool { return true })
+	_, readErr := r.Read(make([]byte, 1))
+	for what, err := range map[string]error{"SyscallConn.Read": rawErr, "Read": readErr} {
+		if err == nil {
+			t.Fatalf("%s on a closed file: no error", what)
+		}
+		if got := netClosed(err); !errors.Is(got, net.ErrClosed) {
+			t.Errorf("%s on a closed file: netClosed(%v) = %v, want net.ErrClosed", what, err, got)
+		}
+	}
+	if other := errors.New("use of closed file"); netClosed(other) != other {
+		t.Errorf("an unrelated error with the same text was taken for a closed file")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -129,14 +130,35 @@ func (r *rawConn) writev(bufs ...[]byte) (int, error) {
 	return r.n, netClosed(err)
 }
 
-// netClosed: a closed *os.File (rawaccept.go) says os.ErrClosed where a
-// closed net.Conn says net.ErrClosed, which the loop's callers look for.
+// netClosed: a closed *os.File (rawaccept.go) says os.ErrClosed from its
+// Read and Write, and internal/poll's unexported ErrFileClosing ("use of
+// closed file") from its SyscallConn, where a closed net.Conn says
+// net.ErrClosed, which the loop's callers look for (an accept loop ends,
+// a client's read ends as 499, not as 400).
 func netClosed(err error) error {
-	if err != nil && errors.Is(err, os.ErrClosed) {
+	if err != nil && (errors.Is(err, os.ErrClosed) || errors.Is(err, errFileClosing())) {
 		return net.ErrClosed
 	}
 	return err
 }
+
+// errFileClosing is the error a closed *os.File's SyscallConn returns,
+// taken once from a closed pipe (the package that declares it cannot be
+// imported); nil if no pipe could be made, which matches no error.
+var errFileClosing = sync.OnceValue(func() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil
+	}
+	w.Close()
+	rc, err := r.SyscallConn()
+	if err != nil {
+		r.Close()
+		return nil
+	}
+	r.Close()
+	return rc.Control(func(uintptr) {})
+})
 
 // writeBuffers writes bufs to w with one writev where w can (net.Buffers),
 // for sockets without rawConn (TLS, no descriptor). It copies the list:
