@@ -83,7 +83,8 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + "\x00\x00\x00\x04\x00\x00
 // served (the preface timeout, 10 s in net/http, is not waited for), and
 // so is a second one, which can only get in by evicting the idle one with
 // the preface (the first client's connection has had a stream: it stays).
-// Before, an HTTP/2 connection counted as busy once negotiated: both
+// A third, with both places held by connections that have had a stream,
+// is refused (over_limit), not let in by evicting one of them. Before, an HTTP/2 connection counted as busy once negotiated: both
 // clients were closed at once (over_limit).
 func TestTLSIdleH2Evicted(t *testing.T) {
 	deps := newDeps(t)
@@ -173,4 +174,17 @@ func TestTLSIdleH2Evicted(t *testing.T) {
 		t.Errorf("%d connections open, want 2 (both clients')", n)
 	}
 	waitCodes(t, deps.Collector, map[string]uint64{"loopback 127.0.0.1 2xx": 2})
+	// Both places are now held by connections that served a stream (their
+	// clients keep them open): not quiet, so a third client is refused
+	// rather than let in by evicting one of them.
+	evicted := p.limit.evicted.Load()
+	tr := &http.Transport{TLSClientConfig: h2.Clone(), ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	if resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://" + addr + "/status/200"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a third client was served (%s): a connection that had served a stream was evicted", resp.Status)
+	}
+	if e, o := p.limit.evicted.Load(), p.limit.overLimit.Load(); e != evicted || o != 1 {
+		t.Errorf("third client: evicted %d → %d, over_limit %d; want no eviction and 1 over the limit", evicted, e, o)
+	}
 }

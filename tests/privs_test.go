@@ -138,6 +138,26 @@ func lookupGid(t *testing.T, name string) int {
 	return id
 }
 
+// shippedSpool gives the nginx test environment's spool directory the
+// shipped mount unit's owner and mode (root, group www-data, 0710) and
+// returns nginx's www-data gid and uid.
+func shippedSpool(t *testing.T, n *nginxEnv) (gid, uid int) {
+	t.Helper()
+	gid = lookupGid(t, "www-data")
+	u, err := user.Lookup("www-data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	if err := os.Chown(n.spool, 0, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(n.spool, 0o710); err != nil {
+		t.Fatal(err)
+	}
+	return gid, uid
+}
+
 // access is what openAs reports per path: whether it could be opened for
 // reading and for writing.
 type access struct{ Read, Write bool }
@@ -242,19 +262,7 @@ func publicCopy(t *testing.T) string {
 // of the group cannot write the maps nor open the link.
 func TestModesAsSystemUser(t *testing.T) {
 	n := setupNginxEnv(t, 1, "")
-	www := lookupGid(t, "www-data")
-	wwwUser, err := user.Lookup("www-data")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wwwUID, _ := strconv.Atoi(wwwUser.Uid)
-	// The shipped mount unit: mode=0710,gid=www-data.
-	if err := os.Chown(n.spool, 0, www); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(n.spool, 0o710); err != nil {
-		t.Fatal(err)
-	}
+	www, wwwUID := shippedSpool(t, n)
 	a := &ingestAgent{n: n, cfg: filepath.Join(n.dir, "agent-nginx.yml"), pins: topo.PinDir(t), wrap: asSystemUser(t)}
 	handPinDir(t, a.pins)
 	a.writeConfig(bindingsYAML)
@@ -380,18 +388,7 @@ func TestModesAsSystemUser(t *testing.T) {
 // one). Nobody else can open it; nginx logs no permission error.
 func TestSpoolNginxFirstAsSystemUser(t *testing.T) {
 	n := setupNginxEnv(t, 1, "")
-	www := lookupGid(t, "www-data")
-	wwwUser, err := user.Lookup("www-data")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wwwUID, _ := strconv.Atoi(wwwUser.Uid)
-	if err := os.Chown(n.spool, 0, www); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(n.spool, 0o710); err != nil {
-		t.Fatal(err)
-	}
+	www, wwwUID := shippedSpool(t, n)
 	n.startNginx()
 	fi, err := os.Stat(n.logFile)
 	if err != nil {
