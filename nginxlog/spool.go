@@ -32,6 +32,9 @@ type spoolFile struct {
 	narrowErr error
 }
 
+// ownerOnly is perm narrowed to SpoolFileMode's owner-only bits.
+func ownerOnly(perm os.FileMode) os.FileMode { return perm & SpoolFileMode & 0o700 }
+
 // narrowSpoolFile takes group and other permissions off an open spool file
 // that nginx created itself (0644 under the usual umask: it opens its logs
 // before the agent can create them, and re-creates them at every
@@ -47,7 +50,7 @@ func narrowSpoolFile(f *os.File, mode uint32) (os.FileMode, error) {
 	if mode&unix.S_IFMT != unix.S_IFREG || perm&^SpoolFileMode&0o7077 == 0 {
 		return 0, nil
 	}
-	narrow := perm & SpoolFileMode & 0o700
+	narrow := ownerOnly(perm)
 	if err := unix.Fchmod(int(f.Fd()), uint32(narrow)); err != nil {
 		return perm, fmt.Errorf("chmod %04o %s: %w", narrow, f.Name(), err)
 	}
@@ -283,7 +286,7 @@ func (s *spool) checkReplaced() {
 
 func (s *spool) narrowed(f *spoolFile) {
 	if f.modeWas != 0 && s.onNarrow != nil {
-		s.onNarrow(f.f.Name(), f.modeWas, f.modeWas&SpoolFileMode&0o700, f.narrowErr)
+		s.onNarrow(f.f.Name(), f.modeWas, ownerOnly(f.modeWas), f.narrowErr)
 	}
 }
 
